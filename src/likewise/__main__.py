@@ -1,0 +1,3 @@
+from likewise.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""The call convention shared by every supervised loss, and input validation.
+
+``loss(embeddings, labels, *, ref_emb=None, ref_labels=None, relevance=None)``
+
+* ``embeddings``: float ``[B, D]``; ``labels``: int ``[B]`` or multi-label ``[B, C]``.
+* ``ref_emb`` / ``ref_labels``: float ``[N, D]`` / ``[N]`` — the references the
+  queries are compared with (a memory queue, gathered embeddings, another view).
+  When absent the references are the queries themselves and self-pairs are
+  excluded (pytorch-metric-learning's convention).
+* ``relevance``: optional bool ``[B, N]`` matrix that replaces the label relation.
+
+A third positional argument (pytorch-metric-learning's ``indices_tuple``) is
+refused with a message pointing to ``miner=``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from likewise.mined import Mined, PairMask, to_pair_mask
+from likewise.similarity import relation_masks
+
+INDICES_TUPLE_MESSAGE = (
+    "likewise losses take no indices_tuple: pass a miner in the constructor instead, "
+    "e.g. TripletMarginLoss(miner=BatchHardMiner()), and call loss(embeddings, labels)"
+)
+
+
+@dataclass
+class Batch:
+    """Validated inputs of one loss call."""
+
+    embeddings: Tensor  # [B, D]
+    labels: Tensor | None  # [B] or [B, C]
+    ref_emb: Tensor  # [N, D] (the embeddings themselves when no refs were given)
+    ref_labels: Tensor | None
+    relevance: Tensor | None  # bool [B, N]
+    same_set: bool  # refs are the queries -> self-pairs excluded
+
+    def masks(self) -> tuple[Tensor, Tensor]:
+        """Positive / negative masks ``[B, N]`` (self-pairs excluded when ``same_set``)."""
+        return relation_masks(
+            self.labels,
+            None if self.same_set else self.ref_labels,
+            relevance=self.relevance,
+            exclude_self=self.same_set,
+        )
+
+
+def _check_float_matrix(x: Any, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape [batch, dim], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contain NaN or inf")
+    return x
+
+
+def _check_labels(labels: Any, n: int, name: str, emb_name: str) -> Tensor:
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dim() not in (1, 2):
+        raise ValueError(
+            f"{name} must be class ids [B] or multi-label [B, C], got shape {tuple(labels.shape)}"
+        )
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} entries but {emb_name} has {n} rows")
+    if labels.is_floating_point() and labels.dim() == 1:
+        raise TypeError(f"{name} must be integer class ids, got dtype {labels.dtype}")
+    return labels
+
+
+def check_batch(
+    embeddings: Any,
+    labels: Any,
+    ref_emb: Any = None,
+    ref_labels: Any = None,
+    relevance: Any = None,
+    *,
+    labels_required: bool = True,
+) -> Batch:
+    """Validate a loss call and return a :class:`Batch` (raises ValueError/TypeError)."""
+    embeddings = _check_float_matrix(embeddings, "embeddings")
+    b = embeddings.shape[0]
+    if (ref_emb is None) != (ref_labels is None) and relevance is None:
+        raise ValueError("ref_emb and ref_labels must be given together")
+    if ref_emb is not None:
+        ref_emb = _check_float_matrix(ref_emb, "ref_emb")
+        if ref_emb.shape[1] != embeddings.shape[1]:
+            raise ValueError(
+                f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have "
+                f"{embeddings.shape[1]}"
+            )
+    same_set = ref_emb is None
+    n = b if same_set else ref_emb.shape[0]
+    if relevance is not None:
+        if not isinstance(relevance, Tensor):
+            raise TypeError(f"relevance must be a bool torch.Tensor, got {type(relevance).__name__}")
+        if tuple(relevance.shape) != (b, n):
+            raise ValueError(f"relevance must have shape {(b, n)}, got {tuple(relevance.shape)}")
+        relevance = relevance.bool()
+    elif labels is None:
+        if labels_required:
+            raise ValueError("labels are required")
+    if labels is not None:
+        labels = _check_labels(labels, b, "labels", "embeddings")
+        if labels.device != embeddings.device:
+            labels = labels.to(embeddings.device)
+    if ref_labels is not None:
+        ref_labels = _check_labels(ref_labels, n, "ref_labels", "ref_emb")
+        if labels is not None and labels.dim() != ref_labels.dim():
+            raise ValueError("labels and ref_labels must both be [B] ids or both [B, C] multi-label")
+        ref_labels = ref_labels.to(embeddings.device)
+    return Batch(
+        embeddings=embeddings,
+        labels=labels,
+        ref_emb=embeddings if same_set else ref_emb,
+        ref_labels=labels if same_set else ref_labels,
+        relevance=relevance,
+        same_set=same_set,
+    )
+
+
+def zero_loss(*tensors: Tensor) -> Tensor:
+    """A zero scalar connected to the graph of ``tensors`` (back-propagates zeros)."""
+    total = tensors[0].sum() * 0
+    for t in tensors[1:]:
+        total = total + t.sum() * 0
+    return total
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values[mask]`` (0, still in the graph, when the mask is empty)."""
+    count = mask.sum()
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return total / count.clamp_min(1)
+
+
+class MetricLoss(nn.Module):
+    """Base class for supervised losses with the likewise / PML call convention.
+
+    Subclasses implement :meth:`compute` on a validated :class:`Batch`. Statistics
+    of the last call are kept in ``self.stats`` (a plain dict of floats).
+    """
+
+    def __init__(self, miner: Any = None) -> None:
+        super().__init__()
+        self.miner = miner
+        self.stats: dict[str, float] = {}
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None = None,
+        *args: Any,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        relevance: Tensor | None = None,
+        indices_tuple: Any = None,
+    ) -> Tensor:
+        if args or indices_tuple is not None:
+            raise TypeError(INDICES_TUPLE_MESSAGE)
+        batch = check_batch(embeddings, labels, ref_emb, ref_labels, relevance)
+        return self.compute(batch)
+
+    def compute(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def mine(self, batch: Batch) -> Mined | None:
+        """Run the miner (if any) on detached embeddings."""
+        if self.miner is None:
+            return None
+        return self.miner(
+            batch.embeddings.detach(),
+            batch.labels,
+            ref_emb=None if batch.same_set else batch.ref_emb.detach(),
+            ref_labels=None if batch.same_set else batch.ref_labels,
+            relevance=batch.relevance,
+        )
+
+    def pair_masks(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Positive / negative masks, restricted to the mined pairs when a miner is set."""
+        pos, neg = batch.masks()
+        mined = self.mine(batch)
+        if mined is not None:
+            m = to_pair_mask(mined, tuple(pos.shape), pos.device)
+            pos, neg = pos & m.pos, neg & m.neg
+        return pos, neg
+
+    def _record(self, **values: Any) -> None:
+        self.stats = {k: float(v) for k, v in values.items()}
+
+
+__all__ = [
+    "Batch",
+    "MetricLoss",
+    "PairMask",
+    "check_batch",
+    "masked_mean",
+    "zero_loss",
+    "INDICES_TUPLE_MESSAGE",
+]
