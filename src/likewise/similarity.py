@@ -87,7 +87,7 @@ def relation_masks(
     ref_labels: Tensor | None = None,
     *,
     relevance: Tensor | None = None,
-    exclude_self: bool | None = None,
+    self_index: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Boolean positive / negative masks ``[B, N]``.
 
@@ -99,28 +99,27 @@ def relation_masks(
     or ``relevance`` may be given directly as a bool ``[B, N]`` matrix
     (then ``labels`` is ignored and negatives are its complement).
 
-    ``ref_labels`` defaults to ``labels`` (refs are the queries); then the
-    diagonal (self-pairs) is excluded from both masks unless ``exclude_self`` is
-    set explicitly.
+    Self-pairs are excluded from both masks: ``self_index`` (long ``[B]``) gives,
+    for each query, the reference column holding the query itself (``-1`` for
+    none). When ``ref_labels`` is None the references are the queries and
+    ``self_index`` defaults to ``arange(B)`` (the diagonal).
     """
     if relevance is not None:
         if relevance.dim() != 2:
             raise ValueError(f"relevance must be a [B, N] matrix, got shape {tuple(relevance.shape)}")
         pos = relevance.bool()
-        neg = ~pos
-        same = exclude_self if exclude_self is not None else False
     else:
         if labels is None:
             raise ValueError("labels are required (or pass relevance=[B, N] bool matrix)")
-        same = ref_labels is None if exclude_self is None else exclude_self
         ref = labels if ref_labels is None else ref_labels
+        if ref_labels is None and self_index is None:
+            self_index = torch.arange(labels.shape[0], device=labels.device)
         if labels.dim() == 1 and ref.dim() == 1:
             pos = labels.unsqueeze(1) == ref.unsqueeze(0)
         elif labels.dim() == 2 and ref.dim() == 2:
             if labels.shape[1] != ref.shape[1]:
                 raise ValueError(
-                    f"multi-label labels have {labels.shape[1]} columns but ref_labels have "
-                    f"{ref.shape[1]}"
+                    f"multi-label labels have {labels.shape[1]} columns but ref_labels have {ref.shape[1]}"
                 )
             pos = (labels.to(torch.float32) @ ref.to(torch.float32).T) > 0
         else:
@@ -128,11 +127,14 @@ def relation_masks(
                 "labels and ref_labels must both be class ids [B] or both multi-label [B, C]; "
                 f"got shapes {tuple(labels.shape)} and {tuple(ref.shape)}"
             )
-        neg = ~pos
-    if same:
-        if pos.shape[0] != pos.shape[1]:
-            raise ValueError("exclude_self needs a square relation (refs are the queries)")
-        eye = torch.eye(pos.shape[0], dtype=torch.bool, device=pos.device)
-        pos = pos & ~eye
-        neg = neg & ~eye
+    neg = ~pos
+    if self_index is not None:
+        keep = ~self_pair_mask(self_index, pos.shape[1])
+        pos, neg = pos & keep, neg & keep
     return pos, neg
+
+
+def self_pair_mask(self_index: Tensor, n_refs: int) -> Tensor:
+    """Bool ``[B, N]`` mask, True at ``(i, self_index[i])`` (rows with ``-1`` have none)."""
+    cols = torch.arange(n_refs, device=self_index.device)
+    return self_index.unsqueeze(1) == cols.unsqueeze(0)

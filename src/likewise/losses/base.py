@@ -8,6 +8,9 @@
   When absent the references are the queries themselves and self-pairs are
   excluded (pytorch-metric-learning's convention).
 * ``relevance``: optional bool ``[B, N]`` matrix that replaces the label relation.
+* ``ref_self_index``: optional long ``[B]``: for each query, the row of ``ref_emb``
+  that holds the query itself (``-1`` for none), excluded from every pair. A
+  cross-batch memory or a cross-GPU gather that contains the current batch uses it.
 
 A third positional argument (pytorch-metric-learning's ``indices_tuple``) is
 refused with a message pointing to ``miner=``.
@@ -39,15 +42,29 @@ class Batch:
     ref_emb: Tensor  # [N, D] (the embeddings themselves when no refs were given)
     ref_labels: Tensor | None
     relevance: Tensor | None  # bool [B, N]
-    same_set: bool  # refs are the queries -> self-pairs excluded
+    same_set: bool  # refs are the queries
+    self_index: Tensor | None  # long [B]: ref column of each query itself (-1 none)
 
     def masks(self) -> tuple[Tensor, Tensor]:
-        """Positive / negative masks ``[B, N]`` (self-pairs excluded when ``same_set``)."""
+        """Positive / negative masks ``[B, N]`` with self-pairs excluded."""
         return relation_masks(
             self.labels,
             None if self.same_set else self.ref_labels,
             relevance=self.relevance,
-            exclude_self=self.same_set,
+            self_index=self.self_index,
+        )
+
+    def row_slice(self, start: int, stop: int) -> Batch:
+        """The queries ``start:stop`` against all references (for chunked losses)."""
+        sl = slice(start, stop)
+        return Batch(
+            embeddings=self.embeddings[sl],
+            labels=None if self.labels is None else self.labels[sl],
+            ref_emb=self.ref_emb,
+            ref_labels=self.ref_labels,
+            relevance=None if self.relevance is None else self.relevance[sl],
+            same_set=False,
+            self_index=None if self.self_index is None else self.self_index[sl],
         )
 
 
@@ -86,6 +103,7 @@ def check_batch(
     ref_labels: Any = None,
     relevance: Any = None,
     *,
+    ref_self_index: Any = None,
     labels_required: bool = True,
 ) -> Batch:
     """Validate a loss call and return a :class:`Batch` (raises ValueError/TypeError)."""
@@ -111,6 +129,18 @@ def check_batch(
     elif labels is None:
         if labels_required:
             raise ValueError("labels are required")
+    if same_set:
+        self_index = torch.arange(b, device=embeddings.device)
+    elif ref_self_index is not None:
+        if not isinstance(ref_self_index, Tensor) or ref_self_index.dtype not in (torch.int32, torch.int64):
+            raise TypeError("ref_self_index must be an integer torch.Tensor [B]")
+        if tuple(ref_self_index.shape) != (b,):
+            raise ValueError(f"ref_self_index must have shape {(b,)}, got {tuple(ref_self_index.shape)}")
+        if ((ref_self_index < -1) | (ref_self_index >= n)).any():
+            raise ValueError(f"ref_self_index entries must lie in [-1, {n - 1}]")
+        self_index = ref_self_index.to(device=embeddings.device, dtype=torch.long)
+    else:
+        self_index = None
     if labels is not None:
         labels = _check_labels(labels, b, "labels", "embeddings")
         if labels.device != embeddings.device:
@@ -127,6 +157,7 @@ def check_batch(
         ref_labels=labels if same_set else ref_labels,
         relevance=relevance,
         same_set=same_set,
+        self_index=self_index,
     )
 
 
@@ -165,11 +196,12 @@ class MetricLoss(nn.Module):
         ref_emb: Tensor | None = None,
         ref_labels: Tensor | None = None,
         relevance: Tensor | None = None,
+        ref_self_index: Tensor | None = None,
         indices_tuple: Any = None,
     ) -> Tensor:
         if args or indices_tuple is not None:
             raise TypeError(INDICES_TUPLE_MESSAGE)
-        batch = check_batch(embeddings, labels, ref_emb, ref_labels, relevance)
+        batch = check_batch(embeddings, labels, ref_emb, ref_labels, relevance, ref_self_index=ref_self_index)
         return self.compute(batch)
 
     def compute(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
@@ -185,6 +217,7 @@ class MetricLoss(nn.Module):
             ref_emb=None if batch.same_set else batch.ref_emb.detach(),
             ref_labels=None if batch.same_set else batch.ref_labels,
             relevance=batch.relevance,
+            ref_self_index=None if batch.same_set else batch.self_index,
         )
 
     def pair_masks(self, batch: Batch) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,159 @@
+"""File input/output shared by the CLI, the index and the trainer.
+
+* atomic writes: a temporary file in the target's directory, ``fsync``, then
+  ``os.replace`` — a reader sees the old file or the new one, never half of one;
+* :func:`load_array`: ``.npy``, ``.npz`` (first array, or a named key) and CSV.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory in a temporary sibling and move it into place on success.
+
+    An existing directory at ``path`` is replaced only once the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """``np.save`` made atomic."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """Load a 1-D or 2-D array from ``.npy``, ``.npz`` or ``.csv``/``.txt``/``.tsv``.
+
+    ``.npz``: the array ``key`` if given, else the only array, else ``embeddings``
+    / ``labels`` / ``x`` / ``y`` is not guessed — a file with several arrays needs
+    ``key``. CSV: numeric, comma separated, an optional header line is skipped.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one
+    that cannot be read as an array. Pickled object arrays are refused.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                names = list(data.keys())
+                if key is None:
+                    if len(names) != 1:
+                        raise ValueError(
+                            f"{path} holds arrays {names}; say which one (e.g. {path}:{names[0]})"
+                        )
+                    key = names[0]
+                if key not in names:
+                    raise ValueError(f"{path} has no array {key!r} (it has {names})")
+                array = data[key]
+        elif suffix in (".csv", ".txt", ".tsv"):
+            delimiter = "\t" if suffix == ".tsv" else ","
+            array = _load_csv(path, delimiter)
+        else:
+            raise ValueError(f"{path}: unsupported file type {suffix!r} (expected .npy, .npz or .csv)")
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable array file: {exc}") from exc
+    if array.dtype == object:
+        raise ValueError(f"{path} holds Python objects, not numbers")
+    if array.ndim not in (1, 2):
+        raise ValueError(f"{path} holds an array of shape {array.shape}; expected 1-D or 2-D")
+    return array
+
+
+def _load_csv(path: Path, delimiter: str) -> np.ndarray:
+    with open(path, encoding="utf-8") as fh:
+        lines = [line for line in fh.read().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path} is empty")
+    first = lines[0].split(delimiter)
+    try:
+        [float(v) for v in first]
+        skip = 0
+    except ValueError:
+        skip = 1
+    try:
+        array = np.loadtxt(lines[skip:], delimiter=delimiter, ndmin=2)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a numeric table: {exc}") from exc
+    if array.shape[1] == 1:
+        array = array[:, 0]
+        if np.all(array == np.round(array)):
+            array = array.astype(np.int64)
+    return array
+
+
+def split_key(spec: str) -> tuple[str, str | None]:
+    """``"file.npz:key"`` -> ``("file.npz", "key")``; other paths -> ``(path, None)``."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head.lower().endswith(".npz"):
+        return head, tail
+    return spec, None
