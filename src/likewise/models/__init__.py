@@ -1,0 +1,21 @@
+"""Encoders in plain torch: trunks, global pooling, embedding and projection heads."""
+
+from likewise.models.embedding import TRUNKS, EmbeddingModel, build_model, build_trunk
+from likewise.models.heads import EmbeddingHead, ProjectionHead
+from likewise.models.pooling import POOLINGS, GeM, GlobalPool
+from likewise.models.trunks import MLP, ConvNet, ResNet
+
+__all__ = [
+    "ConvNet",
+    "EmbeddingHead",
+    "EmbeddingModel",
+    "GeM",
+    "GlobalPool",
+    "MLP",
+    "POOLINGS",
+    "ProjectionHead",
+    "ResNet",
+    "TRUNKS",
+    "build_model",
+    "build_trunk",
+]
