@@ -1,0 +1,414 @@
+"""Pair-based losses: contrastive, lifted structure, multi-similarity.
+
+Every loss here is a function of one matrix over query x reference pairs
+(``[B, N]`` distances or similarities) and two boolean masks ``pos, neg`` of the
+same shape (see :mod:`likewise.similarity`). Nothing larger than ``O(B * N)`` is
+built. Each has a functional form on ``(matrix, pos, neg)`` and an ``nn.Module``
+with the pytorch-metric-learning (PML) call convention
+``loss(embeddings, labels, *, ref_emb=None, ref_labels=None)``.
+
+Distances (``distance=``): a metric name of :mod:`likewise.similarity`
+(``"euclidean"``, ``"squared_euclidean"``, ``"cosine"``, ``"dot"``). With
+``normalize_embeddings=True`` (the default, as PML's ``LpDistance``) embeddings are
+L2-normalised first. PML equivalents: ``LpDistance()`` = ``"euclidean"``,
+``LpDistance(power=2)`` = ``"squared_euclidean"``, ``CosineSimilarity()`` =
+``"cosine"``, ``DotProductSimilarity(normalize_embeddings=False)`` = ``"dot"`` with
+``normalize_embeddings=False``.
+
+The triplet loss lives in :mod:`likewise.losses.triplet`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
+from likewise.losses.chunking import check_chunk_size
+from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
+
+NegForm = Literal["hinge", "squared_hinge", "hinge_squared"]
+NEG_FORMS: tuple[str, ...] = ("hinge", "squared_hinge", "hinge_squared")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def check_number(value: Any, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """A finite real number (raises TypeError / ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if nonnegative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def prepare(x: Tensor, metric: str, normalize_embeddings: bool) -> Tensor:
+    """L2-normalise rows when asked (cosine normalises by itself)."""
+    if normalize_embeddings and metric != "cosine":
+        return F.normalize(x, dim=1)
+    return x
+
+
+def batch_matrix(batch: Batch, metric: str, normalize_embeddings: bool, *, similarity: bool) -> Tensor:
+    """``[B, N]`` similarities (``similarity=True``) or distances between queries and refs."""
+    x = prepare(batch.embeddings, metric, normalize_embeddings)
+    y = x if batch.same_set else prepare(batch.ref_emb, metric, normalize_embeddings)
+    if similarity:
+        return pairwise_similarity(x, y, metric)
+    return pairwise_distance(x, y, metric)
+
+
+def mean_stats(mat: Tensor, pos: Tensor, neg: Tensor, unit: str) -> dict[str, float]:
+    """Mean value over positive and negative pairs (for monitoring)."""
+    with torch.no_grad():
+        return {
+            f"mean_pos_{unit}": float(masked_mean(mat, pos)),
+            f"mean_neg_{unit}": float(masked_mean(mat, neg)),
+        }
+
+
+# --------------------------------------------------------------------------- contrastive
+
+
+def _contrastive_terms(
+    mat: Tensor, pos_margin: float, neg_margin: float, neg_form: str, similarity: bool
+) -> tuple[Tensor, Tensor]:
+    if neg_form not in NEG_FORMS:
+        raise ValueError(f"unknown neg_form {neg_form!r}; expected one of {', '.join(NEG_FORMS)}")
+    if similarity:
+        if neg_form == "hinge_squared":
+            raise ValueError("neg_form='hinge_squared' needs a distance, not a similarity (cosine, dot)")
+        pos_t, neg_t = F.relu(pos_margin - mat), F.relu(mat - neg_margin)
+    elif neg_form == "hinge_squared":
+        sq = mat * mat
+        return F.relu(sq - pos_margin**2), F.relu(neg_margin**2 - sq)
+    else:
+        pos_t, neg_t = F.relu(mat - pos_margin), F.relu(neg_margin - mat)
+    if neg_form == "squared_hinge":
+        return pos_t * pos_t, neg_t * neg_t
+    return pos_t, neg_t
+
+
+def contrastive_loss(
+    mat: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+    neg_form: NegForm = "hinge",
+    *,
+    similarity: bool = False,
+) -> Tensor:
+    """Contrastive loss (Hadsell, Chopra & LeCun 2006; Chopra et al. 2005).
+
+    ``mat [B, N]`` distances ``d`` (or similarities ``s`` with ``similarity=True``),
+    ``pos, neg`` bool ``[B, N]``. Per pair, by ``neg_form``:
+
+    * ``"hinge"`` (PML's default):      pos ``[d - m_p]_+``,       neg ``[m_n - d]_+``
+    * ``"squared_hinge"`` (Hadsell):    pos ``[d - m_p]_+^2``,     neg ``[m_n - d]_+^2``
+    * ``"hinge_squared"``:              pos ``[d^2 - m_p^2]_+``,   neg ``[m_n^2 - d^2]_+``
+
+    (the positive term follows the same power, so with ``m_p = 0`` the two squared
+    forms are the seed's ``d^2`` attraction). For similarities the hinge is mirrored:
+    pos ``[m_p - s]_+``, neg ``[s - m_n]_+`` (squared for ``"squared_hinge"``).
+
+    Reduction (PML's ``AvgNonZeroReducer``): the positive terms are averaged over the
+    positive pairs with a non-zero term, the negative terms likewise, and the two
+    means are added. Returns a scalar; 0 (in the graph) when no term is non-zero.
+    """
+    pos_t, neg_t = _contrastive_terms(mat, pos_margin, neg_margin, neg_form, similarity)
+    return masked_mean(pos_t, pos & (pos_t > 0)) + masked_mean(neg_t, neg & (neg_t > 0))
+
+
+class ContrastiveLoss(MetricLoss):
+    """Contrastive loss (Hadsell et al. 2006), a drop-in for PML's ``ContrastiveLoss``.
+
+    Same keywords and defaults as PML (``pos_margin=0``, ``neg_margin=1``, Euclidean
+    distance between L2-normalised embeddings, average over non-zero terms of each
+    part); see :func:`contrastive_loss` for the formula and ``neg_form``. With a
+    similarity (``distance="cosine"`` / ``"dot"``) the margins are on the similarity,
+    as in PML with ``CosineSimilarity`` (then use e.g. ``pos_margin=1, neg_margin=0``).
+
+    Shapes: ``embeddings [B, D]``, ``labels [B]``; optional ``ref_emb [N, D]``,
+    ``ref_labels [N]``. Memory ``O(B * N)``. ``miner=``: the loss is restricted to
+    the mined pairs (triplets give their (a, p) and (a, n) pairs).
+
+    ``stats``: ``pos_active_fraction``, ``neg_active_fraction`` (share of positive /
+    negative pairs with a non-zero term), ``mean_pos_<unit>``, ``mean_neg_<unit>``.
+    """
+
+    def __init__(
+        self,
+        pos_margin: float = 0.0,
+        neg_margin: float = 1.0,
+        distance: str = "euclidean",
+        neg_form: NegForm = "hinge",
+        normalize_embeddings: bool = True,
+        miner: Any = None,
+    ) -> None:
+        super().__init__(miner=miner)
+        self.pos_margin = check_number(pos_margin, "pos_margin")
+        self.neg_margin = check_number(neg_margin, "neg_margin")
+        self.distance = check_metric(distance)
+        if neg_form not in NEG_FORMS:
+            raise ValueError(f"unknown neg_form {neg_form!r}; expected one of {', '.join(NEG_FORMS)}")
+        self.similarity = is_similarity(distance)
+        if self.similarity and neg_form == "hinge_squared":
+            raise ValueError("neg_form='hinge_squared' needs a distance, not a similarity (cosine, dot)")
+        self.neg_form = neg_form
+        self.normalize_embeddings = bool(normalize_embeddings)
+
+    def compute(self, batch: Batch) -> Tensor:
+        pos, neg = self.pair_masks(batch)
+        if not (pos.any() or neg.any()):
+            self._record(pos_active_fraction=0.0, neg_active_fraction=0.0)
+            return zero_loss(batch.embeddings, batch.ref_emb)
+        mat = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=self.similarity)
+        pos_t, neg_t = _contrastive_terms(
+            mat, self.pos_margin, self.neg_margin, self.neg_form, self.similarity
+        )
+        pos_act, neg_act = pos & (pos_t > 0), neg & (neg_t > 0)
+        loss = masked_mean(pos_t, pos_act) + masked_mean(neg_t, neg_act)
+        unit = "similarity" if self.similarity else "distance"
+        self._record(
+            pos_active_fraction=float(pos_act.sum()) / max(1, int(pos.sum())),
+            neg_active_fraction=float(neg_act.sum()) / max(1, int(neg.sum())),
+            **mean_stats(mat, pos, neg, unit),
+        )
+        return loss
+
+
+# --------------------------------------------------------------------------- lifted structure
+
+
+def _masked_logsumexp(x: Tensor, mask: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """``log sum_{mask} exp(x)`` along ``dim`` and whether any entry was kept.
+
+    Empty reductions give a very negative finite value (not ``-inf``) so that no
+    ``NaN`` can reach the gradient.
+    """
+    has = mask.any(dim=dim)
+    empty = (~has).unsqueeze(dim)
+    filled = x.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+    lse = torch.logsumexp(filled, dim=dim)
+    sentinel = torch.finfo(x.dtype).min / 4
+    return torch.where(has, lse, torch.full_like(lse, sentinel)), has
+
+
+def _lifted_terms(
+    dist: Tensor, pos: Tensor, neg: Tensor, neg_margin: float, pos_margin: float
+) -> tuple[Tensor, Tensor]:
+    """``J [B, N]`` of every pair and the mask of positive pairs that have a negative."""
+    a = neg_margin - dist
+    row, row_has = _masked_logsumexp(a, neg, dim=1)  # over N(i): refs negative to query i
+    col, col_has = _masked_logsumexp(a, neg, dim=0)  # over N(j): queries negative to ref j
+    j = torch.logaddexp(row.unsqueeze(1), col.unsqueeze(0)) + dist - pos_margin
+    valid = pos & (row_has.unsqueeze(1) | col_has.unsqueeze(0))
+    return j, valid
+
+
+def lifted_structure_loss(
+    dist: Tensor, pos: Tensor, neg: Tensor, neg_margin: float = 1.0, pos_margin: float = 0.0
+) -> Tensor:
+    """Lifted structured loss, smooth form (Song, Xiang, Jegelka & Savarese 2016).
+
+    ``dist [B, N]`` distances, ``pos, neg`` bool ``[B, N]``. For every positive pair
+    ``(i, j)``::
+
+        J_ij = log( sum_{k in N(i)} exp(m - D_ik) + sum_{l in N(j)} exp(m - D_lj) ) + D_ij - m_p
+        L    = 1 / (2 |P|) * sum_{(i, j) in P} [J_ij]_+^2
+
+    with ``m = neg_margin`` and ``m_p = pos_margin`` (0 in the paper). ``N(i)`` are the
+    references negative to query ``i`` (row ``i`` of ``neg``) and ``N(j)`` the queries
+    negative to reference ``j`` (column ``j`` of ``neg``). When the references are the
+    queries (``neg`` symmetric) this is exactly Song's formula, and the sum over the
+    ordered pairs ``(i, j), (j, i)`` with ``|P|`` ordered pairs equals the paper's sum over
+    unordered pairs. With separate references (``ref_emb``), each query-reference
+    positive pair is lifted against the references negative to the query and the
+    queries negative to the reference. Pairs with no negative at all are left out of
+    ``P``. Computed densely with one row- and one column-wise log-sum-exp: ``O(B * N)``.
+    """
+    j, valid = _lifted_terms(dist, pos, neg, neg_margin, pos_margin)
+    hinge = F.relu(j)
+    total = torch.where(valid, hinge * hinge, torch.zeros_like(hinge)).sum()
+    return total / (2 * valid.sum().clamp_min(1))
+
+
+class LiftedStructureLoss(MetricLoss):
+    """Lifted structured embedding loss, smooth form (Song et al. 2016).
+
+    See :func:`lifted_structure_loss` for the formula and what ``ref_emb`` means.
+    Default distance: Euclidean between L2-normalised embeddings (as the other losses
+    here). This is Song's loss, not PML's ``LiftedStructureLoss`` (a "generalised"
+    variant with a different formula and reduction), so values differ from PML's.
+
+    ``stats``: ``active_fraction`` (positive pairs with ``J > 0``),
+    ``mean_pos_distance``, ``mean_neg_distance``.
+    """
+
+    def __init__(
+        self,
+        neg_margin: float = 1.0,
+        pos_margin: float = 0.0,
+        distance: str = "euclidean",
+        normalize_embeddings: bool = True,
+        miner: Any = None,
+    ) -> None:
+        super().__init__(miner=miner)
+        self.neg_margin = check_number(neg_margin, "neg_margin")
+        self.pos_margin = check_number(pos_margin, "pos_margin")
+        self.distance = check_metric(distance)
+        self.normalize_embeddings = bool(normalize_embeddings)
+
+    def compute(self, batch: Batch) -> Tensor:
+        pos, neg = self.pair_masks(batch)
+        if not pos.any() or not neg.any():
+            self._record(active_fraction=0.0)
+            return zero_loss(batch.embeddings, batch.ref_emb)
+        dist = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=False)
+        j, valid = _lifted_terms(dist, pos, neg, self.neg_margin, self.pos_margin)
+        hinge = F.relu(j)
+        loss = torch.where(valid, hinge * hinge, torch.zeros_like(hinge)).sum() / (
+            2 * valid.sum().clamp_min(1)
+        )
+        self._record(
+            active_fraction=float((valid & (j > 0)).sum()) / max(1, int(valid.sum())),
+            **mean_stats(dist, pos, neg, "distance"),
+        )
+        return loss
+
+
+# --------------------------------------------------------------------------- multi-similarity
+
+
+def _ms_row_losses(sim: Tensor, pos: Tensor, neg: Tensor, alpha: float, beta: float, base: float) -> Tensor:
+    """Per-query multi-similarity loss ``[B]`` (0 for a query with no pairs)."""
+    zeros = sim.new_zeros(sim.shape[0], 1)
+    pos_x = torch.cat([(alpha * (base - sim)).masked_fill(~pos, float("-inf")), zeros], dim=1)
+    neg_x = torch.cat([(beta * (sim - base)).masked_fill(~neg, float("-inf")), zeros], dim=1)
+    return torch.logsumexp(pos_x, dim=1) / alpha + torch.logsumexp(neg_x, dim=1) / beta
+
+
+def multi_similarity_loss(
+    sim: Tensor, pos: Tensor, neg: Tensor, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5
+) -> Tensor:
+    """Multi-similarity loss (Wang, Han, Huang, Dong & Scott 2019).
+
+    ``sim [B, N]`` similarities, ``pos, neg`` bool ``[B, N]``. Per query ``i``::
+
+        L_i = 1/alpha * log(1 + sum_{p in P_i} exp(-alpha (S_ip - base)))
+            + 1/beta  * log(1 + sum_{n in N_i} exp( beta  (S_in - base)))
+
+    averaged over the queries with ``L_i > 0`` (PML's ``AvgNonZeroReducer``; a query
+    with no pair contributes nothing). ``log(1 + sum exp)`` is a log-sum-exp with an
+    extra zero term, so it is stable for any ``alpha, beta``.
+    """
+    rows = _ms_row_losses(sim, pos, neg, alpha, beta, base)
+    return masked_mean(rows, rows > 0)
+
+
+def _map_rows(
+    fn: Callable[..., Tensor], chunk_size: int | None, queries: Tensor, refs: Tensor, *row_args: Tensor
+) -> Tensor:
+    """``fn(queries, refs, *row_args) -> [rows]``, evaluated ``chunk_size`` query rows at a time.
+
+    Each block runs under activation checkpointing, so at most ``chunk_size x N``
+    similarities (and intermediates) are alive at once, forward or backward. Like
+    :func:`likewise.losses.chunking.map_row_blocks`, but row-slicing extra ``[B, ...]``
+    tensors too (the mined pair masks, which a :class:`Batch` cannot carry).
+    """
+    b = queries.shape[0]
+    if chunk_size is None or chunk_size >= b:
+        return fn(queries, refs, *row_args)
+    grad = torch.is_grad_enabled() and (queries.requires_grad or refs.requires_grad)
+    out = []
+    for start in range(0, b, chunk_size):
+        sl = slice(start, start + chunk_size)
+        args = (queries[sl], refs, *(t[sl] for t in row_args))
+        out.append(checkpoint(fn, *args, use_reentrant=False) if grad else fn(*args))
+    return torch.cat(out, dim=0)
+
+
+class MultiSimilarityLoss(MetricLoss):
+    """Multi-similarity loss (Wang et al. 2019), a drop-in for PML's ``MultiSimilarityLoss``.
+
+    Same keywords and defaults as PML (``alpha=2, beta=50, base=0.5``, cosine
+    similarity, average over queries with a non-zero loss); formula in
+    :func:`multi_similarity_loss`. ``distance`` must be a similarity (``"cosine"``,
+    or ``"dot"`` on L2-normalised embeddings unless ``normalize_embeddings=False``).
+
+    ``chunk_size=c``: the queries are processed ``c`` rows at a time with
+    recomputation in backward; at most ``c x N`` similarities are alive at once and
+    the result equals the unchunked one. ``miner=`` (e.g. ``MultiSimilarityMiner``)
+    restricts the sums to the mined pairs.
+
+    ``stats``: ``active_fraction`` (queries with a non-zero loss),
+    ``mean_pos_similarity``, ``mean_neg_similarity`` (unchunked calls only).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        beta: float = 50.0,
+        base: float = 0.5,
+        distance: str = "cosine",
+        normalize_embeddings: bool = True,
+        chunk_size: int | None = None,
+        miner: Any = None,
+    ) -> None:
+        super().__init__(miner=miner)
+        self.alpha = check_number(alpha, "alpha", positive=True)
+        self.beta = check_number(beta, "beta", positive=True)
+        self.base = check_number(base, "base")
+        if not is_similarity(distance):
+            raise ValueError(
+                f"MultiSimilarityLoss needs a similarity (cosine or dot), got distance={distance!r}"
+            )
+        self.distance = distance
+        self.normalize_embeddings = bool(normalize_embeddings)
+        self.chunk_size = check_chunk_size(chunk_size)
+
+    def compute(self, batch: Batch) -> Tensor:
+        pos, neg = self.pair_masks(batch)
+        if not (pos.any() or neg.any()):
+            self._record(active_fraction=0.0)
+            return zero_loss(batch.embeddings, batch.ref_emb)
+        x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
+        y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)
+
+        stats: dict[str, float] = {}
+        if self.chunk_size is None or self.chunk_size >= x.shape[0]:
+            sim = pairwise_similarity(x, y, self.distance)
+            rows = _ms_row_losses(sim, pos, neg, self.alpha, self.beta, self.base)
+            stats = mean_stats(sim, pos, neg, "similarity")
+        else:
+
+            def rows_fn(q: Tensor, r: Tensor, p: Tensor, n: Tensor) -> Tensor:
+                sim = pairwise_similarity(q, r, self.distance)
+                return _ms_row_losses(sim, p, n, self.alpha, self.beta, self.base)
+
+            rows = _map_rows(rows_fn, self.chunk_size, x, y, pos, neg)
+        active = rows > 0
+        self._record(active_fraction=float(active.sum()) / rows.shape[0], **stats)
+        return masked_mean(rows, active)
+
+
+__all__ = [
+    "ContrastiveLoss",
+    "LiftedStructureLoss",
+    "MultiSimilarityLoss",
+    "contrastive_loss",
+    "lifted_structure_loss",
+    "multi_similarity_loss",
+]

@@ -1,0 +1,313 @@
+"""Triplet margin loss over all triplets of a batch, without building them.
+
+For an anchor ``a`` (a query), a positive ``p`` and a negative ``n`` (references)
+with distances ``d`` (Schroff, Kalenichenko & Philbin 2015, FaceNet)::
+
+    l_apn = [d_ap - d_an + m]_+            (hinge)
+    l_apn = log(1 + exp(d_ap - d_an + m))  (smooth_loss=True: softplus "soft margin",
+                                            Hermans, Beyer & Leibe 2017)
+
+averaged over the triplets with ``l > 0`` (pytorch-metric-learning's
+``AvgNonZeroReducer``). With ``swap=True`` (Balntas et al. 2016) ``d_an`` is replaced
+by ``min(d_an, d_pn)``. With a similarity (``distance="cosine"``/``"dot"``) the
+distance is ``-s``, i.e. ``l = [s_an - s_ap + m]_+`` (PML's ``CosineSimilarity`` form).
+
+How all ``sum_a |P(a)| |N(a)|`` triplets are summed in ``O(B * N)`` memory:
+
+* hinge, no swap: per anchor the negative distances are sorted once; for a positive
+  with ``t = d_ap + m`` the active negatives are those with ``d_an < t``, found by
+  ``searchsorted`` (count ``k``), and their sum is ``k t - cumsum_k``:
+  ``O(B N log N)`` time, autograd through ``sort``/``gather``.
+* softplus or swap (no such shortcut): the positive pairs are processed in blocks of
+  ``block_elements // N`` pairs, each block a ``[pairs, N]`` tensor under activation
+  checkpointing (recomputed in backward), so memory stays at one block; time is
+  ``O(|P| N)``, cubic in ``B`` in the worst case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
+from likewise.losses.pair import check_number, prepare
+from likewise.mined import PairMask, Triplets, to_pair_mask
+from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
+
+SwapDist = Tensor | Callable[[Tensor], Tensor] | None
+
+
+def distance_like(x: Tensor, y: Tensor, metric: str) -> Tensor:
+    """``[B, N]`` distances (``-similarity`` for cosine / dot): smaller = closer."""
+    if is_similarity(metric):
+        return -pairwise_similarity(x, y, metric)
+    return pairwise_distance(x, y, metric)
+
+
+def rowwise_distance_like(u: Tensor, v: Tensor, metric: str) -> Tensor:
+    """``[T]`` distances between matching rows of ``u, v [T, D]`` (same convention)."""
+    if metric == "cosine":
+        return -(F.normalize(u, dim=1) * F.normalize(v, dim=1)).sum(1)
+    if metric == "dot":
+        return -(u * v).sum(1)
+    d2 = (u - v).pow(2).sum(1)
+    if metric == "squared_euclidean":
+        return d2
+    positive = d2 > 0
+    return torch.where(positive, d2.clamp_min(torch.finfo(d2.dtype).tiny).sqrt(), d2 * 0)
+
+
+def _sorted_hinge(dist: Tensor, pos: Tensor, neg: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+    """Sum over all (a, p, n) of ``[d_ap - d_an + m]_+`` and the count of non-zero terms."""
+    srt, _ = dist.masked_fill(~neg, float("inf")).sort(dim=1)
+    finite = torch.where(torch.isfinite(srt), srt, torch.zeros_like(srt))
+    csum = torch.cat([srt.new_zeros(srt.shape[0], 1), finite.cumsum(dim=1)], dim=1)  # [B, N + 1]
+    t = dist + margin
+    k = torch.searchsorted(srt.detach().contiguous(), t.detach().contiguous())  # #{n : d_an < t}
+    per_pair = k.to(t.dtype) * t - csum.gather(1, k)
+    total = torch.where(pos, per_pair, torch.zeros_like(per_pair)).sum()
+    return total, torch.where(pos, k, torch.zeros_like(k)).sum()
+
+
+def _blocked(
+    dist: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    margin: float,
+    smooth: bool,
+    swap_rows: Callable[[Tensor], Tensor] | None,
+    block_elements: int,
+) -> tuple[Tensor, Tensor]:
+    """Same sum and count, over blocks of positive pairs (softplus and/or swap)."""
+    a_idx, p_idx = pos.nonzero(as_tuple=True)
+    per_block = max(1, block_elements // max(1, dist.shape[1]))
+
+    def block(d: Tensor, a: Tensor, p: Tensor) -> Tensor:
+        an = d[a]
+        if swap_rows is not None:
+            an = torch.minimum(an, swap_rows(p))
+        v = d[a, p].unsqueeze(1) - an + margin
+        losses = F.softplus(v) if smooth else F.relu(v)
+        keep = neg[a] & (losses > 0)
+        return torch.stack(
+            [torch.where(keep, losses, torch.zeros_like(losses)).sum(), keep.sum().to(d.dtype)]
+        )
+
+    n_blocks = -(-a_idx.numel() // per_block)
+    use_ckpt = n_blocks > 1 and torch.is_grad_enabled()
+    out = dist.new_zeros(2)
+    for s in range(0, a_idx.numel(), per_block):
+        a, p = a_idx[s : s + per_block], p_idx[s : s + per_block]
+        out = out + (checkpoint(block, dist, a, p, use_reentrant=False) if use_ckpt else block(dist, a, p))
+    return out[0], out[1].detach().round().long()
+
+
+def _triplet_sum(
+    dist: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    margin: float,
+    smooth: bool,
+    swap_dist: SwapDist,
+    block_elements: int,
+) -> tuple[Tensor, Tensor]:
+    if swap_dist is None and not smooth:
+        return _sorted_hinge(dist, pos, neg, margin)
+    swap_rows = swap_dist
+    if isinstance(swap_dist, Tensor):
+        table = swap_dist
+
+        def swap_rows(p: Tensor) -> Tensor:
+            return table[p]
+
+    return _blocked(dist, pos, neg, margin, smooth, swap_rows, block_elements)
+
+
+def triplet_margin_loss(
+    dist: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    margin: float = 0.05,
+    *,
+    smooth_loss: bool = False,
+    swap_dist: SwapDist = None,
+    block_elements: int = 1 << 22,
+) -> Tensor:
+    """Triplet margin loss over every triplet ``(a, p, n)`` with ``pos[a, p]`` and ``neg[a, n]``.
+
+    ``dist [B, N]`` query-reference distances (pass ``-s`` for similarities), ``pos,
+    neg`` bool ``[B, N]``. ``swap_dist``: reference-reference distances for the swap,
+    either an ``[N, N]`` tensor or a function ``p_idx [c] -> [c, N]``. Formula, the
+    average over non-zero terms and the memory bound: see the module docstring.
+    Returns a scalar (0, in the graph, when no term is non-zero).
+    """
+    total, active = _triplet_sum(dist, pos, neg, margin, smooth_loss, swap_dist, block_elements)
+    return total / active.clamp_min(1).to(total.dtype)
+
+
+def triplet_margin_loss_from_triplets(
+    d_ap: Tensor, d_an: Tensor, margin: float = 0.05, *, smooth_loss: bool = False
+) -> Tensor:
+    """The same loss on given triplets: ``d_ap, d_an [T]`` (``d_an`` already swapped if wanted)."""
+    v = d_ap - d_an + margin
+    losses = F.softplus(v) if smooth_loss else F.relu(v)
+    return masked_mean(losses, losses > 0)
+
+
+def sample_triplets(
+    pos: Tensor, neg: Tensor, per_anchor: int, generator: torch.Generator | None = None
+) -> Triplets:
+    """``per_anchor`` random triplets for every anchor with a positive and a negative.
+
+    Positive and negative drawn uniformly and independently, with replacement.
+    """
+    anchors = (pos.any(1) & neg.any(1)).nonzero().squeeze(1)
+    if anchors.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=pos.device)
+        return Triplets(empty, empty, empty)
+    p = torch.multinomial(pos[anchors].float(), per_anchor, replacement=True, generator=generator)
+    n = torch.multinomial(neg[anchors].float(), per_anchor, replacement=True, generator=generator)
+    return Triplets(anchors.repeat_interleave(per_anchor), p.reshape(-1), n.reshape(-1))
+
+
+def _check_triplets(t: Triplets, b: int, n: int) -> Triplets:
+    if len(t) == 0:
+        return t
+    for name, idx, bound in (
+        ("anchor", t.anchor, b),
+        ("positive", t.positive, n),
+        ("negative", t.negative, n),
+    ):
+        if idx.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"mined {name} indices must be integer tensors, got {idx.dtype}")
+        if int(idx.min()) < 0 or int(idx.max()) >= bound:
+            raise ValueError(f"mined {name} indices must lie in [0, {bound - 1}]")
+    return t
+
+
+class TripletMarginLoss(MetricLoss):
+    """Triplet margin loss (Schroff et al. 2015), a drop-in for PML's ``TripletMarginLoss``.
+
+    Same keywords and defaults as PML: ``margin=0.05``, ``swap=False``,
+    ``smooth_loss=False``, ``triplets_per_anchor="all"``, Euclidean distance between
+    L2-normalised embeddings, average over non-zero triplet losses. Forms: plain
+    (``distance="euclidean"``) or squared (``"squared_euclidean"``) distances, cosine
+    (``"cosine"``: ``s_an - s_ap + m``), softplus soft margin (``smooth_loss=True``).
+
+    Triplets: all of them (dense, see the module docstring), ``triplets_per_anchor=k``
+    random ones per anchor (not PML's random draws), or a miner's: ``Triplets`` are
+    gathered as given; a ``PairMask`` gives every ``(a, p, n)`` with ``pos[a, p]`` and
+    ``neg[a, n]`` (dense). With ``swap=True`` the positive-negative distance is taken
+    between the references (PML indexes its query-reference matrix instead, which
+    only means the same thing without ``ref_emb``).
+
+    Shapes: ``embeddings [B, D]``, ``labels [B]``, optional ``ref_emb [N, D]``,
+    ``ref_labels [N]``. ``stats``: ``num_triplets``, ``active_fraction`` (triplets with
+    a non-zero loss), ``mean_pos_<unit>``, ``mean_neg_<unit>``.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.05,
+        swap: bool = False,
+        smooth_loss: bool = False,
+        triplets_per_anchor: int | Literal["all"] = "all",
+        distance: str = "euclidean",
+        normalize_embeddings: bool = True,
+        miner: Any = None,
+        block_elements: int = 1 << 22,
+    ) -> None:
+        super().__init__(miner=miner)
+        self.margin = check_number(margin, "margin")
+        self.swap = bool(swap)
+        self.smooth_loss = bool(smooth_loss)
+        if triplets_per_anchor != "all" and (
+            isinstance(triplets_per_anchor, bool)
+            or not isinstance(triplets_per_anchor, int)
+            or triplets_per_anchor < 1
+        ):
+            raise ValueError(
+                f"triplets_per_anchor must be 'all' or a positive int, got {triplets_per_anchor!r}"
+            )
+        self.triplets_per_anchor = triplets_per_anchor
+        self.distance = check_metric(distance)
+        self.normalize_embeddings = bool(normalize_embeddings)
+        if isinstance(block_elements, bool) or not isinstance(block_elements, int) or block_elements < 1:
+            raise ValueError(f"block_elements must be a positive int, got {block_elements!r}")
+        self.block_elements = block_elements
+
+    def compute(self, batch: Batch) -> Tensor:
+        x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
+        y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)
+        b, n = x.shape[0], y.shape[0]
+        mined = self.mine(batch)
+        triplets = None
+        if isinstance(mined, Triplets):
+            triplets = _check_triplets(mined, b, n)
+        else:
+            pos, neg = batch.masks()
+            if mined is not None:
+                m = to_pair_mask(mined, (b, n), pos.device)
+                assert isinstance(m, PairMask)
+                pos, neg = pos & m.pos, neg & m.neg
+            if self.triplets_per_anchor != "all":
+                triplets = sample_triplets(pos, neg, int(self.triplets_per_anchor))
+
+        if triplets is not None:
+            return self._from_triplets(batch, x, y, triplets)
+        n_triplets = int((pos.sum(1) * neg.sum(1)).sum())
+        if n_triplets == 0:
+            self._record(num_triplets=0, active_fraction=0.0)
+            return zero_loss(batch.embeddings, batch.ref_emb)
+        dist = distance_like(x, y, self.distance)
+        swap = None
+        if self.swap:
+
+            def swap(p: Tensor) -> Tensor:
+                return distance_like(y[p], y, self.distance)
+
+        total, active = _triplet_sum(dist, pos, neg, self.margin, self.smooth_loss, swap, self.block_elements)
+        self._record_stats(dist, pos, neg, n_triplets, int(active))
+        return total / active.clamp_min(1).to(total.dtype)
+
+    def _from_triplets(self, batch: Batch, x: Tensor, y: Tensor, t: Triplets) -> Tensor:
+        if len(t) == 0:
+            self._record(num_triplets=0, active_fraction=0.0)
+            return zero_loss(batch.embeddings, batch.ref_emb)
+        a, p, n = t.anchor.long(), t.positive.long(), t.negative.long()
+        dist = distance_like(x, y, self.distance)
+        d_ap, d_an = dist[a, p], dist[a, n]
+        if self.swap:
+            d_an = torch.minimum(d_an, rowwise_distance_like(y[p], y[n], self.distance))
+        v = d_ap - d_an + self.margin
+        losses = F.softplus(v) if self.smooth_loss else F.relu(v)
+        active = losses > 0
+        sign = -1.0 if is_similarity(self.distance) else 1.0
+        unit = "similarity" if sign < 0 else "distance"
+        self._record(
+            num_triplets=len(t),
+            active_fraction=float(active.sum()) / len(t),
+            **{f"mean_pos_{unit}": sign * float(d_ap.mean()), f"mean_neg_{unit}": sign * float(d_an.mean())},
+        )
+        return masked_mean(losses, active)
+
+    def _record_stats(self, dist: Tensor, pos: Tensor, neg: Tensor, n_triplets: int, active: int) -> None:
+        sign = -1.0 if is_similarity(self.distance) else 1.0
+        unit = "similarity" if sign < 0 else "distance"
+        with torch.no_grad():
+            self._record(
+                num_triplets=n_triplets,
+                active_fraction=active / n_triplets,
+                **{
+                    f"mean_pos_{unit}": sign * float(masked_mean(dist, pos)),
+                    f"mean_neg_{unit}": sign * float(masked_mean(dist, neg)),
+                },
+            )
+
+
+__all__ = ["TripletMarginLoss", "triplet_margin_loss", "triplet_margin_loss_from_triplets", "sample_triplets"]
