@@ -128,7 +128,9 @@ def test_proxy_anchor_edge_cases_against_naive():
     for name, (emb, labels) in cases.items():
         emb.requires_grad_(True)
         value = proxy_anchor_loss(emb, labels, proxies)
-        assert value.item() == pytest.approx(naive_proxy_anchor(emb, labels, proxies, 0.1, 32.0), rel=1e-10), name
+        assert value.item() == pytest.approx(
+            naive_proxy_anchor(emb, labels, proxies, 0.1, 32.0), rel=1e-10
+        ), name
         (grad,) = torch.autograd.grad(value, emb)
         assert torch.isfinite(grad).all(), name
 
@@ -262,7 +264,9 @@ def test_bad_input_errors(cls):
 def test_pml_also_refuses_ref_emb():
     # we match pytorch-metric-learning: proxies are the references, ref_emb is an error
     with pytest.raises(ValueError, match="ref_emb is not supported"):
-        pml_losses.ProxyAnchorLoss(3, 4)(torch.randn(5, 4), torch.randint(0, 3, (5,)), ref_emb=torch.randn(2, 4))
+        pml_losses.ProxyAnchorLoss(3, 4)(
+            torch.randn(5, 4), torch.randint(0, 3, (5,)), ref_emb=torch.randn(2, 4)
+        )
 
 
 def test_arcface_margin_must_be_an_angle():

@@ -149,7 +149,12 @@ def test_all_singletons_give_zero_loss_that_backpropagates():
     (grad,) = torch.autograd.grad(value, emb)
     assert (grad == 0).all()
     assert loss.stats["queries_with_pos"] == 0.0
-    assert fast_ap_loss(torch.rand(3, 3), torch.zeros(3, 3, dtype=torch.bool), torch.ones(3, 3, dtype=torch.bool)) == 0
+    assert (
+        fast_ap_loss(
+            torch.rand(3, 3), torch.zeros(3, 3, dtype=torch.bool), torch.ones(3, 3, dtype=torch.bool)
+        )
+        == 0
+    )
 
 
 def test_one_class_is_perfect_ranking():

@@ -27,12 +27,21 @@ from likewise.losses.proxy import masked_logsumexp
 from likewise.similarity import pairwise_similarity
 
 
-def circle_row_losses(sim: Tensor, pos: Tensor, neg: Tensor, m: float = 0.4, gamma: float = 80.0) -> Tensor:
+def circle_row_losses(
+    sim: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    m: float = 0.4,
+    gamma: float = 80.0,
+    weight_sim: Tensor | None = None,
+) -> Tensor:
     """Per-query circle loss ``[B]`` (0 for rows lacking a positive or a negative).
 
-    ``sim [B, N]`` cosine similarities; ``pos`` / ``neg`` bool ``[B, N]``.
+    ``sim [B, N]`` cosine similarities; ``pos`` / ``neg`` bool ``[B, N]``. The
+    weights ``alpha_p, alpha_n`` are computed from ``weight_sim`` (default
+    ``sim.detach()``, as in the paper), so no gradient flows through them.
     """
-    s = sim.detach()
+    s = sim.detach() if weight_sim is None else weight_sim.detach()
     logit_p = -gamma * torch.relu(1 + m - s) * (sim - (1 - m))
     logit_n = gamma * torch.relu(s + m) * (sim - m)
     lse = masked_logsumexp(logit_p, pos, dim=1) + masked_logsumexp(logit_n, neg, dim=1)
@@ -40,9 +49,16 @@ def circle_row_losses(sim: Tensor, pos: Tensor, neg: Tensor, m: float = 0.4, gam
     return torch.where(valid, F.softplus(lse), torch.zeros_like(lse))
 
 
-def circle_loss(sim: Tensor, pos: Tensor, neg: Tensor, m: float = 0.4, gamma: float = 80.0) -> Tensor:
+def circle_loss(
+    sim: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    m: float = 0.4,
+    gamma: float = 80.0,
+    weight_sim: Tensor | None = None,
+) -> Tensor:
     """Circle loss: mean of the non-zero :func:`circle_row_losses`; 0 (in the graph) when none."""
-    rows = circle_row_losses(sim, pos, neg, m, gamma)
+    rows = circle_row_losses(sim, pos, neg, m, gamma, weight_sim)
     active = rows > 0
     if not bool(active.any()):
         return zero_loss(sim)
