@@ -1,0 +1,386 @@
+"""Miners: pick the informative pairs or triplets of a batch.
+
+A miner is called like a supervised loss,
+
+    miner(embeddings, labels, *, ref_emb=None, ref_labels=None, relevance=None, ref_self_index=None)
+
+with ``embeddings [B, D]``, ``labels [B]`` (or multi-label ``[B, C]``), references
+``ref_emb [N, D]`` / ``ref_labels [N]`` (the queries themselves when absent, self-pairs
+excluded), and returns either
+
+* :class:`~likewise.mined.Triplets` ``(anchor, positive, negative)`` index tensors
+  (``anchor`` indexes the queries, ``positive``/``negative`` the references), or
+* :class:`~likewise.mined.PairMask` bool ``pos``/``neg`` masks ``[B, N]``.
+
+Plug a miner into a loss with ``TripletMarginLoss(miner=BatchHardMiner())``; the loss
+calls it on detached embeddings. Positives and negatives come from
+:func:`likewise.similarity.relation_masks`. Every miner works on one distance matrix
+``d [B, N]`` and keeps at most O(B * N) numbers alive: nothing of size B^3.
+
+Distances (``distance=``, a metric name of :mod:`likewise.similarity`): ``"euclidean"``
+with ``normalize_embeddings=True`` (pytorch-metric-learning's default ``LpDistance``)
+unless stated otherwise; the similarity metrics are turned into distances by
+:func:`~likewise.similarity.pairwise_distance` (``1 - cos``, ``-<x, y>``), so margins
+are differences of similarities there. Each miner keeps statistics of its last call
+in ``self.stats`` (a dict of floats).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from likewise.mined import Mined, PairMask, Triplets
+from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
+
+
+class Miner(nn.Module):
+    """Base class: validates the call, builds masks and distances, and calls :meth:`mine`."""
+
+    def __init__(self, distance: str = "euclidean", normalize_embeddings: bool = True) -> None:
+        super().__init__()
+        self.distance = check_metric(distance)
+        self.normalize_embeddings = bool(normalize_embeddings)
+        self.stats: dict[str, float] = {}
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None = None,
+        *,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        relevance: Tensor | None = None,
+        ref_self_index: Tensor | None = None,
+    ) -> Mined:
+        # Imported here: likewise.losses imports loss modules that may import this one.
+        from likewise.losses.base import check_batch
+
+        with torch.no_grad():
+            batch = check_batch(
+                embeddings, labels, ref_emb, ref_labels, relevance, ref_self_index=ref_self_index
+            )
+            pos, neg = batch.masks()
+            x, y = batch.embeddings, batch.ref_emb
+            if self.normalize_embeddings and self.distance != "cosine":
+                x = F.normalize(x, dim=1)
+                y = x if batch.same_set else F.normalize(y, dim=1)
+            return self.mine(x, y, pos, neg)
+
+    def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> Mined:  # pragma: no cover
+        """``x [B, D]`` queries, ``y [N, D]`` references, bool masks ``[B, N]``."""
+        raise NotImplementedError
+
+    def distances(self, x: Tensor, y: Tensor) -> Tensor:
+        """``[B, N]`` distances in the chosen metric (smaller = closer)."""
+        return pairwise_distance(x, y, self.distance)
+
+    def _record_triplets(self, triplets: Triplets, d: Tensor, n_queries: int) -> Triplets:
+        t = len(triplets)
+        d_ap = d[triplets.anchor, triplets.positive]
+        d_an = d[triplets.anchor, triplets.negative]
+        self.stats = {
+            "num_triplets": float(t),
+            "anchor_fraction": float(triplets.anchor.unique().numel()) / n_queries,
+            "mean_pos_distance": float(d_ap.mean()) if t else 0.0,
+            "mean_neg_distance": float(d_an.mean()) if t else 0.0,
+            "hard_fraction": float((d_an < d_ap).float().mean()) if t else 0.0,
+        }
+        return triplets
+
+
+def _extreme(d: Tensor, mask: Tensor, largest: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row: (value, column, has_any) of the largest / smallest ``d`` where ``mask``."""
+    fill = -math.inf if largest else math.inf
+    masked = d.masked_fill(~mask, fill)
+    values, cols = masked.max(dim=1) if largest else masked.min(dim=1)
+    return values, cols, mask.any(dim=1)
+
+
+def _sorted_negatives(d: Tensor, neg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per anchor, negative distances sorted ascending (+inf after the last), their columns, count."""
+    values, cols = d.masked_fill(~neg, math.inf).sort(dim=1)
+    return values, cols, neg.sum(dim=1)
+
+
+class _PerAnchorMiner(Miner):
+    """One triplet per anchor: an extreme positive and an extreme negative. O(B * N)."""
+
+    farthest_positive: bool = True
+
+    def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        d = self.distances(x, y)
+        _, p, has_p = _extreme(d, pos, largest=self.farthest_positive)
+        _, n, has_n = _extreme(d, neg, largest=False)
+        anchors = torch.nonzero(has_p & has_n).flatten()
+        triplets = Triplets(anchors, p[anchors], n[anchors])
+        return self._record_triplets(triplets, d, x.shape[0])
+
+
+class BatchHardMiner(_PerAnchorMiner):
+    """Batch-hard mining (Hermans, Beyer & Leibe, 2017, "In Defense of the Triplet Loss").
+
+    For every anchor ``a`` with at least one positive and one negative:
+    ``p = argmax_{p in P(a)} d(a, p)`` and ``n = argmin_{n in N(a)} d(a, n)``, giving
+    the batch-hard loss ``sum_a [margin + max_p d_ap - min_n d_an]_+`` with a triplet loss.
+
+    Returns :class:`Triplets` of length ``<= B``; time and memory O(B * N).
+    Same selection as pytorch-metric-learning's ``BatchHardMiner`` (default distance).
+    """
+
+    farthest_positive = True
+
+
+class EasyPositiveMiner(_PerAnchorMiner):
+    """Easy-positive, hard-negative mining (Xuan, Stylianou & Pless, 2020, "Improved
+    Embeddings with Easy Positive Triplet Mining").
+
+    For every anchor: its *closest* positive ``p = argmin_{p in P(a)} d(a, p)`` and its
+    closest (hardest) negative ``n = argmin_{n in N(a)} d(a, n)``. Pulling only the easiest
+    positive keeps classes with several modes from being collapsed into one.
+
+    Returns :class:`Triplets` of length ``<= B``; O(B * N).
+    """
+
+    farthest_positive = False
+
+
+class BatchAllMiner(Miner):
+    """Batch-all mining (Hermans, Beyer & Leibe, 2017): every valid triplet with a
+    positive hinge, ``d(a, p) - d(a, n) + margin > 0``.
+
+    Instead of the (up to B^3) triplets it returns the :class:`PairMask` of the pairs
+    that take part in at least one of them:
+
+    * ``pos[a, p]`` iff ``min_{n in N(a)} d_an < d_ap + margin``;
+    * ``neg[a, n]`` iff ``d_an < max_{p in P(a)} d_ap + margin``.
+
+    A triplet loss given these masks forms every ``(a, p, n)`` with both pairs selected:
+    all positive-loss triplets, plus possibly some zero-loss ones whose pairs are each
+    active with another partner (they add zero to a hinge sum; a loss that averages
+    over non-zero terms, like pytorch-metric-learning's default, is unaffected).
+    ``stats["num_triplets"]`` counts the positive-loss triplets exactly, in
+    O(B * N log N) time and O(B * N) memory (sorted negatives + ``searchsorted``).
+    """
+
+    def __init__(self, margin: float = 0.2, distance: str = "euclidean", normalize_embeddings: bool = True):
+        super().__init__(distance, normalize_embeddings)
+        self.margin = float(margin)
+
+    def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> PairMask:
+        d = self.distances(x, y)
+        reach = d + self.margin  # a triplet (a, p, n) is active iff d_an < d_ap + margin
+        min_neg, _, _ = _extreme(d, neg, largest=False)
+        max_pos, _, has_pos = _extreme(d, pos, largest=True)
+        pos_sel = pos & (min_neg.unsqueeze(1) < reach)
+        neg_sel = neg & has_pos.unsqueeze(1) & (d < (max_pos + self.margin).unsqueeze(1))
+        sorted_neg, _, n_neg = _sorted_negatives(d, neg)
+        active_per_pair = torch.searchsorted(sorted_neg, reach.contiguous(), right=False)
+        n_active = int(active_per_pair[pos].sum())
+        n_valid = int((pos.sum(1) * n_neg).sum())
+        self.stats = {
+            "num_triplets": float(n_active),
+            "active_fraction": n_active / n_valid if n_valid else 0.0,
+            "num_pos_pairs": float(pos_sel.sum()),
+            "num_neg_pairs": float(neg_sel.sum()),
+            "anchor_fraction": float(pos_sel.any(1).float().mean()),
+        }
+        return PairMask(pos_sel, neg_sel)
+
+
+class SemiHardMiner(Miner):
+    """Semi-hard negative mining (Schroff, Kalenichenko & Philbin, 2015, FaceNet).
+
+    For every positive pair ``(a, p)``: the hardest negative inside the margin band
+    ``d_ap < d_an < d_ap + margin``, i.e. the closest negative farther than the positive.
+    Pairs whose band is empty are dropped, unless ``hard_fallback=True``: then such a
+    pair takes the *easiest hard* negative, the largest ``d_an`` with ``d_an <= d_ap``
+    (if any; the choice of TensorFlow Addons' ``triplet_semihard_loss`` when no negative
+    is farther than the positive). Pairs whose negatives all lie at or beyond
+    ``d_ap + margin`` carry no loss and are always dropped.
+
+    Each anchor's negative distances are sorted once and every pair is located with
+    ``searchsorted``: O(B * N log N) time, O(B * N) memory, at most one triplet per
+    positive pair (so O(B * N) triplets).
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        *,
+        hard_fallback: bool = False,
+        distance: str = "euclidean",
+        normalize_embeddings: bool = True,
+    ) -> None:
+        super().__init__(distance, normalize_embeddings)
+        if not margin > 0:
+            raise ValueError(f"margin must be positive, got {margin}")
+        self.margin = float(margin)
+        self.hard_fallback = bool(hard_fallback)
+
+    def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        d = self.distances(x, y)
+        sorted_neg, cols, n_neg = _sorted_negatives(d, neg)
+        # position of the first negative strictly farther than d[a, j], for every (a, j)
+        first_far = torch.searchsorted(sorted_neg, d.contiguous(), right=True)
+        a, p = torch.nonzero(pos, as_tuple=True)
+        d_ap = d[a, p]
+        k = first_far[a, p]
+        last = d.shape[1] - 1
+        band = (k < n_neg[a]) & (sorted_neg[a, k.clamp_max(last)] < d_ap + self.margin)
+        choice = k
+        keep = band
+        if self.hard_fallback:
+            inside = ~band & (k > 0)
+            choice = torch.where(inside, k - 1, k)
+            keep = band | inside
+        a, p, choice = a[keep], p[keep], choice[keep]
+        triplets = Triplets(a, p, cols[a, choice])
+        self._record_triplets(triplets, d, x.shape[0])
+        self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0
+        return triplets
+
+
+def distance_weighted_log_weights(
+    d: Tensor, neg: Tensor, dim: int, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4
+) -> Tensor:
+    """Log sampling weights ``[B, N]`` of Wu et al. (2017) (``-inf`` where not sampled).
+
+    On the unit sphere in ``R^dim`` the distance between two uniform points has density
+    ``q(d) ∝ d^(dim-2) (1 - d^2/4)^((dim-3)/2)``; negatives are drawn with weight
+    ``1 / q(max(d, cutoff))``, only where ``d < nonzero_loss_cutoff`` and ``d < 2``:
+    ``log w = -(dim-2) log d' - (dim-3)/2 log(1 - d'^2/4)``, ``d' = max(d, cutoff)``.
+    """
+    dc = d.clamp_min(cutoff)
+    log_w = -(dim - 2.0) * torch.log(dc) - ((dim - 3.0) / 2.0) * torch.log1p(-0.25 * dc * dc)
+    allowed = neg & (d < nonzero_loss_cutoff) & (dc < 2.0)
+    return log_w.masked_fill(~allowed, -math.inf)
+
+
+class DistanceWeightedMiner(Miner):
+    """Distance-weighted negative sampling (Wu, Manmatha, Smola & Krähenbühl, 2017,
+    "Sampling Matters in Deep Embedding Learning").
+
+    Embeddings are L2-normalised (the weights assume the unit hypersphere, so there is
+    no ``distance=`` option: Euclidean on the sphere). For every positive pair
+    ``(a, p)`` one negative is drawn from ``N(a)`` with probability proportional to
+    ``1 / q(d_an)`` (see :func:`distance_weighted_log_weights`; computed in log space and
+    shifted by the row maximum, so large ``dim`` neither overflows nor underflows).
+    An anchor whose negatives all lie beyond ``nonzero_loss_cutoff`` draws uniformly
+    among its negatives (as the authors' code does).
+
+    Randomness: ``generator=`` (a ``torch.Generator``) or ``seed=`` (the miner then owns
+    a generator seeded once, so a run of calls is reproducible); neither: torch's global
+    generator. Returns :class:`Triplets` with one entry per positive pair; O(B * N).
+    """
+
+    def __init__(
+        self,
+        cutoff: float = 0.5,
+        nonzero_loss_cutoff: float = 1.4,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__("euclidean", normalize_embeddings=True)
+        if not 0 <= cutoff < nonzero_loss_cutoff:
+            raise ValueError(
+                f"need 0 <= cutoff < nonzero_loss_cutoff, got cutoff={cutoff}, "
+                f"nonzero_loss_cutoff={nonzero_loss_cutoff}"
+            )
+        if seed is not None and generator is not None:
+            raise ValueError("pass seed or generator, not both")
+        self.cutoff = float(cutoff)
+        self.nonzero_loss_cutoff = float(nonzero_loss_cutoff)
+        if seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        self.generator = generator
+
+    def probabilities(self, d: Tensor, neg: Tensor, dim: int) -> Tensor:
+        """Row-normalised sampling probabilities ``[B, N]`` over each anchor's negatives."""
+        log_w = distance_weighted_log_weights(d, neg, dim, self.cutoff, self.nonzero_loss_cutoff)
+        empty = torch.isinf(log_w).all(dim=1, keepdim=True) & neg.any(dim=1, keepdim=True)
+        log_w = torch.where(empty & neg, torch.zeros_like(log_w), log_w)  # uniform fallback
+        w = torch.exp(log_w - log_w.max(dim=1, keepdim=True).values.clamp_min(-1e30))
+        return w / w.sum(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+
+    def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        d = self.distances(x, y)
+        probs = self.probabilities(d, neg, x.shape[1])
+        pos = pos & neg.any(dim=1, keepdim=True)
+        a, p = torch.nonzero(pos, as_tuple=True)  # row-major: pairs of one anchor are adjacent
+        n = torch.empty_like(a)
+        if a.numel():
+            # draw, per anchor, as many negatives (with replacement) as it has positives
+            counts = pos.sum(dim=1)
+            anchors = torch.nonzero(counts).flatten()
+            rows = probs[anchors].float()
+            gen = self.generator
+            if gen is not None and gen.device != rows.device:
+                rows = rows.to(gen.device)
+            draws = torch.multinomial(rows, int(counts.max()), replacement=True, generator=gen)
+            draws = draws.to(a.device)
+            slot = torch.full_like(counts, -1)
+            slot[anchors] = torch.arange(anchors.numel(), device=a.device)
+            rank = torch.arange(a.numel(), device=a.device) - (counts.cumsum(0) - counts)[a]
+            n = draws[slot[a], rank]
+        triplets = Triplets(a, p, n)
+        return self._record_triplets(triplets, d, x.shape[0])
+
+
+class MultiSimilarityMiner(Miner):
+    """Multi-similarity pair mining (Wang, Han, Huang, Dong & Scott, 2019).
+
+    With similarities ``s`` (default ``distance="cosine"``, pytorch-metric-learning's):
+
+    * a positive pair ``(a, p)`` is kept iff ``s_ap - epsilon < max_{n in N(a)} s_an``;
+    * a negative pair ``(a, n)`` is kept iff ``s_an + epsilon > min_{p in P(a)} s_ap``.
+
+    With a distance metric the inequalities flip (``d_ap + epsilon > min d_an``,
+    ``d_an - epsilon < max d_ap``). Returns a :class:`PairMask`; O(B * N). The selected
+    pairs equal pytorch-metric-learning's ``MultiSimilarityMiner`` (same formulas on
+    the same similarity values; no sort is needed since only row extremes matter).
+    """
+
+    def __init__(self, epsilon: float = 0.1, distance: str = "cosine", normalize_embeddings: bool = True):
+        super().__init__(distance, normalize_embeddings)
+        self.epsilon = float(epsilon)
+
+    def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> PairMask:
+        eps = self.epsilon
+        if is_similarity(self.distance):
+            s = pairwise_similarity(x, y, self.distance)
+            max_neg, _, _ = _extreme(s, neg, largest=True)
+            min_pos, _, _ = _extreme(s, pos, largest=False)
+            pos_sel = pos & (s - eps < max_neg.unsqueeze(1))
+            neg_sel = neg & (s + eps > min_pos.unsqueeze(1))
+        else:
+            d = self.distances(x, y)
+            min_neg, _, _ = _extreme(d, neg, largest=False)
+            max_pos, _, _ = _extreme(d, pos, largest=True)
+            pos_sel = pos & (d + eps > min_neg.unsqueeze(1))
+            neg_sel = neg & (d - eps < max_pos.unsqueeze(1))
+        n_pos, n_neg = int(pos.sum()), int(neg.sum())
+        self.stats = {
+            "num_pos_pairs": float(pos_sel.sum()),
+            "num_neg_pairs": float(neg_sel.sum()),
+            "pos_fraction": float(pos_sel.sum()) / n_pos if n_pos else 0.0,
+            "neg_fraction": float(neg_sel.sum()) / n_neg if n_neg else 0.0,
+            "anchor_fraction": float((pos_sel.any(1) | neg_sel.any(1)).float().mean()),
+        }
+        return PairMask(pos_sel, neg_sel)
+
+
+__all__ = [
+    "Miner",
+    "BatchHardMiner",
+    "BatchAllMiner",
+    "SemiHardMiner",
+    "EasyPositiveMiner",
+    "DistanceWeightedMiner",
+    "MultiSimilarityMiner",
+    "distance_weighted_log_weights",
+]
