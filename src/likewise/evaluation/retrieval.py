@@ -1,0 +1,366 @@
+"""Exact retrieval metrics, streamed over blocks of queries.
+
+Each query ranks every reference by similarity (larger first). A reference is
+*relevant* to a query when it has the same label. From the 1-based ranks
+``r_1 < ... < r_R`` of a query's ``R`` relevant references we report (see
+:func:`likewise.evaluation.ranking.metrics_from_ranks`): ``precision_at_1``,
+``r_precision``, ``map_at_r`` (Musgrave, Belongie & Lim 2020, "A Metric Learning
+Reality Check"), ``map`` (average precision over the full ranking), ``mrr`` and
+``recall_at_K`` (at least one relevant reference in the top K). Each is the mean
+over queries (or, with ``per_class=True``, the mean over classes of the per-class
+means).
+
+Leave-one-out. Without ``ref_embeddings`` the references are the queries
+themselves and a query never retrieves itself (excluded by index, so an exact
+duplicate of the query still counts as an ordinary reference).
+
+Ties. The ranking orders references by similarity, descending, and equal
+similarities by reference index, ascending; i.e. the rank of reference ``p`` is
+``1 + #{m : s_m > s_p} + #{m < p : s_m == s_p}`` — the order of a stable sort.
+It is deterministic and independent of the block size and backend="torch" device.
+
+Queries with no relevant reference (their label occurs nowhere else among the
+references) have no defined rank metrics: they are skipped, and counted in the
+result as ``n_queries_without_relevant`` (``n_queries`` counts those evaluated).
+If no query has a relevant reference a ``ValueError`` is raised.
+
+Algorithm (backend="torch", exact). For a block of ``b`` queries: ``S = sim(Q_b, refs)``
+``[b, N]`` (one GEMM); the similarities of each query's relevant references are
+gathered (labels are grouped once, so no ``[b, N]`` relevance mask is built);
+``t`` = the lowest relevant similarity; only references with ``s >= t`` can be
+ranked ahead of a relevant one, and there are ``c = #{s >= t}`` of them. The top
+``c`` similarities (``torch.topk``, rows grouped by ``c``) give, by binary search,
+the number of references strictly above each relevant one: its rank. Rows where
+a relevant similarity is tied with another reference fall back to a stable sort
+of the row (the rule above). Time ``O(b N D + b N log c)``, memory ``O(b N)``; the
+block size comes from ``memory_budget`` so the full ``Q x N`` matrix never exists
+(200,000 x 200,000 runs in about ``memory_budget`` plus the embeddings).
+
+backend="faiss" (optional, lazy import): exact flat search of the top
+``K = max(max R, max k)`` neighbours (FAISS's own tie order), from which
+``precision_at_1``, ``r_precision``, ``map_at_r`` and ``recall_at_k`` follow
+exactly; ``mrr`` counts a query whose first relevant item lies beyond ``K`` as 0
+(MRR@K) and ``map`` is NaN (it needs the full ranking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from likewise.evaluation._blocks import BlockScorer
+from likewise.evaluation._inputs import (
+    check_metric_name,
+    embeddings_tensor,
+    encode_labels,
+    labels_array,
+    resolve_device,
+)
+from likewise.evaluation.ranking import RANK_METRICS, metrics_from_ranks
+
+#: bytes of working memory per similarity entry of a block (S, a gathered copy,
+#: top-k values + int64 indices, or the stable-sort fallback's permutations)
+_BYTES_PER_ENTRY = 32
+_TIERS = (256, 2048, 16384, 131072)
+
+
+def retrieval_metrics(
+    embeddings: Any,
+    labels: Any,
+    ref_embeddings: Any = None,
+    ref_labels: Any = None,
+    *,
+    metric: str = "cosine",
+    k: int | Sequence[int] = (1, 5, 10),
+    per_class: bool = False,
+    bootstrap: int = 0,
+    ci: float = 0.95,
+    seed: int = 0,
+    batch_size: int | None = None,
+    memory_budget: int = 1 << 30,
+    backend: Literal["torch", "faiss"] = "torch",
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Retrieval metrics of queries against references (leave-one-out when refs are None).
+
+    Args:
+        embeddings: queries ``[Q, D]`` (NumPy array or tensor, any device).
+        labels: ``[Q]`` class ids (ints or strings).
+        ref_embeddings, ref_labels: references ``[N, D]`` and ``[N]``; both or neither.
+        metric: ``"cosine"`` | ``"dot"`` | ``"euclidean"`` | ``"squared_euclidean"``.
+        k: the K of ``recall_at_K`` (one int or several).
+        per_class: average per class first, then over classes (macro average).
+        bootstrap: number of bootstrap resamples of the queries; when > 0 each metric
+            ``m`` also gets ``m_ci_low`` / ``m_ci_high``, the percentile interval of
+            level ``ci``.
+        seed: seed of the bootstrap.
+        batch_size: queries per block; default from ``memory_budget`` (bytes).
+        backend: ``"torch"`` (exact, full ranking) or ``"faiss"`` (top-K only, see module doc).
+        device: where to compute (default: the embeddings' device, CPU for NumPy).
+
+    Returns:
+        dict of floats: ``precision_at_1``, ``r_precision``, ``map_at_r``, ``map``, ``mrr``,
+        ``recall_at_K`` for each K, ``n_queries``, ``n_queries_without_relevant``.
+    """
+    dev = resolve_device(device, embeddings, ref_embeddings)
+    check_metric_name(metric)
+    ks = _check_ks(k)
+    _check_options(per_class, bootstrap, ci, batch_size, memory_budget, backend)
+    q = embeddings_tensor(embeddings, "embeddings", dev)
+    q_labels = labels_array(labels, "labels", q.shape[0])
+    if (ref_embeddings is None) != (ref_labels is None):
+        raise ValueError("pass both ref_embeddings and ref_labels, or neither (leave-one-out)")
+    loo = ref_embeddings is None
+    if loo:
+        refs, (q_codes,) = q, encode_labels(q_labels)
+        r_codes = q_codes
+    else:
+        refs = embeddings_tensor(ref_embeddings, "ref_embeddings", dev)
+        if refs.shape[1] != q.shape[1]:
+            raise ValueError(
+                f"ref_embeddings have {refs.shape[1]} dimensions but embeddings have {q.shape[1]}"
+            )
+        if refs.dtype != q.dtype:
+            refs, q = refs.to(torch.float64), q.to(torch.float64)
+        r_codes = labels_array(ref_labels, "ref_labels", refs.shape[0])
+        q_codes, r_codes = encode_labels(q_labels, r_codes)
+
+    n_classes = int(max(q_codes.max(), r_codes.max())) + 1
+    ref_counts = np.bincount(r_codes, minlength=n_classes)
+    n_rel = ref_counts[q_codes] - (1 if loo else 0)
+    evaluated = np.flatnonzero(n_rel > 0)
+    if evaluated.size == 0:
+        raise ValueError(
+            "no query has a relevant reference (a reference with the same label"
+            + (", other than itself" if loo else "")
+            + "): retrieval metrics are undefined"
+        )
+    if backend == "torch":
+        ranks_fn = _TorchRanks(q, refs, q_codes, r_codes, ref_counts, metric, loo, dev)
+    else:
+        ranks_fn = _FaissRanks(q, refs, q_codes, r_codes, metric, loo, int(n_rel.max()), max(ks))
+    per_query = _per_query_metrics(ranks_fn, evaluated, n_rel, ks, refs.shape[0], batch_size, memory_budget)
+    if backend == "faiss":
+        per_query["map"] = np.full(evaluated.size, np.nan)
+    groups = q_codes[evaluated] if per_class else None
+    result = _summarise(per_query, groups, bootstrap, ci, seed)
+    result["n_queries"] = int(evaluated.size)
+    result["n_queries_without_relevant"] = int(q.shape[0] - evaluated.size)
+    return result
+
+
+def _check_ks(k: int | Sequence[int]) -> tuple[int, ...]:
+    ks = (k,) if isinstance(k, int | np.integer) else tuple(k)
+    if not ks:
+        raise ValueError("k must name at least one cut-off")
+    for v in ks:
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"k must be positive integers, got {k!r}")
+    return tuple(sorted({int(v) for v in ks}))
+
+
+def _check_options(
+    per_class: bool, bootstrap: int, ci: float, batch_size: int | None, memory_budget: int, backend: str
+) -> None:
+    if not isinstance(per_class, bool):
+        raise TypeError(f"per_class must be True or False, got {per_class!r}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be a non-negative integer, got {bootstrap!r}")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if not isinstance(memory_budget, int) or memory_budget < 1:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    if backend not in ("torch", "faiss"):
+        raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
+
+
+def _per_query_metrics(
+    ranks_fn: Any,
+    evaluated: np.ndarray,
+    n_rel: np.ndarray,
+    ks: tuple[int, ...],
+    n_refs: int,
+    batch_size: int | None,
+    memory_budget: int,
+) -> dict[str, np.ndarray]:
+    max_rel = int(n_rel[evaluated].max())
+    if batch_size is None:
+        batch_size = max(1, memory_budget // (_BYTES_PER_ENTRY * n_refs + 48 * (max_rel + 1)))
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, evaluated.size, batch_size):
+        rows = evaluated[start : start + batch_size]
+        ranks = ranks_fn(rows)
+        r = torch.from_numpy(n_rel[rows]).to(ranks.device)
+        for name, v in metrics_from_ranks(ranks, r, ks).items():
+            chunks.setdefault(name, []).append(v.cpu().numpy())
+    return {name: np.concatenate(v) for name, v in chunks.items()}
+
+
+class _TorchRanks:
+    """Exact ranks of the relevant references of a block of queries (see module doc)."""
+
+    def __init__(
+        self,
+        q: Tensor,
+        refs: Tensor,
+        q_codes: np.ndarray,
+        r_codes: np.ndarray,
+        ref_counts: np.ndarray,
+        metric: str,
+        loo: bool,
+        device: torch.device,
+    ) -> None:
+        self.scorer = BlockScorer(refs, metric, rank_only=True)
+        self.q = q
+        self.loo = loo
+        self.device = device
+        self.q_codes = torch.from_numpy(q_codes).to(device)
+        r = torch.from_numpy(r_codes).to(device)
+        self.members = torch.argsort(r, stable=True)  # reference indices grouped by class
+        counts = torch.from_numpy(ref_counts).to(device)
+        self.counts = counts
+        self.offsets = torch.cumsum(counts, 0) - counts
+        self.n_refs = refs.shape[0]
+
+    def __call__(self, rows: np.ndarray) -> Tensor:
+        rows_t = torch.from_numpy(rows).to(self.device)
+        S = self.scorer(self.scorer.prepare_queries(self.q[rows_t]))
+        b, n = S.shape
+        if self.loo:
+            S[torch.arange(b, device=self.device), rows_t] = float("-inf")
+        codes = self.q_codes[rows_t]
+        cnt = self.counts[codes]
+        m = int(cnt.max())
+        j = torch.arange(m, device=self.device).unsqueeze(0)
+        valid = j < cnt.unsqueeze(1)
+        pos = (self.offsets[codes].unsqueeze(1) + j).clamp_max(self.n_refs - 1)
+        rel_idx = self.members[pos]
+        if self.loo:
+            valid &= rel_idx != rows_t.unsqueeze(1)
+        rel_s = S.gather(1, rel_idx)
+        t = torch.where(valid, rel_s, torch.full_like(rel_s, float("inf"))).amin(1)
+        n_ahead_or_equal = (S >= t.unsqueeze(1)).sum(1)
+
+        ranks = torch.full((b, m), float("inf"), dtype=torch.float64, device=self.device)
+        tied = torch.zeros(b, dtype=torch.bool, device=self.device)
+        done = torch.zeros(b, dtype=torch.bool, device=self.device)
+        for tier in (*_TIERS, n):
+            kk = min(tier, n)
+            group = torch.nonzero(~done & (n_ahead_or_equal <= kk)).flatten()
+            if group.numel() == 0:
+                continue
+            done[group] = True
+            top = torch.topk(S[group], kk, dim=1, sorted=True).values
+            ascending = top.neg_().contiguous()  # -s, ascending
+            key = rel_s[group].neg().contiguous()
+            n_above = torch.searchsorted(ascending, key)
+            n_equal = torch.searchsorted(ascending, key, right=True) - n_above
+            g_valid = valid[group]
+            tied[group] = ((n_equal > 1) & g_valid).any(1)
+            ranks[group] = torch.where(g_valid, (n_above + 1).to(torch.float64), ranks[group])
+            del top, ascending
+            if kk == n:
+                break
+        tie_rows = torch.nonzero(tied).flatten()
+        if tie_rows.numel():
+            ranks[tie_rows] = self._stable_sort_ranks(S[tie_rows], rel_idx[tie_rows], valid[tie_rows])
+        return torch.sort(ranks, dim=1).values
+
+    @staticmethod
+    def _stable_sort_ranks(S: Tensor, rel_idx: Tensor, valid: Tensor) -> Tensor:
+        order = torch.argsort(S, dim=1, descending=True, stable=True)
+        position = torch.empty_like(order)
+        position.scatter_(1, order, torch.arange(S.shape[1], device=S.device).expand_as(order))
+        r = position.gather(1, rel_idx).to(torch.float64) + 1
+        return torch.where(valid, r, float("inf"))
+
+
+class _FaissRanks:
+    """Ranks of relevant references within an exact FAISS top-K search (inf beyond K)."""
+
+    def __init__(
+        self,
+        q: Tensor,
+        refs: Tensor,
+        q_codes: np.ndarray,
+        r_codes: np.ndarray,
+        metric: str,
+        loo: bool,
+        max_rel: int,
+        max_k: int,
+    ) -> None:
+        try:
+            import faiss
+        except ImportError as exc:  # pragma: no cover - faiss is a dependency
+            raise ImportError("backend='faiss' needs the faiss package (pip install faiss-cpu)") from exc
+        self.metric = metric
+        self.loo = loo
+        n = refs.shape[0]
+        self.k = min(max(max_rel, max_k), n - (1 if loo else 0))
+        self.q = self._prepare(q)
+        r = self.q if loo else self._prepare(refs)
+        index = faiss.IndexFlatL2(r.shape[1]) if metric in ("euclidean", "squared_euclidean") \
+            else faiss.IndexFlatIP(r.shape[1])
+        index.add(r)
+        self.index = index
+        self.q_codes = q_codes
+        self.r_codes = r_codes
+
+    def _prepare(self, x: Tensor) -> np.ndarray:
+        a = x.detach().cpu().to(torch.float32).numpy()
+        if self.metric == "cosine":
+            norm = np.linalg.norm(a, axis=1, keepdims=True)
+            a = a / np.where(norm > 0, norm, 1.0)
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def __call__(self, rows: np.ndarray) -> Tensor:
+        extra = 1 if self.loo else 0
+        _, idx = self.index.search(self.q[rows], self.k + extra)
+        if self.loo:
+            is_self = idx == rows[:, None]
+            # drop the query itself, or the last neighbour when the query is not among them
+            drop = np.where(is_self.any(1), is_self.argmax(1), self.k)
+            keep = np.ones_like(idx, dtype=bool)
+            keep[np.arange(len(rows)), drop] = False
+            idx = idx[keep].reshape(len(rows), self.k)
+        hit = (idx >= 0) & (self.r_codes[np.clip(idx, 0, None)] == self.q_codes[rows][:, None])
+        ranks = np.where(hit, np.arange(1, self.k + 1)[None, :], np.inf)
+        return torch.sort(torch.from_numpy(ranks), dim=1).values
+
+
+def _summarise(
+    per_query: dict[str, np.ndarray], groups: np.ndarray | None, bootstrap: int, ci: float, seed: int
+) -> dict[str, float]:
+    names = list(RANK_METRICS) + sorted(
+        (n for n in per_query if n.startswith("recall_at_")), key=lambda s: int(s.rsplit("_", 1)[1])
+    )
+    values = np.stack([per_query[n] for n in names], axis=1)  # [n, m]
+
+    def mean(idx: np.ndarray | None) -> np.ndarray:
+        v = values if idx is None else values[idx]
+        if groups is None:
+            return v.mean(0)
+        g = groups if idx is None else groups[idx]
+        _, inv, cnt = np.unique(g, return_inverse=True, return_counts=True)
+        sums = np.zeros((cnt.size, v.shape[1]))
+        np.add.at(sums, inv, v)
+        return (sums / cnt[:, None]).mean(0)
+
+    point = mean(None)
+    result = {n: float(x) for n, x in zip(names, point)}
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        n = values.shape[0]
+        samples = np.stack([mean(rng.integers(0, n, n)) for _ in range(bootstrap)])
+        lo, hi = np.percentile(samples, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+        for i, name in enumerate(names):
+            result[f"{name}_ci_low"] = float(lo[i])
+            result[f"{name}_ci_high"] = float(hi[i])
+    return result
