@@ -1,0 +1,489 @@
+"""Softmax-family losses: NT-Xent / InfoNCE, supervised contrastive, soft nearest neighbour, N-pairs.
+
+Each is a softmax over one row of the similarity matrix ``S = sim(queries, refs)``
+``[B, N]`` (divided by a temperature ``t``), restricted by the boolean masks
+``P`` (positives) and ``N`` (negatives) of :mod:`likewise.similarity`; ``A = P | N``
+is the set of candidates of a row (every reference but the query itself when no
+miner is set). Everything is computed densely with masked ``logsumexp``: memory is
+``O(B * N)``, never ``O(B^3)`` or ``O(pos pairs x neg pairs)``.
+
+``chunk_size=c`` (NT-Xent, SupCon, soft nearest neighbour) evaluates ``c`` query
+rows at a time with recomputation in backward
+(:func:`likewise.losses.chunking.map_row_blocks`), so at most ``c x N``
+similarities are alive at once; the result equals the unchunked one. A miner
+needs the whole similarity matrix, so ``chunk_size`` and ``miner`` are exclusive.
+
+Statistics of the last call (``loss.stats``): ``pos_pairs`` (number of positive
+pairs), ``anchors_with_pos`` (fraction of queries with at least one positive),
+``mean_pos_similarity`` and ``mean_neg_similarity`` (raw similarity, before the
+temperature).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from likewise.losses.base import Batch, MetricLoss, check_batch, zero_loss
+from likewise.losses.chunking import check_chunk_size, map_row_blocks
+from likewise.similarity import check_metric, pairwise_similarity
+
+# A row rule maps (logits [r, N], pos [r, N], neg [r, N]) to (loss sum [r], weight [r]):
+# the loss is sum(loss sums) / sum(weights) over all rows.
+RowRule = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def check_temperature(temperature: Any) -> float:
+    """A finite number > 0 (raises TypeError / ValueError otherwise)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a positive number, got {type(temperature).__name__}")
+    value = float(temperature)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return value
+
+
+def masked_lse(x: Tensor, mask: Tensor) -> Tensor:
+    """``log sum_{j: mask[i, j]} exp(x[i, j])`` per row ``[r]``; ``-inf`` for an empty row.
+
+    The gradient is finite everywhere (zero for masked entries and empty rows):
+    empty rows are evaluated on zeros and their result replaced by ``-inf`` with
+    ``where``, so no ``softmax`` of an all ``-inf`` row is ever differentiated.
+    """
+    has = mask.any(dim=1)
+    filled = torch.where(mask, x, torch.full_like(x, float("-inf")))
+    filled = torch.where(has.unsqueeze(1), filled, torch.zeros_like(x))
+    out = torch.logsumexp(filled, dim=1)
+    return torch.where(has, out, torch.full_like(out, float("-inf")))
+
+
+def _masked_sum(x: Tensor, mask: Tensor) -> Tensor:
+    return torch.where(mask, x, torch.zeros_like(x)).sum(dim=1)
+
+
+def _check_chunk_and_miner(chunk_size: int | None, miner: Any) -> int | None:
+    chunk_size = check_chunk_size(chunk_size)
+    if chunk_size is not None and miner is not None:
+        raise ValueError(
+            "chunk_size and miner cannot be combined: a miner needs the whole [B, N] similarity "
+            "matrix, so chunking would save nothing; pass one or the other"
+        )
+    return chunk_size
+
+
+def _block(
+    batch: Batch, rule: RowRule, temperature: float, distance: str, masks: tuple[Tensor, Tensor] | None
+) -> Tensor:
+    """Rows of ``batch`` -> ``[r, 6]``: loss sum, weight, #pos, #neg, pos-sim sum, neg-sim sum.
+
+    Only the first column carries a gradient; the others are for the statistics.
+    """
+    x = batch.embeddings
+    y = x if batch.same_set else batch.ref_emb
+    sim = pairwise_similarity(x, y, distance)  # [r, N]
+    pos, neg = batch.masks() if masks is None else masks
+    loss_sum, weight = rule(sim / temperature, pos, neg)
+    with torch.no_grad():
+        extra = [
+            weight.to(sim.dtype),
+            pos.sum(1).to(sim.dtype),
+            neg.sum(1).to(sim.dtype),
+            _masked_sum(sim, pos),
+            _masked_sum(sim, neg),
+        ]
+    return torch.stack([loss_sum, *extra], dim=1)
+
+
+def _row_loss(
+    batch: Batch,
+    rule: RowRule,
+    temperature: float,
+    distance: str,
+    chunk_size: int | None,
+    masks: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """``sum(loss sums) / sum(weights)`` over all query rows, and the statistics."""
+    if masks is not None or chunk_size is None:
+        rows = _block(batch, rule, temperature, distance, masks)
+    else:
+        rows = map_row_blocks(lambda b: _block(b, rule, temperature, distance, None), batch, chunk_size)
+    totals = rows.detach().double().sum(0)
+    weight, n_pos, n_neg = float(totals[1]), float(totals[2]), float(totals[3])
+    stats = {
+        "pos_pairs": n_pos,
+        "anchors_with_pos": float((rows[:, 2] > 0).sum()) / rows.shape[0],
+        "mean_pos_similarity": float(totals[4]) / max(n_pos, 1.0),
+        "mean_neg_similarity": float(totals[5]) / max(n_neg, 1.0),
+    }
+    if n_pos == 0 or weight == 0:
+        return zero_loss(batch.embeddings, batch.ref_emb), stats
+    return rows[:, 0].sum() / weight, stats
+
+
+def _functional(
+    rule: RowRule,
+    embeddings: Tensor,
+    labels: Tensor | None,
+    ref_emb: Tensor | None,
+    ref_labels: Tensor | None,
+    temperature: float,
+    distance: str,
+    chunk_size: int | None,
+) -> Tensor:
+    batch = check_batch(embeddings, labels, ref_emb, ref_labels)
+    loss, _ = _row_loss(batch, rule, check_temperature(temperature), distance, check_chunk_size(chunk_size))
+    return loss
+
+
+# --------------------------------------------------------------------------- NT-Xent / InfoNCE
+
+
+def ntxent_rows(logits: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row: sum over its positives ``p`` of ``log(e^{l_p} + sum_N e^{l_n}) - l_p``; weight ``|P|``."""
+    lse_neg = masked_lse(logits, neg).unsqueeze(1)  # [r, 1], -inf without negatives
+    terms = torch.logaddexp(logits, lse_neg) - logits
+    return _masked_sum(terms, pos), pos.sum(1)
+
+
+def ntxent_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    temperature: float = 0.07,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """NT-Xent / InfoNCE (van den Oord et al. 2018; Chen et al. 2020), cosine similarity.
+
+    With ``s`` the cosine similarity and ``t`` the temperature, for every positive
+    pair ``(a, p)``::
+
+        l(a, p) = -log( e^{s_ap/t} / (e^{s_ap/t} + sum_{n in N(a)} e^{s_an/t}) )
+        L = mean over positive pairs of l(a, p)
+
+    (pytorch-metric-learning's ``NTXentLoss``). Per row one ``logsumexp`` over the
+    negatives, then one ``logaddexp`` per positive pair: ``O(B * N)`` memory.
+    With ``labels = arange(B).repeat(2)`` on two stacked views this is SimCLR's loss.
+
+    Shapes: ``embeddings [B, D]``, ``labels [B]`` (or multi-label ``[B, C]``),
+    ``ref_emb [N, D]``, ``ref_labels [N]``. Returns a scalar.
+    """
+    rule = ntxent_rows
+    return _functional(rule, embeddings, labels, ref_emb, ref_labels, temperature, "cosine", chunk_size)
+
+
+class NTXentLoss(MetricLoss):
+    """NT-Xent / InfoNCE (van den Oord 2018, Chen 2020): a drop-in for PML's ``NTXentLoss``.
+
+    Formula in :func:`ntxent_loss`; same default ``temperature=0.07``, cosine
+    similarity and mean over positive pairs as pytorch-metric-learning, so value and
+    gradient agree (also with ``ref_emb`` / ``ref_labels``). An anchor without
+    negatives contributes ``l = 0`` for each of its positives (as in PML). A batch
+    with no positive pair gives a zero loss that back-propagates.
+    (PML also returns zero when the batch has at most one positive and one negative
+    pair; we compute the loss there.)
+
+    ``chunk_size``: see :mod:`likewise.losses.softmax`. ``miner=``: the positives and
+    negatives are restricted to the mined pairs.
+    """
+
+    def __init__(self, temperature: float = 0.07, chunk_size: int | None = None, miner: Any = None) -> None:
+        super().__init__(miner=miner)
+        self.temperature = check_temperature(temperature)
+        self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
+
+    def compute(self, batch: Batch) -> Tensor:
+        masks = None if self.miner is None else self.pair_masks(batch)
+        loss, stats = _row_loss(batch, ntxent_rows, self.temperature, "cosine", self.chunk_size, masks)
+        self._record(**stats)
+        return loss
+
+
+# --------------------------------------------------------------------------- SupCon
+
+SupConVariant = Literal["out", "in"]
+
+
+def supcon_rows(variant: str) -> RowRule:
+    """Row rule of the supervised contrastive loss ``L_out`` or ``L_in`` (Khosla 2020)."""
+
+    def rule(logits: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+        n_pos = pos.sum(1)
+        lse_all = masked_lse(logits, pos | neg)
+        if variant == "out":
+            per_row = lse_all - _masked_sum(logits, pos) / n_pos.clamp_min(1)
+        else:
+            per_row = lse_all - masked_lse(logits, pos) + torch.log(n_pos.clamp_min(1).to(logits.dtype))
+        counted = (n_pos > 0) & ((pos | neg).sum(1) > 1)
+        return torch.where(counted, per_row, torch.zeros_like(per_row)), counted
+
+    return rule
+
+
+def _check_variant(variant: Any) -> str:
+    if variant not in ("out", "in"):
+        raise ValueError(f"variant must be 'out' or 'in', got {variant!r}")
+    return variant
+
+
+def supcon_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    temperature: float = 0.1,
+    variant: SupConVariant = "out",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020), cosine similarity.
+
+    For an anchor ``i`` with positives ``P(i)`` and candidates ``A(i) = P(i) | N(i)``
+    (all references but ``i`` itself)::
+
+        L_out(i) = -1/|P(i)| sum_{p in P(i)} log( e^{s_ip/t} / sum_{a in A(i)} e^{s_ia/t} )
+        L_in(i)  = -log( 1/|P(i)| sum_{p in P(i)} e^{s_ip/t} / sum_{a in A(i)} e^{s_ia/t} )
+        L = mean over anchors with a positive and at least two candidates
+
+    (an anchor whose only candidate is its positive has a loss that is identically
+    zero; like PML's ``AvgNonZeroReducer`` we do not count it). ``L_out`` is the
+    paper's recommended form and the default.
+
+    Shapes: ``embeddings [B, D]``, ``labels [B]`` (or ``[B, C]``), ``ref_emb [N, D]``,
+    ``ref_labels [N]``. Returns a scalar.
+    """
+    rule = supcon_rows(_check_variant(variant))
+    return _functional(rule, embeddings, labels, ref_emb, ref_labels, temperature, "cosine", chunk_size)
+
+
+class SupConLoss(MetricLoss):
+    """Supervised contrastive loss (Khosla 2020): a drop-in for PML's ``SupConLoss``.
+
+    Formula in :func:`supcon_loss`; ``variant="out"`` (default, as PML) or ``"in"``.
+    Same default ``temperature=0.1`` and cosine similarity as pytorch-metric-learning;
+    value and gradient agree with ``variant="out"`` (also with ``ref_emb``), with
+    two deliberate differences: (1) a batch with positives but no negative pair at
+    all (one class) gets the paper's ``L_out`` (the candidates are the other
+    positives), where PML returns 0; (2) PML averages the per-anchor losses that
+    are > 0, we average over anchors with a positive and another candidate: they
+    differ only when a loss rounds to exactly zero (an enormous margin).
+
+    ``chunk_size``: see :mod:`likewise.losses.softmax`. ``miner=``: ``P`` and ``N``
+    (hence ``A``) are restricted to the mined pairs, as in PML.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        variant: SupConVariant = "out",
+        chunk_size: int | None = None,
+        miner: Any = None,
+    ) -> None:
+        super().__init__(miner=miner)
+        self.temperature = check_temperature(temperature)
+        self.variant = _check_variant(variant)
+        self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
+
+    def compute(self, batch: Batch) -> Tensor:
+        masks = None if self.miner is None else self.pair_masks(batch)
+        rule = supcon_rows(self.variant)
+        loss, stats = _row_loss(batch, rule, self.temperature, "cosine", self.chunk_size, masks)
+        self._record(**stats)
+        return loss
+
+
+# --------------------------------------------------------------------------- soft nearest neighbour
+
+
+def snn_rows(logits: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row ``log sum_A e^l - log sum_P e^l`` (anchors with a positive); weight 1 or 0."""
+    has_pos = pos.any(1)
+    per_row = masked_lse(logits, pos | neg) - masked_lse(logits, pos)
+    return torch.where(has_pos, per_row, torch.zeros_like(per_row)), has_pos
+
+
+def soft_nearest_neighbor_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    temperature: float = 1.0,
+    distance: str = "squared_euclidean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Soft nearest neighbour loss (Frosst, Papernot & Hinton 2019).
+
+    With ``s_ij`` the similarity (default ``-|x_i - x_j|^2``, the paper's)::
+
+        L = -1/|I| sum_{i in I} log( sum_{j != i, y_j = y_i} e^{s_ij/t} / sum_{k != i} e^{s_ik/t} )
+
+    ``I``: anchors with at least one positive (for the others the ratio is 0 and
+    its log undefined). The denominator runs over **all** ``k != i``, as in Frosst
+    et al.; the lecture notes (seed 002) write it over negatives only and put
+    ``1/|P(i)|`` inside the log, which is not what is implemented here. With
+    ``distance="dot"`` or ``"cosine"``, ``s_ij`` is that similarity.
+
+    Shapes: ``embeddings [B, D]``, ``labels [B]`` (or ``[B, C]``), ``ref_emb [N, D]``,
+    ``ref_labels [N]``. Returns a scalar.
+    """
+    check_metric(distance)
+    return _functional(snn_rows, embeddings, labels, ref_emb, ref_labels, temperature, distance, chunk_size)
+
+
+class SoftNearestNeighborLoss(MetricLoss):
+    """Soft nearest neighbour loss (Frosst 2019); formula in :func:`soft_nearest_neighbor_loss`.
+
+    ``distance``: ``"squared_euclidean"`` (default, the paper's ``s = -|x - y|^2``),
+    ``"euclidean"``, ``"cosine"`` or ``"dot"``. pytorch-metric-learning has no
+    such loss. ``chunk_size``: see :mod:`likewise.losses.softmax`. ``miner=``: the
+    numerator runs over mined positives, the denominator over mined pairs.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        distance: str = "squared_euclidean",
+        chunk_size: int | None = None,
+        miner: Any = None,
+    ) -> None:
+        super().__init__(miner=miner)
+        self.temperature = check_temperature(temperature)
+        self.distance = check_metric(distance)
+        self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
+
+    def compute(self, batch: Batch) -> Tensor:
+        masks = None if self.miner is None else self.pair_masks(batch)
+        loss, stats = _row_loss(batch, snn_rows, self.temperature, self.distance, self.chunk_size, masks)
+        self._record(**stats)
+        return loss
+
+
+# --------------------------------------------------------------------------- N-pairs
+
+
+def npairs_select(pos: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """One (anchor, positive) pair per class: pytorch-metric-learning's choice.
+
+    For each class, the anchor is its lowest-index sample with a positive and the
+    positive is that anchor's lowest-index positive (without a miner: the first and
+    second sample of each class with at least two). ``pos`` bool ``[B, B]``;
+    returns two long index tensors ``[K]``. Memory ``O(B^2)``.
+    """
+    has_pos = pos.any(1)
+    same = labels.unsqueeze(1) == labels.unsqueeze(0)
+    earlier = torch.ones_like(same).tril(-1)  # earlier[i, j]: j < i
+    first = has_pos & ~(same & earlier & has_pos.unsqueeze(0)).any(1)
+    anchors = first.nonzero().squeeze(1)
+    positives = pos[anchors].to(torch.int8).argmax(1)  # first True
+    return anchors, positives
+
+
+def npairs_loss(
+    embeddings: Tensor,
+    anchors: Tensor,
+    positives: Tensor,
+    normalize_embeddings: bool = True,
+    l2_reg: float = 0.0,
+) -> Tensor:
+    """Multi-class N-pair loss (Sohn 2016) on ``K`` (anchor, positive) pairs of distinct classes.
+
+    With logits ``z_kl = <f_{a_k}, f_{p_l}>`` (``f`` L2-normalised when
+    ``normalize_embeddings``, i.e. cosine similarity; raw embeddings otherwise, as in
+    Sohn)::
+
+        L = 1/K sum_k -log( e^{z_kk} / sum_l e^{z_kl} )  +  l2_reg * 1/(2K) sum_k (|x_{a_k}|^2 + |x_{p_k}|^2)
+
+    i.e. cross-entropy where each anchor's positives of the other classes are its
+    negatives; the penalty is on the raw embeddings ``x``. Shapes: ``embeddings
+    [B, D]``, ``anchors`` / ``positives`` long ``[K]``.
+    """
+    a, p = embeddings[anchors], embeddings[positives]
+    logits = _npairs_logits(a, p, normalize_embeddings)
+    loss = F.cross_entropy(logits, torch.arange(len(anchors), device=embeddings.device))
+    if l2_reg:
+        loss = loss + l2_reg * (a.pow(2).sum(1).mean() + p.pow(2).sum(1).mean()) / 2
+    return loss
+
+
+def _npairs_logits(a: Tensor, p: Tensor, normalize_embeddings: bool) -> Tensor:
+    if normalize_embeddings:
+        a, p = F.normalize(a, dim=1), F.normalize(p, dim=1)
+    return a @ p.T
+
+
+class NPairsLoss(MetricLoss):
+    """Multi-class N-pair loss (Sohn 2016): a drop-in for PML's ``NPairsLoss``.
+
+    One (anchor, positive) pair per class present at least twice, chosen as
+    pytorch-metric-learning does (:func:`npairs_select`); formula in
+    :func:`npairs_loss` (dot product of L2-normalised embeddings, i.e. PML's default
+    ``DotProductSimilarity()``; mean cross-entropy), so value and gradient agree
+    with PML. Sohn's original form is ``normalize_embeddings=False`` with
+    ``l2_reg > 0`` (his penalty on the squared norms; default 0, as PML).
+
+    ``ref_emb`` / ``relevance`` are refused (as in PML); labels must be class ids
+    ``[B]``. ``miner=``: the pairs are chosen among the mined positives by the same
+    lowest-index rule (PML takes the first mined pair per class in the miner's
+    output order, which may differ).
+    Stats: ``num_pairs``, ``mean_pos_similarity``, ``mean_neg_similarity`` (the logits).
+    """
+
+    def __init__(self, normalize_embeddings: bool = True, l2_reg: float = 0.0, miner: Any = None) -> None:
+        super().__init__(miner=miner)
+        self.normalize_embeddings = bool(normalize_embeddings)
+        if isinstance(l2_reg, bool) or not isinstance(l2_reg, (int, float)) or not 0 <= l2_reg < math.inf:
+            raise ValueError(f"l2_reg must be a finite number >= 0, got {l2_reg!r}")
+        self.l2_reg = float(l2_reg)
+
+    def compute(self, batch: Batch) -> Tensor:
+        if not batch.same_set or batch.relevance is not None:
+            raise ValueError(
+                "NPairsLoss supports neither ref_emb/ref_labels nor relevance (as in "
+                "pytorch-metric-learning): call loss(embeddings, labels)"
+            )
+        labels = batch.labels
+        assert labels is not None
+        if labels.dim() != 1:
+            raise ValueError(f"NPairsLoss needs class ids [B], got labels of shape {tuple(labels.shape)}")
+        pos, _ = self.pair_masks(batch)
+        anchors, positives = npairs_select(pos, labels)
+        k = len(anchors)
+        if k == 0:
+            self._record(num_pairs=0)
+            return zero_loss(batch.embeddings)
+        x = batch.embeddings
+        loss = npairs_loss(x, anchors, positives, self.normalize_embeddings, self.l2_reg)
+        with torch.no_grad():
+            logits = _npairs_logits(x[anchors], x[positives], self.normalize_embeddings)
+            diag = torch.eye(k, dtype=torch.bool, device=logits.device)
+            self._record(
+                num_pairs=k,
+                mean_pos_similarity=logits[diag].mean(),
+                mean_neg_similarity=logits[~diag].mean() if k > 1 else 0.0,
+            )
+        return loss
+
+
+__all__ = [
+    "NPairsLoss",
+    "NTXentLoss",
+    "SoftNearestNeighborLoss",
+    "SupConLoss",
+    "check_temperature",
+    "masked_lse",
+    "npairs_loss",
+    "npairs_select",
+    "ntxent_loss",
+    "soft_nearest_neighbor_loss",
+    "supcon_loss",
+]
