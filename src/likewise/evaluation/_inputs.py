@@ -23,7 +23,7 @@ def as_tensor(x: Any, name: str, device: torch.device | str | None = None) -> Te
     """NumPy array / tensor / nested list -> tensor (no copy when already a tensor on ``device``)."""
     if isinstance(x, Tensor):
         t = x.detach()
-    elif isinstance(x, np.ndarray | list | tuple) or np.isscalar(x):
+    elif isinstance(x, np.ndarray | list | tuple):
         arr = np.asarray(x)
         if arr.dtype == object:
             raise TypeError(f"{name} must be numeric, got an array of Python objects")
