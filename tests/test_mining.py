@@ -542,3 +542,21 @@ def test_exact_ties_follow_the_strict_inequalities():
     ours = MultiSimilarityMiner(0.0)(x32, labels)
     theirs = pml_miners.MultiSimilarityMiner(0.0)(x32, labels)
     assert (mask_set(ours.pos), mask_set(ours.neg)) == pml_pairs(theirs)
+
+
+# ------------------------------------------------------------------------ plugged into losses
+
+
+def test_miners_plug_into_losses_like_pml():
+    from pytorch_metric_learning import losses as pml_losses
+
+    from likewise.losses.triplet import TripletMarginLoss
+
+    x, labels = data(b=20, d=16, classes=5, seed=1, dtype=torch.float32)
+    ours = TripletMarginLoss(margin=0.2, miner=BatchHardMiner())(x, labels)
+    theirs = pml_losses.TripletMarginLoss(margin=0.2)(x, labels, pml_miners.BatchHardMiner()(x, labels))
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    ours = TripletMarginLoss(margin=0.2, miner=SemiHardMiner(0.2))(x, labels)
+    t = SemiHardMiner(0.2)(x, labels)
+    theirs = pml_losses.TripletMarginLoss(margin=0.2)(x, labels, (t.anchor, t.positive, t.negative))
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
