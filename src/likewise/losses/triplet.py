@@ -292,7 +292,10 @@ class TripletMarginLoss(MetricLoss):
         self._record(
             num_triplets=len(t),
             active_fraction=float(active.sum()) / len(t),
-            **{f"mean_pos_{unit}": sign * float(d_ap.mean()), f"mean_neg_{unit}": sign * float(d_an.mean())},
+            **{
+                f"mean_pos_{unit}": sign * float(d_ap.detach().mean()),
+                f"mean_neg_{unit}": sign * float(d_an.detach().mean()),
+            },
         )
         return masked_mean(losses, active)
 
