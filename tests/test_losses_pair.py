@@ -404,17 +404,20 @@ def test_ms_with_miner_agrees_with_pml_indices():
 
 
 class FloatOutputSizes(TorchDispatchMode):
-    """Records the largest floating-point tensor any op produces (forward and backward)."""
+    """Records the largest floating-point tensor (and any tensor) an op produces, forward and backward."""
 
     def __init__(self):
         super().__init__()
         self.largest = 0
+        self.largest_any = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.is_floating_point():
-                self.largest = max(self.largest, t.numel())
+            if isinstance(t, torch.Tensor):
+                self.largest_any = max(self.largest_any, t.numel())
+                if t.is_floating_point():
+                    self.largest = max(self.largest, t.numel())
         return out
 
 
@@ -434,6 +437,8 @@ def test_ms_chunked_equals_unchunked_and_bounds_memory(with_ref):
     # no [B, N] float tensor is ever made: the largest is one [chunk, N + 1] block
     assert sizes.largest <= chunk * (refs + 1)
     assert sizes.largest < b * refs // 4
+    # without a miner the label masks are built per block too (bool tensors included)
+    assert sizes.largest_any <= chunk * (refs + 1)
     with FloatOutputSizes() as sizes:
         value_and_grad(lambda a, *z: call(MultiSimilarityLoss(), a, y, *z), x, *rest)
     assert sizes.largest >= b * refs  # the check above can see a full matrix

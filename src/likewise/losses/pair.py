@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
-from likewise.losses.chunking import check_chunk_size
+from likewise.losses.chunking import check_chunk_size, map_row_blocks
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
 
 NegForm = Literal["hinge", "squared_hinge", "hinge_squared"]
@@ -350,8 +350,10 @@ class MultiSimilarityLoss(MetricLoss):
 
     ``chunk_size=c``: the queries are processed ``c`` rows at a time with
     recomputation in backward; at most ``c x N`` similarities are alive at once and
-    the result equals the unchunked one. ``miner=`` (e.g. ``MultiSimilarityMiner``)
-    restricts the sums to the mined pairs.
+    the result equals the unchunked one. Without a miner the label masks are built
+    per block as well (nothing of size ``B x N`` at all); with a miner the mined
+    ``[B, N]`` bool masks are built once and sliced per block. ``miner=`` (e.g.
+    ``MultiSimilarityMiner``) restricts the sums to the mined pairs.
 
     ``stats``: ``active_fraction`` (queries with a non-zero loss),
     ``mean_pos_similarity``, ``mean_neg_similarity`` (unchunked calls only).
@@ -379,26 +381,36 @@ class MultiSimilarityLoss(MetricLoss):
         self.normalize_embeddings = bool(normalize_embeddings)
         self.chunk_size = check_chunk_size(chunk_size)
 
+    def _block_rows(self, rows: Batch) -> Tensor:
+        """Row losses of some queries against all refs, masks built for those rows only."""
+        x = prepare(rows.embeddings, self.distance, self.normalize_embeddings)
+        y = prepare(rows.ref_emb, self.distance, self.normalize_embeddings)
+        return _ms_row_losses(
+            pairwise_similarity(x, y, self.distance), *rows.masks(), self.alpha, self.beta, self.base
+        )
+
     def compute(self, batch: Batch) -> Tensor:
-        pos, neg = self.pair_masks(batch)
-        if not (pos.any() or neg.any()):
-            self._record(active_fraction=0.0)
-            return zero_loss(batch.embeddings, batch.ref_emb)
-        x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
-        y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)
-
+        chunked = self.chunk_size is not None and self.chunk_size < batch.embeddings.shape[0]
         stats: dict[str, float] = {}
-        if self.chunk_size is None or self.chunk_size >= x.shape[0]:
-            sim = pairwise_similarity(x, y, self.distance)
-            rows = _ms_row_losses(sim, pos, neg, self.alpha, self.beta, self.base)
-            stats = mean_stats(sim, pos, neg, "similarity")
+        if chunked and self.miner is None:
+            # masks too are built block by block: nothing of size B x N is alive
+            rows = map_row_blocks(self._block_rows, batch, self.chunk_size)
         else:
+            pos, neg = self.pair_masks(batch)
+            x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
+            y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)
+            if chunked:
 
-            def rows_fn(q: Tensor, r: Tensor, p: Tensor, n: Tensor) -> Tensor:
-                sim = pairwise_similarity(q, r, self.distance)
-                return _ms_row_losses(sim, p, n, self.alpha, self.beta, self.base)
+                def rows_fn(q: Tensor, r: Tensor, p: Tensor, n: Tensor) -> Tensor:
+                    sim = pairwise_similarity(q, r, self.distance)
+                    return _ms_row_losses(sim, p, n, self.alpha, self.beta, self.base)
 
-            rows = _map_rows(rows_fn, self.chunk_size, x, y, pos, neg)
+                # the mined masks are whole-batch [B, N] bools, sliced per block
+                rows = _map_rows(rows_fn, self.chunk_size, x, y, pos, neg)
+            else:
+                sim = pairwise_similarity(x, y, self.distance)
+                rows = _ms_row_losses(sim, pos, neg, self.alpha, self.beta, self.base)
+                stats = mean_stats(sim, pos, neg, "similarity")
         active = rows > 0
         self._record(active_fraction=float(active.sum()) / rows.shape[0], **stats)
         return masked_mean(rows, active)
