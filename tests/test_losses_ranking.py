@@ -125,6 +125,33 @@ def test_soft_histogram_gradcheck_and_values():
     assert torch.autograd.gradcheck(f, (dist,))
 
 
+def test_soft_histogram_at_centres_and_beyond_the_range_matches_dense_autograd():
+    # kinks (distances exactly on a centre, 0) and rounding just above 4: compare with the
+    # dense relu/abs formula over every bin, differentiated by autograd
+    num_bins = 4
+    centres = torch.linspace(0.0, 4.0, steps=num_bins + 1, dtype=torch.float64)
+    dist = torch.rand(3, 8, dtype=torch.float64) * 4
+    dist[0, :5] = centres
+    dist[1, 0] = 4.0 + 1e-9
+    dist[1, 1] = 1e-12
+    pos = torch.rand(3, 8) > 0.4
+    neg = ~pos
+    weights = torch.randn(2, 3, num_bins + 1, dtype=torch.float64)
+
+    ours = dist.clone().requires_grad_(True)
+    hp, hn = soft_histograms(ours, pos, neg, num_bins)
+    (g_ours,) = torch.autograd.grad((hp * weights[0]).sum() + (hn * weights[1]).sum(), ours)
+
+    dense = dist.clone().requires_grad_(True)
+    pulse = torch.relu(1 - torch.abs(dense[None] - centres[:, None, None]) / (4.0 / num_bins))  # [E, B, N]
+    dp = (pulse * pos).sum(2).T
+    dn = (pulse * neg).sum(2).T
+    (g_dense,) = torch.autograd.grad((dp * weights[0]).sum() + (dn * weights[1]).sum(), dense)
+    torch.testing.assert_close(hp, dp, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hn, dn, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_ours, g_dense, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("num_bins", [10, 3, 25])
 def test_fast_ap_matches_pml_value_and_gradient(dtype, num_bins):
