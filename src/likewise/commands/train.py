@@ -1,0 +1,67 @@
+"""``likewise train CONFIG [--out DIR] [--resume] [--devices N]``: train from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train an embedding model from a YAML config",
+        description="Train an embedding model from a YAML config (see docs/training.md).",
+    )
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--out", help="output directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--devices", type=int, help="processes / GPUs (DDP when > 1); overrides trainer.devices")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's informational banners off the terminal (warnings still show)."""
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def summary_lines(result: dict[str, Any], out: Path) -> list[str]:
+    m = result["heldout"]
+    lines = [
+        f"held-out classes {', '.join(result['heldout_classes'])} ({result['n_heldout']} samples), "
+        f"best epoch {result['best_epoch']}:",
+        f"  precision_at_1 {m['precision_at_1']:.4f}   r_precision {m['r_precision']:.4f}   "
+        f"map_at_r {m['map_at_r']:.4f}",
+    ]
+    if "matching" in result and "threshold" in result["matching"]:
+        q = result["matching"]["queries"]
+        lines.append(
+            f"  matcher threshold {result['matching']['threshold']:.4f}, accuracy on held-out queries "
+            f"{q.get('accuracy', float('nan')):.4f}"
+        )
+    lines.append(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from likewise.train.config import load_config
+
+    config = load_config(args.config)
+    if args.devices is not None:
+        if args.devices < 1:
+            raise ValueError(f"--devices must be >= 1, got {args.devices}")
+        config.trainer.devices = args.devices
+    if args.no_progress:
+        config.trainer.progress_bar = False
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    quiet_lightning()
+    from likewise.train.run import fit
+
+    result = fit(config, out, resume=args.resume)
+    if result:
+        print("\n".join(summary_lines(result, out)))
+    return 0

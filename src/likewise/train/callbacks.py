@@ -1,0 +1,122 @@
+"""Callbacks of a run: periodic held-out evaluation with best-model selection, and checkpoints.
+
+* :class:`HeldOutEvaluation` embeds the held-out split every ``every_n_epochs``
+  epochs (and after the last), computes :func:`likewise.evaluation.retrieval_metrics`,
+  logs them as ``eval/<name>`` and keeps the weights of the best epoch by ``metric``
+  (written atomically to ``best.safetensors``). Its state (best value and epoch,
+  history) is saved in every checkpoint.
+* :class:`StepCheckpoint` writes ``last.ckpt`` every ``every_n_steps`` optimizer
+  steps and at the end of every epoch (atomically, see ``checkpoint_io``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from likewise.io import atomic_write_bytes
+
+
+@torch.no_grad()
+def embed_array(model: nn.Module, x: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """Embeddings of ``x`` in eval mode, in batches, as float32 NumPy."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for start in range(0, len(x), batch_size):
+            chunk = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32, device=device)
+            dtype = next(model.parameters()).dtype
+            out.append(model(chunk.to(dtype)).float().cpu().numpy())
+        return np.concatenate(out)
+    finally:
+        model.train(was_training)
+
+
+def evaluate(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, *, distance: str, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """Leave-one-out retrieval metrics of the held-out set."""
+    from likewise.evaluation import retrieval_metrics
+
+    emb = embed_array(model, x, batch_size, device)
+    return {k: float(v) for k, v in retrieval_metrics(emb, y, metric=distance).items()}
+
+
+def state_dict_bytes(model: nn.Module) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+class HeldOutEvaluation(pl.Callback):
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        every_n_epochs: int,
+        metric: str,
+        distance: str,
+        batch_size: int,
+        best_path: str | Path,
+    ) -> None:
+        self.x, self.y = x, y
+        self.every_n_epochs = every_n_epochs
+        self.metric = metric
+        self.distance = distance
+        self.batch_size = batch_size
+        self.best_path = Path(best_path)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = epoch + 1 >= (trainer.max_epochs or 0)
+        if (epoch + 1) % self.every_n_epochs and not last:
+            return
+        metrics = evaluate(
+            pl_module.model,
+            self.x,
+            self.y,
+            distance=self.distance,
+            batch_size=self.batch_size,
+            device=pl_module.device,
+        )
+        pl_module.log_dict({f"eval/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=False)
+        self.history = [h for h in self.history if h["epoch"] != epoch] + [{"epoch": epoch, **metrics}]
+        value = metrics[self.metric]
+        if self.best_value is None or value > self.best_value:
+            self.best_value, self.best_epoch = value, epoch
+            if trainer.is_global_zero:
+                atomic_write_bytes(self.best_path, state_dict_bytes(pl_module.model))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_value = state_dict.get("best_value")
+        self.best_epoch = state_dict.get("best_epoch")
+        self.history = list(state_dict.get("history", []))
+
+
+class StepCheckpoint(pl.Callback):
+    def __init__(self, path: str | Path, every_n_steps: int) -> None:
+        self.path = Path(path)
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+__all__ = ["HeldOutEvaluation", "StepCheckpoint", "embed_array", "evaluate", "state_dict_bytes"]

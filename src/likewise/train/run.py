@@ -1,0 +1,352 @@
+"""One training run, from a validated config to a model directory and ``metrics.json``.
+
+Output directory::
+
+    config.yaml              the resolved config of the run
+    checkpoints/last.ckpt    Lightning checkpoint (atomic), every N steps and every epoch
+    checkpoints/best.safetensors   weights of the best epoch by ``eval.metric``
+    logs/csv/version_*/      CSV metrics;  logs/tensorboard/version_*/  TensorBoard events
+    metrics.json             held-out metrics of the best model, best epoch, history
+    model/                   the exported model (see ``likewise.export``), index, matcher
+
+Exact resume: every batch is a function of ``(seed, epoch)`` and the checkpoint
+holds the weights, optimizer, loss state (e.g. the cross-batch memory), RNG states
+and the step count; the restarted sampler skips the batches already trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from likewise.data import ArrayDataset
+from likewise.io import atomic_write_json, atomic_write_text
+from likewise.train.callbacks import HeldOutEvaluation, StepCheckpoint, evaluate
+from likewise.train.config import TrainConfig
+from likewise.train.data import RunData, prepare_data
+from likewise.train.module import MetricLearningModule
+from likewise.train.registry import build, loss_class, miner_class
+from likewise.train.sampling import ResumableBatchSampler, ShuffledBatchSampler
+
+#: trainer settings that may change between a run and its resumption
+RESUMABLE_CHANGES = ("devices", "progress_bar", "num_workers", "threads", "accelerator")
+
+
+def build_loss(config: TrainConfig, num_classes: int) -> torch.nn.Module:
+    """The configured loss (with its miner, wrapped in a cross-batch memory if configured)."""
+    miner = None
+    if config.miner is not None:
+        miner = build(miner_class(config.miner.name), config.miner.kwargs, "miner")
+    cls = loss_class(config.loss.name)
+    managed: dict[str, Any] = {"num_classes": num_classes, "embedding_size": config.model.embedding_dim}
+    if miner is not None:
+        managed["miner"] = miner
+    from likewise.train.registry import accepts
+
+    if miner is not None and not accepts(cls, "miner"):
+        raise ValueError(f"miner: {config.loss.name} takes no miner")
+    loss = build(cls, config.loss.kwargs, "loss", **managed)
+    if config.memory is not None:
+        from likewise.memory import CrossBatchMemory
+
+        loss = CrossBatchMemory(loss, config.model.embedding_dim, config.memory.size)
+    return loss
+
+
+def build_embedding_model(config: TrainConfig, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    from likewise.models import build_model
+
+    m = config.model
+    try:
+        return build_model(
+            m.trunk,
+            input_shape,
+            embedding_dim=m.embedding_dim,
+            pooling=m.pooling,
+            normalize=m.normalize,
+            trunk_kwargs=m.trunk_kwargs,
+        )
+    except TypeError as exc:
+        raise ValueError(f"model.trunk_kwargs: {exc}") from None
+
+
+class _PositionedLoader(DataLoader):
+    """A DataLoader whose position comes from the restored step count (see ``train_dataloader``).
+
+    The ``state_dict`` / ``load_state_dict`` pair tells Lightning the loader resumes
+    mid-epoch; the position itself is derived from ``trainer.global_step``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.batch_sampler
+        return {"epoch": getattr(sampler, "epoch", 0), "batches_per_epoch": len(self)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("batches_per_epoch", len(self)) != len(self):
+            raise ValueError("the checkpoint was written with a different number of batches per epoch")
+
+
+class _DataModule(pl.LightningDataModule):
+    """Training batches from the sampler, positioned at the restored step on resume."""
+
+    def __init__(self, config: TrainConfig, data: RunData, x: np.ndarray) -> None:
+        super().__init__()
+        self.config, self.data = config, data
+        self.dataset = ArrayDataset(x, data.train_label_ids)
+
+    def _inner_sampler(self, rank: int, world: int) -> Any:
+        s, seed = self.config.sampler, self.config.trainer.seed
+        if s.kind == "random":
+            return ShuffledBatchSampler(
+                len(self.dataset), s.batch_size, seed=seed, rank=rank, world_size=world
+            )
+        from likewise.sampling import ClassBalancedBatchSampler
+
+        try:
+            return ClassBalancedBatchSampler(
+                self.data.train_label_ids,
+                s.classes_per_batch,
+                s.samples_per_class,
+                seed=seed,
+                replacement=s.replacement,
+                drop_last=True,
+                rank=rank,
+                world_size=world,
+            )
+        except ValueError as exc:
+            raise ValueError(f"sampler: {exc}") from None
+
+    def steps_per_epoch(self, world: int = 1) -> int:
+        return len(self._inner_sampler(0, world))
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        inner = self._inner_sampler(trainer.global_rank, trainer.world_size)
+        sampler = ResumableBatchSampler.at_step(inner, trainer.global_step)
+        return _PositionedLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.config.trainer.num_workers,
+            generator=torch.Generator().manual_seed(self.config.trainer.seed),
+            persistent_workers=False,
+        )
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16/16 mixed precision on CUDA, 32-bit elsewhere."""
+    if precision == "auto":
+        if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "32-true"
+    return {"32": "32-true", "64": "64-true"}.get(precision, precision)
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    d = config.to_dict()
+    for key in RESUMABLE_CHANGES:
+        d["trainer"].pop(key, None)
+    return d
+
+
+def _prepare_out(config: TrainConfig, out: Path, resume: bool) -> Path | None:
+    """Check the output directory; the checkpoint to resume from (None: a fresh start)."""
+    ckpt = out / "checkpoints" / "last.ckpt"
+    saved = out / "config.yaml"
+    if not resume:
+        if ckpt.exists():
+            raise ValueError(
+                f"{out} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return None
+    if saved.exists():
+        before = TrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
+        if _comparable(before) != _comparable(config):
+            raise ValueError(
+                f"the config differs from the one of the run in {out}; resume needs the same config"
+            )
+    if not ckpt.exists():
+        print(f"likewise train: no checkpoint in {out}, starting from the beginning", file=sys.stderr)
+        return None
+    return ckpt
+
+
+def fit(
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[pl.Callback] = (),
+) -> dict[str, Any]:
+    """Train as configured, writing everything under ``out``; returns the final metrics.
+
+    ``config.trainer.devices > 1`` runs DDP (this function is then entered by every
+    process; only rank 0 writes the final outputs and gets a non-empty result).
+    """
+    out = Path(out)
+    tc = config.trainer
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    ckpt = _prepare_out(config, out, resume)
+    pl.seed_everything(tc.seed, workers=True, verbose=False)
+    data = prepare_data(config.data)
+    x_train = (data.train.x - data.mean) / data.std
+    x_test = (data.test.x - data.mean) / data.std
+    model = build_embedding_model(config, data.input_shape)
+    loss = build_loss(config, data.num_train_classes)
+    module = MetricLearningModule(config, model, loss)
+    datamodule = _DataModule(config, data, x_train)
+
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    best_path = out / "checkpoints" / "best.safetensors"
+    evaluation = HeldOutEvaluation(
+        x_test,
+        data.test.y,
+        every_n_epochs=config.eval.every_n_epochs,
+        metric=config.eval.metric,
+        distance=config.eval.distance,
+        batch_size=config.eval.batch_size,
+        best_path=best_path,
+    )
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from likewise.train.checkpoint_io import AtomicCheckpointIO
+
+    loggers: list[Any] = [CSVLogger(out / "logs", name="csv")]
+    try:
+        loggers.append(TensorBoardLogger(out / "logs", name="tensorboard", default_hp_metric=False))
+    except ModuleNotFoundError:  # pragma: no cover - tensorboard is an optional extra
+        pass
+    devices = tc.devices
+    trainer = pl.Trainer(
+        max_epochs=config.optimizer.epochs,
+        accelerator=tc.accelerator,
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        precision=resolve_precision(tc.precision, tc.accelerator),
+        sync_batchnorm=tc.sync_batchnorm and devices > 1,
+        callbacks=[
+            evaluation,
+            StepCheckpoint(out / "checkpoints" / "last.ckpt", tc.checkpoint_every_n_steps),
+            *callbacks,
+        ],
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
+        enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=tc.log_every_n_steps,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    if trainer.is_global_zero:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    if not trainer.is_global_zero:
+        return {}
+    return finish(config, out, module.model, data, x_test, evaluation)
+
+
+def finish(
+    config: TrainConfig,
+    out: Path,
+    model: torch.nn.Module,
+    data: RunData,
+    x_test: np.ndarray,
+    evaluation: HeldOutEvaluation,
+) -> dict[str, Any]:
+    """Load the best weights, evaluate them, export the model directory, write metrics.json."""
+    from safetensors.torch import load_file
+
+    from likewise.export import save_model
+    from likewise.train.callbacks import embed_array
+
+    model = model.cpu().float()
+    best_path = out / "checkpoints" / "best.safetensors"
+    if best_path.exists():
+        model.load_state_dict(load_file(str(best_path)))
+    device = torch.device("cpu")
+    final = evaluate(
+        model,
+        x_test,
+        data.test.y,
+        distance=config.eval.distance,
+        batch_size=config.eval.batch_size,
+        device=device,
+    )
+    result: dict[str, Any] = {
+        "heldout": final,
+        "selection_metric": config.eval.metric,
+        "best_epoch": evaluation.best_epoch,
+        "history": evaluation.history,
+        "n_train": len(data.train),
+        "n_heldout": len(data.test),
+        "train_classes": sorted({data.train.class_names[i] for i in np.unique(data.train.y)}),
+        "heldout_classes": sorted({data.test.class_names[i] for i in np.unique(data.test.y)}),
+    }
+    matcher = index = None
+    if config.export.index or config.export.matcher:
+        emb = embed_array(model, x_test, config.eval.batch_size, device)
+        index, matcher, matching = build_search(emb, data.test.y, data.test.class_names, config)
+        result["matching"] = matching
+    save_model(
+        out / "model",
+        model,
+        mean=data.mean,
+        std=data.std,
+        distance=config.eval.distance,
+        class_names=data.train.class_names,
+        train_config=config.to_dict(),
+        metrics=final,
+        index=index,
+        matcher=matcher,
+    )
+    atomic_write_json(out / "metrics.json", _finite(result))
+    return result
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf floats as ``None`` (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def build_search(
+    emb: np.ndarray, y: np.ndarray, class_names: list[str], config: TrainConfig
+) -> tuple[Any, Any, dict[str, Any]]:
+    """An index of half the held-out samples (stratified) and, if configured, a matcher
+    calibrated on its pairs and evaluated on the other half."""
+    from likewise.data import stratified_split
+    from likewise.index import Index
+
+    metric = config.eval.distance
+    gallery, queries = stratified_split(y, 0.5, seed=config.data.seed)
+    names = np.asarray(class_names)[y]
+    index = Index(emb.shape[1], metric=metric)
+    index.add(emb[gallery], labels=names[gallery])
+    info: dict[str, Any] = {"index_size": int(len(gallery))}
+    if not config.export.matcher:
+        return index, None, info
+    from likewise.matching import Matcher
+
+    matcher = Matcher.calibrated(index, emb[gallery], names[gallery], target="f1", max_pairs=200_000)
+    info["threshold"] = matcher.threshold
+    info["queries"] = {k: float(v) for k, v in matcher.evaluate(emb[queries], names[queries]).items()}
+    return index, matcher, info
+
+
+__all__ = ["build_embedding_model", "build_loss", "build_search", "finish", "fit", "resolve_precision"]
