@@ -33,40 +33,39 @@ class _SoftHistogram(torch.autograd.Function):
     """
 
     @staticmethod
-    def _bins(dist: Tensor, centres: Tensor, delta: float) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Lower bin ``k`` ``[B, N]`` and, for bins ``k`` and ``k + 1``, the kernel argument and offset."""
-        k = torch.floor(dist / delta).clamp_(0, centres.numel() - 2).long()
-        args, offsets = [], []
-        for idx in (k, k + 1):
-            offset = dist - centres[idx]
-            offsets.append(offset)
-            args.append(1 - torch.abs(offset) / delta)
-        return k, args, offsets
+    def _columns(dist: Tensor, neg: Tensor, num_centres: int, delta: float) -> tuple[Tensor, Tensor]:
+        """Lower bin ``k`` ``[B, N]`` and its column in the stacked ``[B, 2 E]`` (pos | neg) histogram."""
+        k = torch.floor(dist / delta).clamp_(0, num_centres - 2).long()
+        return k, k + num_centres * neg.long()
 
     @staticmethod
     def forward(ctx: Any, dist: Tensor, pos: Tensor, neg: Tensor, centres: Tensor, delta: float):
-        k, args, _ = _SoftHistogram._bins(dist, centres, delta)
-        h_pos = dist.new_zeros(dist.shape[0], centres.numel())
-        h_neg = dist.new_zeros(dist.shape[0], centres.numel())
-        for shift, arg in enumerate(args):
-            w = torch.relu(arg)
-            h_pos.scatter_add_(1, k + shift, w * pos)
-            h_neg.scatter_add_(1, k + shift, w * neg)
+        e = centres.numel()
+        valid = (pos | neg).to(dist.dtype)
+        k, col = _SoftHistogram._columns(dist, neg, e, delta)
+        hist = dist.new_zeros(dist.shape[0], 2 * e)
+        for shift in (0, 1):
+            weight = torch.relu(1 - torch.abs(dist - centres[k + shift]) / delta)
+            hist.scatter_add_(1, col + shift, weight * valid)
         ctx.save_for_backward(dist, pos, neg, centres)
         ctx.delta = delta
-        return h_pos, h_neg
+        return hist[:, :e], hist[:, e:]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_pos: Tensor, g_neg: Tensor):
         dist, pos, neg, centres = ctx.saved_tensors
         delta = ctx.delta
-        k, args, offsets = _SoftHistogram._bins(dist, centres, delta)
+        e = centres.numel()
+        valid = (pos | neg).to(dist.dtype)
+        k, col = _SoftHistogram._columns(dist, neg, e, delta)
+        upstream_hist = torch.cat([g_pos, g_neg], dim=1)  # [B, 2 E]
         grad = torch.zeros_like(dist)
-        for shift, (arg, offset) in enumerate(zip(args, offsets)):
-            slope = torch.where(arg > 0, -torch.sign(offset) / delta, torch.zeros_like(offset))
-            upstream = g_pos.gather(1, k + shift) * pos + g_neg.gather(1, k + shift) * neg
-            grad += slope * upstream
+        for shift in (0, 1):
+            offset = dist - centres[k + shift]
+            inside = (1 - torch.abs(offset) / delta) > 0
+            slope = torch.where(inside, -torch.sign(offset) / delta, torch.zeros_like(offset))
+            grad += slope * upstream_hist.gather(1, col + shift) * valid
         return grad, None, None, None, None
 
 
@@ -80,7 +79,7 @@ def soft_histograms(
     """
     centres = torch.linspace(0.0, max_dist, steps=num_bins + 1, device=dist.device, dtype=dist.dtype)
     delta = max_dist / num_bins
-    return _SoftHistogram.apply(dist, pos.to(dist.dtype), neg.to(dist.dtype), centres, delta)
+    return _SoftHistogram.apply(dist, pos.bool(), neg.bool(), centres, delta)
 
 
 def fast_ap_per_row(
