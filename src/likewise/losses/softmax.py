@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -33,9 +34,43 @@ from likewise.losses.base import Batch, MetricLoss, check_batch, zero_loss
 from likewise.losses.chunking import check_chunk_size, map_row_blocks
 from likewise.similarity import check_metric, pairwise_similarity
 
-# A row rule maps (logits [r, N], pos [r, N], neg [r, N]) to (loss sum [r], weight [r]):
+
+@dataclass
+class Rows:
+    """One block of query rows, as a row rule sees it.
+
+    ``logits`` ``[r, N]`` = similarity / temperature; ``pos`` / ``neg`` bool ``[r, N]``
+    (disjoint); the positives also as a sparse list: ``prow`` (row of each positive
+    pair) and ``plogit`` (its logit); ``n_pos`` / ``n_neg`` long ``[r]``.
+    """
+
+    logits: Tensor
+    pos: Tensor
+    neg: Tensor
+    prow: Tensor
+    plogit: Tensor
+    n_pos: Tensor
+    n_neg: Tensor
+
+    def row_sum(self, values: Tensor) -> Tensor:
+        """Sum of per-positive ``values`` into their rows ``[r]``."""
+        return values.new_zeros(self.logits.shape[0]).index_add(0, self.prow, values)
+
+    def pos_lse(self) -> Tensor:
+        """``log sum_{p in P(i)} e^{l_ip}`` per row ``[r]`` (``-inf`` without positives)."""
+        r = self.logits.shape[0]
+        top = self.plogit.new_full((r,), float("-inf"))
+        top = top.scatter_reduce(0, self.prow, self.plogit.detach(), "amax")
+        has = self.n_pos > 0
+        top = torch.where(has, top, torch.zeros_like(top))
+        total = self.row_sum(torch.exp(self.plogit - top[self.prow])) + (~has).to(top.dtype)
+        out = torch.log(total) + top
+        return torch.where(has, out, torch.full_like(out, float("-inf")))
+
+
+# A row rule maps a block of rows to (loss sum [r], weight [r]);
 # the loss is sum(loss sums) / sum(weights) over all rows.
-RowRule = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+RowRule = Callable[[Rows], tuple[Tensor, Tensor]]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -55,18 +90,41 @@ def masked_lse(x: Tensor, mask: Tensor) -> Tensor:
     """``log sum_{j: mask[i, j]} exp(x[i, j])`` per row ``[r]``; ``-inf`` for an empty row.
 
     The gradient is finite everywhere (zero for masked entries and empty rows):
-    empty rows are evaluated on zeros and their result replaced by ``-inf`` with
-    ``where``, so no ``softmax`` of an all ``-inf`` row is ever differentiated.
+    empty rows are evaluated on zeros and their result replaced by ``-inf``, so no
+    ``softmax`` of an all ``-inf`` row is ever differentiated.
     """
     has = mask.any(dim=1)
-    filled = torch.where(mask, x, torch.full_like(x, float("-inf")))
-    filled = torch.where(has.unsqueeze(1), filled, torch.zeros_like(x))
+    filled = x.masked_fill(~mask, float("-inf"))
+    if bool(has.all()):
+        return torch.logsumexp(filled, dim=1)
+    filled = filled.masked_fill(~has.unsqueeze(1), 0.0)
     out = torch.logsumexp(filled, dim=1)
-    return torch.where(has, out, torch.full_like(out, float("-inf")))
+    return out.masked_fill(~has, float("-inf"))
 
 
-def _masked_sum(x: Tensor, mask: Tensor) -> Tensor:
-    return torch.where(mask, x, torch.zeros_like(x)).sum(dim=1)
+def scaled_similarity(x: Tensor, y: Tensor | None, distance: str, temperature: float) -> Tensor:
+    """``sim(x, y) / temperature`` ``[B, N]`` (``y=None``: ``y = x``) in few ``[B, N]`` passes.
+
+    Same values as ``pairwise_similarity(x, y, distance) / temperature`` up to rounding:
+    for cosine and dot the temperature is folded into the query rows before the GEMM;
+    for squared Euclidean ``-(|x|^2 + |y|^2 - 2 x.y) / t`` is one GEMM on rows augmented
+    with two columns, so forward and backward are pure GEMMs (no clamp at distance 0:
+    a coincident pair may get a rounding-size positive value, harmless in a softmax).
+    """
+    if distance == "cosine":
+        xn = F.normalize(x, dim=1)
+        yn = xn if y is None else F.normalize(y, dim=1)
+        return (xn / temperature) @ yn.T
+    y = x if y is None else y
+    if distance == "dot":
+        return (x / temperature) @ y.T
+    if distance == "squared_euclidean":
+        # one GEMM on augmented rows: [2x/t, -1/t, -|x|^2/t] . [y, |y|^2, 1] = -|x - y|^2 / t
+        ones_x, ones_y = x.new_ones(x.shape[0], 1), y.new_ones(y.shape[0], 1)
+        xa = torch.cat([x * 2.0, -ones_x, -x.pow(2).sum(1, keepdim=True)], dim=1) / temperature
+        ya = torch.cat([y, y.pow(2).sum(1, keepdim=True), ones_y], dim=1)
+        return xa @ ya.T
+    return pairwise_similarity(x, y, distance).div_(temperature)
 
 
 def _check_chunk_and_miner(chunk_size: int | None, miner: Any) -> int | None:
@@ -86,18 +144,28 @@ def _block(
 
     Only the first column carries a gradient; the others are for the statistics.
     """
-    x = batch.embeddings
-    y = x if batch.same_set else batch.ref_emb
-    sim = pairwise_similarity(x, y, distance)  # [r, N]
+    refs = None if batch.same_set else batch.ref_emb
+    logits = scaled_similarity(batch.embeddings, refs, distance, temperature)
     pos, neg = batch.masks() if masks is None else masks
-    loss_sum, weight = rule(sim / temperature, pos, neg)
+    prow, pcol = pos.nonzero(as_tuple=True)
+    r = logits.shape[0]
+    rows = Rows(
+        logits=logits,
+        pos=pos,
+        neg=neg,
+        prow=prow,
+        plogit=logits[prow, pcol],
+        n_pos=torch.bincount(prow, minlength=r),
+        n_neg=neg.sum(1),
+    )
+    loss_sum, weight = rule(rows)
     with torch.no_grad():
         extra = [
-            weight.to(sim.dtype),
-            pos.sum(1).to(sim.dtype),
-            neg.sum(1).to(sim.dtype),
-            _masked_sum(sim, pos),
-            _masked_sum(sim, neg),
+            weight.to(logits.dtype),
+            rows.n_pos.to(logits.dtype),
+            rows.n_neg.to(logits.dtype),
+            rows.row_sum(rows.plogit) * temperature,
+            logits.masked_fill(~neg, 0.0).sum(1) * temperature,
         ]
     return torch.stack([loss_sum, *extra], dim=1)
 
@@ -146,11 +214,11 @@ def _functional(
 # --------------------------------------------------------------------------- NT-Xent / InfoNCE
 
 
-def ntxent_rows(logits: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+def ntxent_rows(rows: Rows) -> tuple[Tensor, Tensor]:
     """Per row: sum over its positives ``p`` of ``log(e^{l_p} + sum_N e^{l_n}) - l_p``; weight ``|P|``."""
-    lse_neg = masked_lse(logits, neg).unsqueeze(1)  # [r, 1], -inf without negatives
-    terms = torch.logaddexp(logits, lse_neg) - logits
-    return _masked_sum(terms, pos), pos.sum(1)
+    lse_neg = masked_lse(rows.logits, rows.neg)  # [r], -inf without negatives
+    terms = torch.logaddexp(rows.plogit, lse_neg[rows.prow]) - rows.plogit
+    return rows.row_sum(terms), rows.n_pos
 
 
 def ntxent_loss(
@@ -216,14 +284,14 @@ SupConVariant = Literal["out", "in"]
 def supcon_rows(variant: str) -> RowRule:
     """Row rule of the supervised contrastive loss ``L_out`` or ``L_in`` (Khosla 2020)."""
 
-    def rule(logits: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
-        n_pos = pos.sum(1)
-        lse_all = masked_lse(logits, pos | neg)
+    def rule(rows: Rows) -> tuple[Tensor, Tensor]:
+        lse_all = masked_lse(rows.logits, rows.pos | rows.neg)
+        n_pos = rows.n_pos.clamp_min(1).to(lse_all.dtype)
         if variant == "out":
-            per_row = lse_all - _masked_sum(logits, pos) / n_pos.clamp_min(1)
+            per_row = lse_all - rows.row_sum(rows.plogit) / n_pos
         else:
-            per_row = lse_all - masked_lse(logits, pos) + torch.log(n_pos.clamp_min(1).to(logits.dtype))
-        counted = (n_pos > 0) & ((pos | neg).sum(1) > 1)
+            per_row = lse_all - rows.pos_lse() + torch.log(n_pos)
+        counted = (rows.n_pos > 0) & (rows.n_pos + rows.n_neg > 1)
         return torch.where(counted, per_row, torch.zeros_like(per_row)), counted
 
     return rule
@@ -304,10 +372,10 @@ class SupConLoss(MetricLoss):
 # --------------------------------------------------------------------------- soft nearest neighbour
 
 
-def snn_rows(logits: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+def snn_rows(rows: Rows) -> tuple[Tensor, Tensor]:
     """Per row ``log sum_A e^l - log sum_P e^l`` (anchors with a positive); weight 1 or 0."""
-    has_pos = pos.any(1)
-    per_row = masked_lse(logits, pos | neg) - masked_lse(logits, pos)
+    has_pos = rows.n_pos > 0
+    per_row = masked_lse(rows.logits, rows.pos | rows.neg) - rows.pos_lse()
     return torch.where(has_pos, per_row, torch.zeros_like(per_row)), has_pos
 
 
@@ -477,6 +545,7 @@ class NPairsLoss(MetricLoss):
 __all__ = [
     "NPairsLoss",
     "NTXentLoss",
+    "Rows",
     "SoftNearestNeighborLoss",
     "SupConLoss",
     "check_temperature",
