@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from likewise import mining
 from likewise.mined import PairMask, Triplets, to_pair_mask
 from likewise.mining import (
     BatchAllMiner,
@@ -19,6 +20,13 @@ from likewise.mining import (
 )
 
 pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+
+
+@pytest.fixture(params=["dense", "sorted"])
+def search_path(request, monkeypatch):
+    """Run a test with the per-positive dense search and with the sorted-rows search."""
+    monkeypatch.setattr(mining, "_use_dense", lambda max_pos, n_refs: request.param == "dense")
+    return request.param
 
 
 # ----------------------------------------------------------------------------- references
@@ -189,7 +197,7 @@ def brute_batch_all(dist, pos, neg, margin):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("margin", [0.05, 0.3])
-def test_batch_all_pairs_cover_exactly_the_active_triplets(seed, margin):
+def test_batch_all_pairs_cover_exactly_the_active_triplets(seed, margin, search_path):
     x, labels = data(b=16, seed=seed)
     dist = brute_dist(x)
     pos, neg = brute_relations(labels)
@@ -204,7 +212,7 @@ def test_batch_all_pairs_cover_exactly_the_active_triplets(seed, margin):
     assert miner.stats["active_fraction"] == pytest.approx(len(active) / valid)
 
 
-def test_batch_all_with_refs():
+def test_batch_all_with_refs(search_path):
     x, labels = data(b=12, seed=4)
     ref, ref_labels = data(b=15, seed=5)
     miner = BatchAllMiner(margin=0.2)
@@ -240,7 +248,7 @@ def brute_semihard(dist, pos, neg, margin, hard_fallback):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("hard_fallback", [False, True])
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_semihard_matches_brute_force(seed, hard_fallback, metric):
+def test_semihard_matches_brute_force(seed, hard_fallback, metric, search_path):
     x, labels = data(b=18, seed=seed, classes=3)
     margin = 0.1 if seed % 2 else 0.4
     miner = SemiHardMiner(margin, hard_fallback=hard_fallback, distance=metric)
@@ -251,7 +259,7 @@ def test_semihard_matches_brute_force(seed, hard_fallback, metric):
     assert len(got) == len(expected)  # no duplicates
 
 
-def test_semihard_with_refs():
+def test_semihard_with_refs(search_path):
     x, labels = data(b=10, seed=11, classes=3)
     ref, ref_labels = data(b=17, seed=12, classes=3)
     got = SemiHardMiner(0.3, hard_fallback=True)(x, labels, ref_emb=ref, ref_labels=ref_labels)
@@ -523,7 +531,7 @@ def test_bad_constructor_arguments():
         DistanceWeightedMiner(seed=1, generator=torch.Generator())
 
 
-def test_exact_ties_follow_the_strict_inequalities():
+def test_exact_ties_follow_the_strict_inequalities(search_path):
     """A negative that duplicates the positive sits exactly on every boundary."""
     g = torch.Generator().manual_seed(0)
     base = torch.randn(4, 6, generator=g, dtype=torch.float64)

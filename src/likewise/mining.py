@@ -28,6 +28,7 @@ in ``self.stats`` (a dict of floats).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,40 @@ def _sorted_negatives(d: Tensor, neg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return values, cols, neg.sum(dim=1)
 
 
+#: work budget (elements) of one block of the dense per-positive search
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def _use_dense(max_pos: int, n_refs: int) -> bool:
+    """Few positives per anchor (class-balanced batches): comparing each positive with every
+    negative, O(B * N * max_pos), beats sorting the rows, O(B * N log N)."""
+    return max_pos <= max(1, math.ceil(math.log2(max(n_refs, 2))))
+
+
+def _positive_slots(pos: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Positive pairs ``(a, p)`` (row-major), each pair's slot among its anchor's positives,
+    and the largest number of positives of one anchor."""
+    a, p = torch.nonzero(pos, as_tuple=True)
+    counts = pos.sum(dim=1)
+    slot = torch.arange(a.numel(), device=a.device) - (counts.cumsum(0) - counts)[a]
+    return a, p, slot, int(counts.max()) if counts.numel() else 0
+
+
+def _dense_blocks(
+    d: Tensor, neg: Tensor, a: Tensor, p: Tensor, slot: Tensor, max_pos: int
+) -> Iterator[tuple[slice, Tensor, Tensor, Tensor]]:
+    """Anchor blocks: ``(rows, d_ap [r, max_pos, 1] (NaN padding), d_an [r, 1, N] (+inf where
+    not negative), neg [r, 1, N])``, at most ``_BLOCK_ELEMENTS`` pair x reference entries each."""
+    b, n = d.shape
+    d_ap = d.new_full((b, max_pos), math.nan)
+    d_ap[a, slot] = d[a, p]
+    d_an = d.masked_fill(~neg, math.inf)
+    step = max(1, _BLOCK_ELEMENTS // max(1, max_pos * n))
+    for start in range(0, b, step):
+        rows = slice(start, min(b, start + step))
+        yield rows, d_ap[rows].unsqueeze(2), d_an[rows].unsqueeze(1), neg[rows].unsqueeze(1)
+
+
 class _PerAnchorMiner(Miner):
     """One triplet per anchor: an extreme positive and an extreme negative. O(B * N)."""
 
@@ -162,8 +197,10 @@ class BatchAllMiner(Miner):
     all positive-loss triplets, plus possibly some zero-loss ones whose pairs are each
     active with another partner (they add zero to a hinge sum; a loss that averages
     over non-zero terms, like pytorch-metric-learning's default, is unaffected).
-    ``stats["num_triplets"]`` counts the positive-loss triplets exactly, in
-    O(B * N log N) time and O(B * N) memory (sorted negatives + ``searchsorted``).
+    ``stats["num_triplets"]`` counts the positive-loss triplets exactly: per positive
+    pair, the negatives below ``d_ap + margin`` (a comparison with each negative when
+    anchors have few positives, else sorted negatives + ``searchsorted``); time
+    O(B * N * min(P_max, log N)), memory O(B * N).
     """
 
     def __init__(self, margin: float = 0.2, distance: str = "euclidean", normalize_embeddings: bool = True):
@@ -177,10 +214,8 @@ class BatchAllMiner(Miner):
         max_pos, _, has_pos = _extreme(d, pos, largest=True)
         pos_sel = pos & (min_neg.unsqueeze(1) < reach)
         neg_sel = neg & has_pos.unsqueeze(1) & (d < (max_pos + self.margin).unsqueeze(1))
-        sorted_neg, _, n_neg = _sorted_negatives(d, neg)
-        active_per_pair = torch.searchsorted(sorted_neg, reach.contiguous(), right=False)
-        n_active = int(active_per_pair[pos].sum())
-        n_valid = int((pos.sum(1) * n_neg).sum())
+        n_active = self._count_active(d, pos, neg)
+        n_valid = int((pos.sum(1) * neg.sum(1)).sum())
         self.stats = {
             "num_triplets": float(n_active),
             "active_fraction": n_active / n_valid if n_valid else 0.0,
@@ -189,6 +224,19 @@ class BatchAllMiner(Miner):
             "anchor_fraction": float(pos_sel.any(1).float().mean()),
         }
         return PairMask(pos_sel, neg_sel)
+
+    def _count_active(self, d: Tensor, pos: Tensor, neg: Tensor) -> int:
+        a, p, slot, max_pos = _positive_slots(pos)
+        if a.numel() == 0:
+            return 0
+        if _use_dense(max_pos, d.shape[1]):
+            total = 0
+            for _, d_ap, d_an, _ in _dense_blocks(d, neg, a, p, slot, max_pos):
+                total += int((d_an < d_ap + self.margin).sum())  # NaN padding never counts
+            return total
+        sorted_neg, _, _ = _sorted_negatives(d, neg)
+        reach = (d + self.margin).contiguous()
+        return int(torch.searchsorted(sorted_neg, reach, right=False)[pos].sum())
 
 
 class SemiHardMiner(Miner):
@@ -202,9 +250,11 @@ class SemiHardMiner(Miner):
     is farther than the positive). Pairs whose negatives all lie at or beyond
     ``d_ap + margin`` carry no loss and are always dropped.
 
-    Each anchor's negative distances are sorted once and every pair is located with
-    ``searchsorted``: O(B * N log N) time, O(B * N) memory, at most one triplet per
-    positive pair (so O(B * N) triplets).
+    At most one triplet per positive pair (so O(B * N) triplets). When anchors have few
+    positives (``P_max <= log2 N``, e.g. class-balanced batches) each positive is compared
+    with every negative in blocks, O(B * N * P_max); otherwise each anchor's negative
+    distances are sorted once and every pair located with ``searchsorted``,
+    O(B * N log N). Memory O(B * N) either way.
     """
 
     def __init__(
@@ -223,25 +273,55 @@ class SemiHardMiner(Miner):
 
     def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
         d = self.distances(x, y)
-        sorted_neg, cols, n_neg = _sorted_negatives(d, neg)
-        # position of the first negative strictly farther than d[a, j], for every (a, j)
-        first_far = torch.searchsorted(sorted_neg, d.contiguous(), right=True)
-        a, p = torch.nonzero(pos, as_tuple=True)
+        a, p, slot, max_pos = _positive_slots(pos)
         d_ap = d[a, p]
-        k = first_far[a, p]
-        last = d.shape[1] - 1
-        band = (k < n_neg[a]) & (sorted_neg[a, k.clamp_max(last)] < d_ap + self.margin)
-        choice = k
-        keep = band
+        if a.numel() == 0:
+            far_val, far_col, near_col = d_ap, a, a
+        elif _use_dense(max_pos, d.shape[1]):
+            far_val, far_col, near_col = self._search_dense(d, neg, a, p, slot, max_pos)
+        else:
+            far_val, far_col, near_col = self._search_sorted(d, neg, a, p, d_ap)
+        band = far_val < d_ap + self.margin  # far_val = +inf when no negative is farther
+        keep, col = band, far_col
         if self.hard_fallback:
-            inside = ~band & (k > 0)
-            choice = torch.where(inside, k - 1, k)
-            keep = band | inside
-        a, p, choice = a[keep], p[keep], choice[keep]
-        triplets = Triplets(a, p, cols[a, choice])
+            inside = ~band & (near_col >= 0)
+            keep, col = band | inside, torch.where(inside, near_col, far_col)
+        triplets = Triplets(a[keep], p[keep], col[keep])
         self._record_triplets(triplets, d, x.shape[0])
         self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0
         return triplets
+
+    @staticmethod
+    def _search_dense(
+        d: Tensor, neg: Tensor, a: Tensor, p: Tensor, slot: Tensor, max_pos: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per pair: nearest negative with ``d_an > d_ap`` (value, column) and farthest
+        negative with ``d_an <= d_ap`` (column, -1 if none)."""
+        b = d.shape[0]
+        far_val = d.new_empty(b, max_pos)
+        far_col = torch.empty(b, max_pos, dtype=torch.long, device=d.device)
+        near_col = torch.empty_like(far_col)
+        for rows, d_ap, d_an, is_neg in _dense_blocks(d, neg, a, p, slot, max_pos):
+            farther = d_an > d_ap
+            far_val[rows], far_col[rows] = torch.where(farther, d_an, math.inf).min(dim=2)
+            closer = is_neg & ~farther
+            near, near_col[rows] = torch.where(closer, d_an, -math.inf).max(dim=2)
+            near_col[rows] = near_col[rows].masked_fill(near == -math.inf, -1)
+        return far_val[a, slot], far_col[a, slot], near_col[a, slot]
+
+    @staticmethod
+    def _search_sorted(
+        d: Tensor, neg: Tensor, a: Tensor, p: Tensor, d_ap: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The same search on each anchor's sorted negative distances."""
+        sorted_neg, cols, n_neg = _sorted_negatives(d, neg)
+        # position of the first negative strictly farther than d[a, j], for every (a, j)
+        k = torch.searchsorted(sorted_neg, d.contiguous(), right=True)[a, p]
+        last = d.shape[1] - 1
+        far_val = torch.where(k < n_neg[a], sorted_neg[a, k.clamp_max(last)], math.inf)
+        far_col = cols[a, k.clamp_max(last)]
+        near_col = torch.where(k > 0, cols[a, (k - 1).clamp_min(0)], -1)
+        return far_val, far_col, near_col
 
 
 def distance_weighted_log_weights(
