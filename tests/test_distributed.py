@@ -246,3 +246,27 @@ def test_bad_input():
         gather_with_grad([1.0, 2.0])
     with pytest.raises(ValueError, match="labels"):
         gather_batch(torch.randn(4, 3), torch.zeros(3, dtype=torch.long))
+
+
+def test_class_balanced_sampler_shards_concatenate_to_the_single_process_batches():
+    import numpy as np
+
+    from likewise.sampling import ClassBalancedBatchSampler
+    from likewise.train.sampling import ResumableBatchSampler
+
+    labels = np.repeat(np.arange(7), 9)
+    for epoch in (0, 1):
+        whole = ClassBalancedBatchSampler(labels, 4, 3, seed=5)
+        ranks = [
+            ResumableBatchSampler(ClassBalancedBatchSampler(labels, 4, 3, seed=5, rank=r, world_size=WORLD))
+            for r in range(WORLD)
+        ]
+        whole.set_epoch(epoch)
+        for r in ranks:
+            r.set_epoch(epoch)
+        batches = [list(r) for r in ranks]
+        assert len(batches[0]) == len(batches[1]) == len(whole) > 0
+        for step, global_batch in enumerate(whole):
+            shards = [b[step] for b in batches]
+            assert shards[0] + shards[1] == global_batch
+            assert not set(shards[0]) & set(shards[1])

@@ -106,6 +106,19 @@ class HeldOutEvaluation(pl.Callback):
         self.history = list(state_dict.get("history", []))
 
 
+class SamplerEpoch(pl.Callback):
+    """Tell the datamodule's batch sampler which epoch starts (Lightning itself only calls
+    ``set_epoch`` on ``loader.sampler`` / ``loader.batch_sampler.sampler``, not on a batch sampler).
+
+    Not called when a run resumes mid-epoch: the sampler is then positioned from the step count.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sampler = getattr(trainer.datamodule, "batch_sampler", None)
+        if sampler is not None:
+            sampler.set_epoch(trainer.current_epoch)
+
+
 class StepCheckpoint(pl.Callback):
     def __init__(self, path: str | Path, every_n_steps: int) -> None:
         self.path = Path(path)
@@ -119,4 +132,11 @@ class StepCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
-__all__ = ["HeldOutEvaluation", "StepCheckpoint", "embed_array", "evaluate", "state_dict_bytes"]
+__all__ = [
+    "HeldOutEvaluation",
+    "SamplerEpoch",
+    "StepCheckpoint",
+    "embed_array",
+    "evaluate",
+    "state_dict_bytes",
+]

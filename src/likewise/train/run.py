@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from likewise.data import ArrayDataset
 from likewise.io import atomic_write_json, atomic_write_text
-from likewise.train.callbacks import HeldOutEvaluation, StepCheckpoint, evaluate
+from likewise.train.callbacks import HeldOutEvaluation, SamplerEpoch, StepCheckpoint, evaluate
 from likewise.train.config import TrainConfig
 from likewise.train.data import RunData, prepare_data
 from likewise.train.module import MetricLearningModule
@@ -102,6 +102,7 @@ class _DataModule(pl.LightningDataModule):
         super().__init__()
         self.config, self.data = config, data
         self.dataset = ArrayDataset(x, data.train_label_ids)
+        self.batch_sampler: ResumableBatchSampler | None = None
 
     def _inner_sampler(self, rank: int, world: int) -> Any:
         s, seed = self.config.sampler, self.config.trainer.seed
@@ -132,6 +133,7 @@ class _DataModule(pl.LightningDataModule):
         trainer = self.trainer
         inner = self._inner_sampler(trainer.global_rank, trainer.world_size)
         sampler = ResumableBatchSampler.at_step(inner, trainer.global_step)
+        self.batch_sampler = sampler
         return _PositionedLoader(
             self.dataset,
             batch_sampler=sampler,
@@ -234,6 +236,7 @@ def fit(
         precision=resolve_precision(tc.precision, tc.accelerator),
         sync_batchnorm=tc.sync_batchnorm and devices > 1,
         callbacks=[
+            SamplerEpoch(),
             evaluation,
             StepCheckpoint(out / "checkpoints" / "last.ckpt", tc.checkpoint_every_n_steps),
             *callbacks,
