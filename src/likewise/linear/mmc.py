@@ -1,0 +1,162 @@
+"""MMC: Mahalanobis Metric for Clustering (Xing, Ng, Jordan & Russell 2003).
+
+Xing et al. minimise the summed squared distances of the similar pairs S while the dissimilar
+pairs D stay apart:
+
+    min_{M >= 0}  sum_{(i,j) in S} d_M(x_i, x_j)^2   s.t.  sum_{(k,l) in D} d_M(x_k, x_l) >= 1.
+
+The problem is convex; with ``v = x_i - x_j`` and ``d_M^2 = v^T M v`` it is solved here in the
+equivalent form they give for the diagonal case (the constraint enters as a log barrier, the two
+problems have the same minimisers up to scale):
+
+    min_{M >= 0}  h(M) = <M, S_S> - log sum_{v in D} sqrt(v^T M v),   S_S = sum_{v in S} v v^T,
+
+by projected gradient (Barzilai-Borwein steps, projection onto the PSD cone by clipping the
+eigenvalues; for ``diagonal=True`` onto ``M = diag(m)``, ``m >= 0``).
+
+Xing's minimiser is typically of low rank (about the number of classes - 1 on digits), which
+throws away the directions a nearest-neighbour rule still needs. ``barrier`` (likewise's
+addition, not in the paper) adds the log-barrier of the PSD cone, ``- barrier / (2 D) log det M``:
+the minimiser stays full rank and, in directions no dissimilar pair favours, reduces to whitening
+by the similar-pair scatter. ``barrier=0`` is exactly Xing et al.'s problem. The solution is rescaled so
+that the dissimilar constraint is tight, ``sum_D d_M = 1``. Shapes: ``X`` ``[N, D]``, ``M``
+``[D, D]``, ``components_`` ``[n_components, D]``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from likewise.linear.base import MahalanobisTransformer, components_from_metric, span_basis
+from likewise.linear.pairs import check_pairs, label_pairs
+from likewise.linear.projected_gradient import projected_gradient
+
+
+def _psd_project(A: np.ndarray) -> np.ndarray:
+    A = (A + A.T) / 2.0
+    w, U = np.linalg.eigh(A)
+    return (U * np.clip(w, 0.0, None)) @ U.T
+
+
+def mmc_objective(M: np.ndarray, VS: np.ndarray, VD: np.ndarray, eps: float = 0.0) -> float:
+    """``h(M)`` for a full ``M`` ``[D, D]`` (or a diagonal given as ``[D]``); ``VS``/``VD``: ``[P, D]``."""
+    if M.ndim == 1:
+        M = np.diag(M)
+    s = np.einsum("pi,ij,pj->", VS, M, VS)
+    d = np.einsum("pi,ij,pj->p", VD, M, VD)
+    return float(s - np.log(np.sqrt(np.clip(d, 0, None) + eps).sum()))
+
+
+class MMC(MahalanobisTransformer):
+    """Xing et al. (2003) metric learning from similar / dissimilar pairs (full or diagonal ``M``).
+
+    Parameters
+    ----------
+    diagonal : learn a diagonal ``M`` (feature weights) instead of a full one.
+    barrier : weight of the log-det barrier (0: Xing et al.'s problem exactly; 1: equal weight).
+    n_neighbors : for ``fit(X, y)``, the pairs are each point with its ``n_neighbors`` nearest
+        same-class points (S) and nearest other-class points (D).
+    max_iter, tol : projected-gradient iterations and relative decrease of ``h`` to stop at.
+    n_components : keep the top eigen-directions of ``M`` (``None``: all).
+    """
+
+    def __init__(
+        self,
+        diagonal: bool = False,
+        n_neighbors: int = 3,
+        barrier: float = 1.0,
+        max_iter: int = 1000,
+        tol: float = 1e-5,
+        n_components: int | None = None,
+    ):
+        self.diagonal = diagonal
+        self.barrier = barrier
+        self.n_neighbors = n_neighbors
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_components = n_components
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        a, b, sign = label_pairs(X, y, self.n_neighbors)
+        return self._fit_constraints(X, a, b, sign)
+
+    def fit_pairs(self, X, pairs, y_pairs) -> MMC:
+        """Weak supervision: ``pairs`` ``[P, 2]`` index pairs into ``X`` ``[N, D]``, ``y_pairs`` ``[P]``
+        in ``{+1 (similar, S), -1 (dissimilar, D)}``; both kinds are needed."""
+        X = self._validate_X(X, reset=True)
+        a, b, sign = check_pairs(pairs, y_pairs, X.shape[0])
+        self._set_components(self._fit_constraints(X, a, b, sign))
+        return self
+
+    def _fit_constraints(self, X: np.ndarray, a: np.ndarray, b: np.ndarray, sign: np.ndarray) -> np.ndarray:
+        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        if not isinstance(self.barrier, numbers.Real) or not self.barrier >= 0:
+            raise ValueError(f"barrier must be a non-negative number, got {self.barrier!r}")
+        n_comp = self._check_n_components(X.shape[1])
+        V = X[a] - X[b]
+        VS, VD = V[sign > 0], V[sign < 0]
+        if len(VS) == 0 or len(VD) == 0:
+            raise ValueError(
+                f"MMC needs both similar (+1) and dissimilar (-1) pairs; got {len(VS)} similar "
+                f"and {len(VD)} dissimilar"
+            )
+        VD = VD[np.einsum("pi,pi->p", VD, VD) > 0]  # identical points carry no information
+        if len(VD) == 0:
+            raise ValueError("every dissimilar pair joins two identical points: no metric can separate them")
+        # solve in the span of the pair differences: constant, duplicated or rank-deficient features
+        # get M = 0 in the directions no pair sees
+        if self.diagonal:  # keep M diagonal: drop the features no pair varies in
+            B = np.eye(X.shape[1])[:, (np.einsum("pi,pi->i", VS, VS) + np.einsum("pi,pi->i", VD, VD)) > 0]
+        else:
+            B = span_basis(np.vstack([VS, VD]))
+        VS, VD = VS @ B, VD @ B
+        D = B.shape[1]
+        scale = (np.einsum("pi,pi->", VS, VS) / len(VS) + np.einsum("pi,pi->", VD, VD) / len(VD)) / D
+        ridge = 1e-8 * scale * len(VS)  # keeps h bounded below along directions no similar pair spans
+        eps = 1e-12 * scale  # smooths sqrt at 0
+        lam = float(self.barrier) / (2 * D)
+        if self.diagonal:
+            SS = np.einsum("pi,pi->i", VS, VS) + ridge
+            VD2 = VD * VD
+
+            def fun_grad(m):
+                d = np.sqrt(VD2 @ m + eps)
+                G = d.sum()
+                f, g = float(SS @ m - np.log(G)), SS - (VD2.T @ (0.5 / d)) / G
+                if lam > 0:
+                    if m.min() <= 0:
+                        return np.inf, g
+                    f, g = f - lam * np.log(m).sum(), g - lam / m
+                return f, g
+
+            def project(m):
+                return np.clip(m, 0.0, None)
+
+            x0 = np.ones(D)
+        else:
+            SS = VS.T @ VS + ridge * np.eye(D)
+
+            def fun_grad(M):
+                d = np.sqrt(np.einsum("pi,pi->p", VD @ M, VD) + eps)
+                G = d.sum()
+                grad = SS - (VD.T @ (VD * (0.5 / d)[:, None])) / G
+                f = float(np.vdot(SS, M) - np.log(G))
+                if lam > 0:
+                    w, U = np.linalg.eigh(M)
+                    if w.min() <= 0:
+                        return np.inf, grad
+                    f -= lam * np.log(w).sum()
+                    grad = grad - lam * (U / w) @ U.T
+                return f, (grad + grad.T) / 2
+
+            project = _psd_project
+            x0 = np.eye(D)
+        lin = float(np.vdot(SS, x0)) if not self.diagonal else float(SS @ x0)
+        x0 = x0 * (0.5 + lam * D) / lin  # the best multiple of the identity
+        x, _, self.n_iter_ = projected_gradient(fun_grad, x0, project, int(self.max_iter), float(self.tol))
+        M = np.diag(x) if self.diagonal else x
+        M = M / np.sqrt(np.clip(np.einsum("pi,ij,pj->p", VD, M, VD), 0, None)).sum() ** 2  # sum_D d_M = 1
+        return components_from_metric(B @ M @ B.T, n_comp)
