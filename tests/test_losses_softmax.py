@@ -625,3 +625,28 @@ def test_masked_lse_empty_rows_and_gradient():
     out[0].backward()
     p = math.exp(1) / (math.exp(1) + math.exp(3))
     torch.testing.assert_close(x.grad, torch.tensor([[p, 0, 1 - p], [0, 0, 0]], dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- multi-label and relevance
+
+
+def test_multilabel_positives_share_a_label():
+    x = torch.randn(7, 4, dtype=torch.float64)
+    ml = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 1], [0, 1, 1]])
+    # naive: a pair is positive iff the label sets intersect; encode that as a relevance loop below
+    shares = [[i != j and bool((ml[i] & ml[j]).any()) for j in range(7)] for i in range(7)]
+    for make in (lambda: NTXentLoss(0.3), lambda: SupConLoss(0.3), lambda: SoftNearestNeighborLoss(0.5)):
+        via_labels = make()(x, ml)
+        via_relevance = make()(x, None, relevance=torch.tensor(shares))
+        torch.testing.assert_close(via_labels, via_relevance)
+    terms = []
+    for a in range(7):
+        for p in range(7):
+            if not shares[a][p]:
+                continue
+            num = math.exp(float(_cos(x[a], x[p])) / 0.3)
+            den = num + sum(
+                math.exp(float(_cos(x[a], x[n])) / 0.3) for n in range(7) if n != a and not shares[a][n]
+            )
+            terms.append(-math.log(num / den))
+    assert NTXentLoss(0.3)(x, ml).item() == pytest.approx(sum(terms) / len(terms), rel=1e-10)

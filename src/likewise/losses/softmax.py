@@ -545,7 +545,6 @@ class NPairsLoss(MetricLoss):
 __all__ = [
     "NPairsLoss",
     "NTXentLoss",
-    "Rows",
     "SoftNearestNeighborLoss",
     "SupConLoss",
     "check_temperature",
