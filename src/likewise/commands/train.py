@@ -24,7 +24,11 @@ def register(subparsers: Any) -> None:
 def quiet_lightning() -> None:
     """Keep Lightning's informational banners off the terminal (warnings still show)."""
     import logging
+    import warnings
 
+    import lightning.pytorch  # noqa: F401 - it sets its loggers' levels on import
+
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

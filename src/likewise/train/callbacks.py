@@ -89,7 +89,8 @@ class HeldOutEvaluation(pl.Callback):
             batch_size=self.batch_size,
             device=pl_module.device,
         )
-        pl_module.log_dict({f"eval/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=False)
+        # identical on every rank (each evaluates the whole held-out set): the mean is the value
+        pl_module.log_dict({f"eval/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=True)
         self.history = [h for h in self.history if h["epoch"] != epoch] + [{"epoch": epoch, **metrics}]
         value = metrics[self.metric]
         if self.best_value is None or value > self.best_value:

@@ -152,6 +152,11 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return {"32": "32-true", "64": "64-true"}.get(precision, precision)
 
 
+def _uses_cuda(accelerator: str) -> bool:
+    """SyncBatchNorm needs CUDA: on CPU each process keeps its own BatchNorm statistics."""
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def _comparable(config: TrainConfig) -> dict[str, Any]:
     d = config.to_dict()
     for key in RESUMABLE_CHANGES:
@@ -234,7 +239,7 @@ def fit(
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         precision=resolve_precision(tc.precision, tc.accelerator),
-        sync_batchnorm=tc.sync_batchnorm and devices > 1,
+        sync_batchnorm=tc.sync_batchnorm and devices > 1 and _uses_cuda(tc.accelerator),
         callbacks=[
             SamplerEpoch(),
             evaluation,
