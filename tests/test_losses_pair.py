@@ -21,10 +21,12 @@ from likewise.losses.pair import (
     LiftedStructureLoss,
     MultiSimilarityLoss,
     contrastive_loss,
+    distance_matrix,
     lifted_structure_loss,
     multi_similarity_loss,
 )
 from likewise.mined import PairMask, Triplets
+from likewise.similarity import pairwise_distance
 
 # ----------------------------------------------------------------------------- naive references
 
@@ -618,3 +620,20 @@ def test_miner_returning_wrong_type_is_refused():
     with pytest.raises(ValueError, match=r"miner returned masks of shape \(3, 3\), expected \(6, 6\)"):
         m = torch.zeros(3, 3, dtype=torch.bool)
         MultiSimilarityLoss(miner=FixedMiner(PairMask(m, m)))(x, y)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "squared_euclidean"])
+def test_fast_euclidean_distance_matches_autograd_form(metric):
+    x, _ = data(b=7, d=3)
+    x[3] = x[1]  # a zero distance off the diagonal
+    r, _ = data(b=5, d=3, seed=2)
+    w = torch.randn(7, 7, dtype=torch.float64)
+    fast = value_and_grad(lambda a: (distance_matrix(a, a, metric) * w).sum(), x)
+    slow = value_and_grad(lambda a: (pairwise_distance(a, a, metric) * w).sum(), x)
+    assert_same(fast, slow, rtol=1e-9, atol=1e-10)
+    fast = value_and_grad(lambda a, b: (distance_matrix(a, b, metric) * w[:, :5]).sum(), x, r)
+    slow = value_and_grad(lambda a, b: (pairwise_distance(a, b, metric) * w[:, :5]).sum(), x, r)
+    assert_same(fast, slow, rtol=1e-9, atol=1e-10)
+    assert torch.autograd.gradcheck(
+        lambda a, b: distance_matrix(a, b, metric), (x.requires_grad_(), r.requires_grad_())
+    )

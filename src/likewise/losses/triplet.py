@@ -35,9 +35,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
-from likewise.losses.pair import check_number, prepare
+from likewise.losses.pair import check_number, distance_matrix, prepare
 from likewise.mined import PairMask, Triplets, to_pair_mask
-from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
+from likewise.similarity import check_metric, is_similarity, pairwise_similarity
 
 SwapDist = Tensor | Callable[[Tensor], Tensor] | None
 
@@ -46,7 +46,7 @@ def distance_like(x: Tensor, y: Tensor, metric: str) -> Tensor:
     """``[B, N]`` distances (``-similarity`` for cosine / dot): smaller = closer."""
     if is_similarity(metric):
         return -pairwise_similarity(x, y, metric)
-    return pairwise_distance(x, y, metric)
+    return distance_matrix(x, y, metric)
 
 
 def rowwise_distance_like(u: Tensor, v: Tensor, metric: str) -> Tensor:
@@ -64,14 +64,21 @@ def rowwise_distance_like(u: Tensor, v: Tensor, metric: str) -> Tensor:
 
 def _sorted_hinge(dist: Tensor, pos: Tensor, neg: Tensor, margin: float) -> tuple[Tensor, Tensor]:
     """Sum over all (a, p, n) of ``[d_ap - d_an + m]_+`` and the count of non-zero terms."""
+    counts = pos.sum(1)
+    k_max = int(counts.max()) if counts.numel() else 0
+    if k_max == 0:
+        return dist.sum() * 0, counts.sum()
+    # each anchor's negatives, ascending; +inf past the last (their cumsum is never read)
     srt, _ = dist.masked_fill(~neg, float("inf")).sort(dim=1)
-    finite = torch.where(torch.isfinite(srt), srt, torch.zeros_like(srt))
-    csum = torch.cat([srt.new_zeros(srt.shape[0], 1), finite.cumsum(dim=1)], dim=1)  # [B, N + 1]
-    t = dist + margin
+    csum = torch.cat([srt.new_zeros(srt.shape[0], 1), srt.cumsum(dim=1)], dim=1)  # [B, N + 1]
+    # each anchor's positives, packed into k_max slots
+    cols = pos.to(torch.uint8).topk(k_max, dim=1, sorted=True).indices
+    valid = torch.arange(k_max, device=pos.device).unsqueeze(0) < counts.unsqueeze(1)
+    t = dist.gather(1, cols) + margin  # [B, k_max]
     k = torch.searchsorted(srt.detach().contiguous(), t.detach().contiguous())  # #{n : d_an < t}
+    k = k.masked_fill(~valid, 0)
     per_pair = k.to(t.dtype) * t - csum.gather(1, k)
-    total = torch.where(pos, per_pair, torch.zeros_like(per_pair)).sum()
-    return total, torch.where(pos, k, torch.zeros_like(k)).sum()
+    return per_pair.sum(), k.sum()
 
 
 def _blocked(
