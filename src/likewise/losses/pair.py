@@ -124,23 +124,52 @@ def mean_stats(mat: Tensor, pos: Tensor, neg: Tensor, unit: str) -> dict[str, fl
 # --------------------------------------------------------------------------- contrastive
 
 
-def _contrastive_terms(
-    mat: Tensor, pos_margin: float, neg_margin: float, neg_form: str, similarity: bool
-) -> tuple[Tensor, Tensor]:
+def _check_neg_form(neg_form: str, similarity: bool) -> str:
     if neg_form not in NEG_FORMS:
         raise ValueError(f"unknown neg_form {neg_form!r}; expected one of {', '.join(NEG_FORMS)}")
-    if similarity:
-        if neg_form == "hinge_squared":
-            raise ValueError("neg_form='hinge_squared' needs a distance, not a similarity (cosine, dot)")
-        pos_t, neg_t = F.relu(pos_margin - mat), F.relu(mat - neg_margin)
-    elif neg_form == "hinge_squared":
-        sq = mat * mat
-        return F.relu(sq - pos_margin**2), F.relu(neg_margin**2 - sq)
-    else:
-        pos_t, neg_t = F.relu(mat - pos_margin), F.relu(neg_margin - mat)
-    if neg_form == "squared_hinge":
-        return pos_t * pos_t, neg_t * neg_t
-    return pos_t, neg_t
+    if similarity and neg_form == "hinge_squared":
+        raise ValueError("neg_form='hinge_squared' needs a distance, not a similarity (cosine, dot)")
+    return neg_form
+
+
+def _contrastive_term(
+    values: Tensor, positive: bool, margin: float, neg_form: str, similarity: bool
+) -> Tensor:
+    """Per-pair term of the positive (``positive=True``) or the negative part."""
+    if neg_form == "hinge_squared":
+        v = values * values - margin**2
+        return F.relu(v if positive else -v)
+    v = values - margin
+    t = F.relu(v if positive != similarity else -v)
+    return t * t if neg_form == "squared_hinge" else t
+
+
+def _contrastive(
+    mat: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    pos_margin: float,
+    neg_margin: float,
+    neg_form: str,
+    similarity: bool,
+) -> tuple[Tensor, dict[str, float]]:
+    """Loss and statistics. Positives are few: gathered; negatives: one dense pass."""
+    _check_neg_form(neg_form, similarity)
+    pos_vals = mat[pos]
+    pos_t = _contrastive_term(pos_vals, True, pos_margin, neg_form, similarity)
+    neg_t = torch.where(neg, _contrastive_term(mat, False, neg_margin, neg_form, similarity), 0.0)
+    n_pos_active, n_neg_active = (pos_t > 0).sum(), (neg_t > 0).sum()
+    loss = pos_t.sum() / n_pos_active.clamp_min(1) + neg_t.sum() / n_neg_active.clamp_min(1)
+    with torch.no_grad():
+        n_pos, n_neg = pos_vals.numel(), int(neg.sum())
+        unit = "similarity" if similarity else "distance"
+        stats = {
+            "pos_active_fraction": int(n_pos_active) / max(1, n_pos),
+            "neg_active_fraction": int(n_neg_active) / max(1, n_neg),
+            f"mean_pos_{unit}": float(pos_vals.mean()) if n_pos else 0.0,
+            f"mean_neg_{unit}": float(torch.where(neg, mat, 0.0).sum()) / max(1, n_neg),
+        }
+    return loss, stats
 
 
 def contrastive_loss(
@@ -170,8 +199,7 @@ def contrastive_loss(
     positive pairs with a non-zero term, the negative terms likewise, and the two
     means are added. Returns a scalar; 0 (in the graph) when no term is non-zero.
     """
-    pos_t, neg_t = _contrastive_terms(mat, pos_margin, neg_margin, neg_form, similarity)
-    return masked_mean(pos_t, pos & (pos_t > 0)) + masked_mean(neg_t, neg & (neg_t > 0))
+    return _contrastive(mat, pos, neg, pos_margin, neg_margin, neg_form, similarity)[0]
 
 
 class ContrastiveLoss(MetricLoss):
@@ -204,12 +232,8 @@ class ContrastiveLoss(MetricLoss):
         self.pos_margin = check_number(pos_margin, "pos_margin")
         self.neg_margin = check_number(neg_margin, "neg_margin")
         self.distance = check_metric(distance)
-        if neg_form not in NEG_FORMS:
-            raise ValueError(f"unknown neg_form {neg_form!r}; expected one of {', '.join(NEG_FORMS)}")
         self.similarity = is_similarity(distance)
-        if self.similarity and neg_form == "hinge_squared":
-            raise ValueError("neg_form='hinge_squared' needs a distance, not a similarity (cosine, dot)")
-        self.neg_form = neg_form
+        self.neg_form = _check_neg_form(neg_form, self.similarity)
         self.normalize_embeddings = bool(normalize_embeddings)
 
     def compute(self, batch: Batch) -> Tensor:
@@ -218,17 +242,10 @@ class ContrastiveLoss(MetricLoss):
             self._record(pos_active_fraction=0.0, neg_active_fraction=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
         mat = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=self.similarity)
-        pos_t, neg_t = _contrastive_terms(
-            mat, self.pos_margin, self.neg_margin, self.neg_form, self.similarity
+        loss, stats = _contrastive(
+            mat, pos, neg, self.pos_margin, self.neg_margin, self.neg_form, self.similarity
         )
-        pos_act, neg_act = pos & (pos_t > 0), neg & (neg_t > 0)
-        loss = masked_mean(pos_t, pos_act) + masked_mean(neg_t, neg_act)
-        unit = "similarity" if self.similarity else "distance"
-        self._record(
-            pos_active_fraction=float(pos_act.sum()) / max(1, int(pos.sum())),
-            neg_active_fraction=float(neg_act.sum()) / max(1, int(neg.sum())),
-            **mean_stats(mat, pos, neg, unit),
-        )
+        self._record(**stats)
         return loss
 
 
