@@ -8,7 +8,6 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from likewise.evaluation import retrieval_metrics
-from likewise.evaluation.retrieval import _TIERS
 
 
 def naive_metrics(q, ql, r, rl, loo, ks, sim):
@@ -127,10 +126,10 @@ def test_all_identical_embeddings_rank_by_index():
     assert got["map"] == pytest.approx(np.mean(ap))
 
 
-def test_large_candidate_sets_use_every_tier():
-    # few queries, many references, random labels: relevant items sit deep in the ranking,
-    # so the rows need top-k of every size up to the full row (and a float32 tie or two)
-    n_refs = _TIERS[1] + 500
+def test_many_references_random_labels():
+    # few queries, many references, random labels: relevant items spread over the whole ranking,
+    # many buckets hold several relevant items
+    n_refs = 2548
     rng = np.random.default_rng(5)
     q = rng.normal(size=(12, 4))
     r = rng.normal(size=(n_refs, 4))

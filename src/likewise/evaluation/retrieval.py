@@ -17,7 +17,7 @@ duplicate of the query still counts as an ordinary reference).
 Ties. The ranking orders references by similarity, descending, and equal
 similarities by reference index, ascending; i.e. the rank of reference ``p`` is
 ``1 + #{m : s_m > s_p} + #{m < p : s_m == s_p}`` — the order of a stable sort.
-It is deterministic and independent of the block size and backend="torch" device.
+It is deterministic and independent of the block size (backend="torch").
 
 Queries with no relevant reference (their label occurs nowhere else among the
 references) have no defined rank metrics: they are skipped, and counted in the
@@ -25,16 +25,15 @@ result as ``n_queries_without_relevant`` (``n_queries`` counts those evaluated).
 If no query has a relevant reference a ``ValueError`` is raised.
 
 Algorithm (backend="torch", exact). For a block of ``b`` queries: ``S = sim(Q_b, refs)``
-``[b, N]`` (one GEMM); the similarities of each query's relevant references are
-gathered (labels are grouped once, so no ``[b, N]`` relevance mask is built);
-``t`` = the lowest relevant similarity; only references with ``s >= t`` can be
-ranked ahead of a relevant one, and there are ``c = #{s >= t}`` of them. The top
-``c`` similarities (``torch.topk``, rows grouped by ``c``) give, by binary search,
-the number of references strictly above each relevant one: its rank. Rows where
-a relevant similarity is tied with another reference fall back to a stable sort
-of the row (the rule above). Time ``O(b N D + b N log c)``, memory ``O(b N)``; the
-block size comes from ``memory_budget`` so the full ``Q x N`` matrix never exists
-(200,000 x 200,000 runs in about ``memory_budget`` plus the embeddings).
+``[b, N]`` (one GEMM); the column indices of each query's relevant references come
+from the labels grouped once (no ``[b, N]`` relevance mask); the ranks of those
+references are then counted without sorting the row (see
+:mod:`likewise.evaluation._ranks`: a monotone bucketing of the scores, one
+histogram, and exact comparisons only for the few references that share a
+bucket with a relevant one). Time ``O(b N D)`` for the GEMM plus ``O(b N)``,
+memory ``O(b N)``; the block size comes from ``memory_budget`` (bytes of working
+memory, default 128 MiB) so the full ``Q x N`` matrix never exists: 200,000 x
+200,000 runs in the budget plus the embeddings.
 
 backend="faiss" (optional, lazy import): exact flat search of the top
 ``K = max(max R, max k)`` neighbours (FAISS's own tie order), from which
@@ -60,12 +59,12 @@ from likewise.evaluation._inputs import (
     labels_array,
     resolve_device,
 )
+from likewise.evaluation._ranks import relevant_ranks, workspace
 from likewise.evaluation.ranking import RANK_METRICS, metrics_from_ranks
 
-#: bytes of working memory per similarity entry of a block (S, a gathered copy,
-#: top-k values + int64 indices, or the stable-sort fallback's permutations)
-_BYTES_PER_ENTRY = 32
-_TIERS = (256, 2048, 16384, 131072)
+#: bytes of working memory per similarity entry of a block: S (4), a float copy (4),
+#: int32 buckets (4), candidate flags (1), plus per-row tables (about N/8 buckets x 5 x 8)
+_BYTES_PER_ENTRY = 20
 
 
 def retrieval_metrics(
@@ -81,7 +80,7 @@ def retrieval_metrics(
     ci: float = 0.95,
     seed: int = 0,
     batch_size: int | None = None,
-    memory_budget: int = 1 << 30,
+    memory_budget: int = 128 << 20,
     backend: Literal["torch", "faiss"] = "torch",
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
@@ -228,11 +227,16 @@ class _TorchRanks:
         self.counts = counts
         self.offsets = torch.cumsum(counts, 0) - counts
         self.n_refs = refs.shape[0]
+        self.work: dict[str, Tensor] | None = None
+        self.s_buf: Tensor | None = None
 
     def __call__(self, rows: np.ndarray) -> Tensor:
         rows_t = torch.from_numpy(rows).to(self.device)
-        S = self.scorer(self.scorer.prepare_queries(self.q[rows_t]))
-        b, n = S.shape
+        b, n = rows.size, self.n_refs
+        if self.work is None or self.work["x"].shape[0] < b:
+            self.work = workspace(b, n, self.q.dtype, self.device)
+            self.s_buf = torch.empty(b, n, dtype=self.q.dtype, device=self.device)
+        S = self.scorer(self.scorer.prepare_queries(self.q[rows_t]), out=self.s_buf[:b])
         if self.loo:
             S[torch.arange(b, device=self.device), rows_t] = float("-inf")
         codes = self.q_codes[rows_t]
@@ -244,42 +248,7 @@ class _TorchRanks:
         rel_idx = self.members[pos]
         if self.loo:
             valid &= rel_idx != rows_t.unsqueeze(1)
-        rel_s = S.gather(1, rel_idx)
-        t = torch.where(valid, rel_s, torch.full_like(rel_s, float("inf"))).amin(1)
-        n_ahead_or_equal = (S >= t.unsqueeze(1)).sum(1)
-
-        ranks = torch.full((b, m), float("inf"), dtype=torch.float64, device=self.device)
-        tied = torch.zeros(b, dtype=torch.bool, device=self.device)
-        done = torch.zeros(b, dtype=torch.bool, device=self.device)
-        for tier in (*_TIERS, n):
-            kk = min(tier, n)
-            group = torch.nonzero(~done & (n_ahead_or_equal <= kk)).flatten()
-            if group.numel() == 0:
-                continue
-            done[group] = True
-            top = torch.topk(S[group], kk, dim=1, sorted=True).values
-            ascending = top.neg_().contiguous()  # -s, ascending
-            key = rel_s[group].neg().contiguous()
-            n_above = torch.searchsorted(ascending, key)
-            n_equal = torch.searchsorted(ascending, key, right=True) - n_above
-            g_valid = valid[group]
-            tied[group] = ((n_equal > 1) & g_valid).any(1)
-            ranks[group] = torch.where(g_valid, (n_above + 1).to(torch.float64), ranks[group])
-            del top, ascending
-            if kk == n:
-                break
-        tie_rows = torch.nonzero(tied).flatten()
-        if tie_rows.numel():
-            ranks[tie_rows] = self._stable_sort_ranks(S[tie_rows], rel_idx[tie_rows], valid[tie_rows])
-        return torch.sort(ranks, dim=1).values
-
-    @staticmethod
-    def _stable_sort_ranks(S: Tensor, rel_idx: Tensor, valid: Tensor) -> Tensor:
-        order = torch.argsort(S, dim=1, descending=True, stable=True)
-        position = torch.empty_like(order)
-        position.scatter_(1, order, torch.arange(S.shape[1], device=S.device).expand_as(order))
-        r = position.gather(1, rel_idx).to(torch.float64) + 1
-        return torch.where(valid, r, float("inf"))
+        return relevant_ranks(S, rel_idx, valid, self.work)
 
 
 class _FaissRanks:

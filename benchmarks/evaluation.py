@@ -1,0 +1,213 @@
+"""Benchmark: leave-one-out retrieval metrics, likewise vs pytorch-metric-learning.
+
+Data: ``n x 128`` float32 Gaussian blobs, ``n / 100`` classes of 100 (1,000 classes
+at n = 100,000) unless a section says otherwise; one seed, generated identically
+in every worker.
+
+Each measurement runs in its own subprocess (``python benchmarks/evaluation.py
+_worker ...``) so peak memory (``ru_maxrss``) is per method; a worker may get an
+address-space cap (``RLIMIT_AS``) and every worker has a timeout. Both sides run
+with 2 threads (torch and FAISS/OpenMP).
+
+* likewise: ``retrieval_metrics(x, y)`` — exact, full ranking (P@1, R-precision,
+  MAP@R, mAP, MRR, Recall@1/5/10), streamed with the default memory budget.
+* PML: ``AccuracyCalculator(include=(precision_at_1, r_precision,
+  mean_average_precision_at_r), k="max_bin_count").get_accuracy(x, y)`` on the
+  L2-normalised embeddings (FAISS flat L2 = cosine ranking), the call the issue
+  names as the status quo.
+
+Usage::
+
+    python benchmarks/evaluation.py            # full run (~10-15 min on 2 cores)
+    python benchmarks/evaluation.py --quick    # small sizes, a smoke test
+
+The index throughput section (``index_section``) is a hook for the
+``likewise.Index`` benchmark, filled in separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+THREADS = 2
+DIM = 128
+SPREAD = 2.0  # noise std per dimension; class centres ~ N(0, I)
+
+
+def make_data(n: int, n_classes: int, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(n_classes, DIM, generator=g)
+    labels = torch.arange(n) % n_classes
+    labels = labels[torch.randperm(n, generator=g)]
+    x = centers[labels] + SPREAD * torch.randn(n, DIM, generator=g)
+    return x, labels
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(impl: str, n: int, n_classes: int) -> None:
+    """Run one method once; print one JSON line."""
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    import torch
+
+    torch.set_num_threads(THREADS)
+    out: dict = {"impl": impl, "n": n, "classes": n_classes}
+    try:
+        x, y = make_data(n, n_classes)
+        if impl == "likewise":
+            from likewise.evaluation import retrieval_metrics
+
+            base = _rss_mb()
+            t0, c0 = time.perf_counter(), time.process_time()
+            metrics = retrieval_metrics(x, y)
+        elif impl == "pml":
+            import faiss
+            from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+            faiss.omp_set_num_threads(THREADS)
+            xn = torch.nn.functional.normalize(x, dim=1)
+            calc = AccuracyCalculator(
+                include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+                k="max_bin_count",
+                device=torch.device("cpu"),
+            )
+            base = _rss_mb()
+            t0, c0 = time.perf_counter(), time.process_time()
+            metrics = calc.get_accuracy(xn, y)
+        else:
+            raise ValueError(impl)
+        out["seconds"] = time.perf_counter() - t0
+        out["cpu_seconds"] = time.process_time() - c0
+        out["base_rss_mb"] = base
+        out["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    except MemoryError as exc:
+        out["error"] = f"MemoryError {exc}".strip()
+    except RuntimeError as exc:  # torch reports allocation failures as RuntimeError
+        out["error"] = f"RuntimeError: {str(exc).splitlines()[0][:200]}"
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out), flush=True)
+
+
+def run_worker(impl: str, n: int, n_classes: int, cap_gb: float | None, timeout: float) -> dict:
+    """Start a worker subprocess (optionally under an address-space cap) and parse its line."""
+
+    def limit() -> None:
+        if cap_gb is not None:
+            cap = int(cap_gb * (1 << 30))
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
+    cmd = [sys.executable, os.path.abspath(__file__), "_worker", impl, str(n), str(n_classes)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=limit, env=env
+        )
+    except subprocess.TimeoutExpired:
+        return {"impl": impl, "n": n, "classes": n_classes, "error": f"timeout after {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if lines:
+        res = json.loads(lines[-1])
+    else:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:200]
+        res = {"impl": impl, "n": n, "classes": n_classes, "error": f"exit {proc.returncode}: {tail}"}
+    res["wall_s"] = time.perf_counter() - t0
+    res["cap_gb"] = cap_gb
+    return res
+
+
+def fmt_row(r: dict) -> str:
+    m = r.get("metrics", {})
+    p1 = m.get("precision_at_1")
+    mapr = m.get("map_at_r", m.get("mean_average_precision_at_r"))
+    cap = f"{r['cap_gb']:g} GiB" if r.get("cap_gb") else "none"
+    status = r.get("error", "ok")
+    secs = f"{r['seconds']:.1f}" if "seconds" in r else "-"
+    peak = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-"
+    base = f"{r['base_rss_mb']:.0f}" if "base_rss_mb" in r else "-"
+    p1s = f"{p1:.4f}" if p1 is not None else "-"
+    maprs = f"{mapr:.4f}" if mapr is not None else "-"
+    return (f"| {r['impl']} | {r['n']:,} | {r['classes']:,} | {cap} | {secs} | {peak} | {base} | "
+            f"{p1s} | {maprs} | {status} |")
+
+
+HEADER = ("| method | n | classes | memory cap | seconds | peak RSS MB | RSS before call MB | "
+          "P@1 | MAP@R | status |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
+def retrieval_section(quick: bool, cap_gb: float, timeout: float) -> list[str]:
+    out = []
+    n = 20_000 if quick else 100_000
+    rows = [run_worker(impl, n, n // 100, None, timeout) for impl in ("likewise", "pml")]
+    out += ["### Leave-one-out retrieval at the same size", "", HEADER, *map(fmt_row, rows), ""]
+    lw, pm = rows
+    if "seconds" in lw and "seconds" in pm:
+        out.append(
+            f"time likewise / PML = {lw['seconds'] / pm['seconds']:.2f}; "
+            f"peak RSS likewise / PML = {lw['peak_rss_mb'] / pm['peak_rss_mb']:.2f}"
+        )
+        agree = max(abs(lw["metrics"][a] - pm["metrics"][b]) for a, b in (
+            ("precision_at_1", "precision_at_1"), ("r_precision", "r_precision"),
+            ("map_at_r", "mean_average_precision_at_r")))
+        out.append(f"largest |likewise - PML| over P@1, R-precision, MAP@R: {agree:.2e}")
+    out.append("")
+
+    # Larger classes: PML keeps a [Q, max class size] neighbour table (and several
+    # int64/float64 copies of it); likewise's memory does not depend on the class size.
+    n2 = 20_000 if quick else 100_000
+    classes2 = 10 if quick else 50
+    rows2 = [run_worker(impl, n2, classes2, cap_gb, timeout) for impl in ("pml", "likewise")]
+    out += [f"### Same n, {n2 // classes2:,} items per class, both under a {cap_gb:g} GiB address-space cap",
+            "", HEADER, *map(fmt_row, rows2), ""]
+
+    # Scale: likewise at 200,000 x 200,000 under the same cap.
+    if not quick:
+        big = run_worker("likewise", 200_000, 2_000, cap_gb, timeout * 3)
+        out += ["### likewise at 200,000 x 200,000 (leave-one-out), same cap", "", HEADER, fmt_row(big), ""]
+    return out
+
+
+def index_section(quick: bool) -> list[str]:
+    """Hook: index build/search throughput and recall@10 (flat / hnsw / ivf), added with likewise.Index."""
+    return []
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_worker":
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    ap.add_argument("--cap-gb", type=float, default=4.0, help="address-space cap for the capped runs")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per worker")
+    args = ap.parse_args()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    lines = [
+        f"Command: `python benchmarks/evaluation.py{' --quick' if args.quick else ''}` "
+        f"({started:%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs visible, {THREADS} threads per method)",
+        "",
+    ]
+    lines += retrieval_section(args.quick, args.cap_gb, args.timeout)
+    lines += index_section(args.quick)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
