@@ -291,23 +291,26 @@ class SemiHardMiner(Miner):
         self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0
         return triplets
 
-    @staticmethod
     def _search_dense(
-        d: Tensor, neg: Tensor, a: Tensor, p: Tensor, slot: Tensor, max_pos: int
+        self, d: Tensor, neg: Tensor, a: Tensor, p: Tensor, slot: Tensor, max_pos: int
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Per pair: nearest negative with ``d_an > d_ap`` (value, column) and farthest
-        negative with ``d_an <= d_ap`` (column, -1 if none)."""
+        """Per pair: nearest negative with ``d_an > d_ap`` (value, column) and, with
+        ``hard_fallback``, the farthest negative with ``d_an <= d_ap`` (column, -1 if none)."""
         b = d.shape[0]
-        far_val = d.new_empty(b, max_pos)
         far_col = torch.empty(b, max_pos, dtype=torch.long, device=d.device)
-        near_col = torch.empty_like(far_col)
+        near_col = torch.full_like(far_col, -1)
         for rows, d_ap, d_an, is_neg in _dense_blocks(d, neg, a, p, slot, max_pos):
-            farther = d_an > d_ap
-            far_val[rows], far_col[rows] = torch.where(farther, d_an, math.inf).min(dim=2)
-            closer = is_neg & ~farther
-            near, near_col[rows] = torch.where(closer, d_an, -math.inf).max(dim=2)
-            near_col[rows] = near_col[rows].masked_fill(near == -math.inf, -1)
-        return far_val[a, slot], far_col[a, slot], near_col[a, slot]
+            gap = d_an - d_ap  # > 0 exactly when d_an > d_ap; NaN in padding slots (never read)
+            closer = gap <= 0
+            far_col[rows] = gap.masked_fill_(closer, math.inf).argmin(dim=2)
+            if self.hard_fallback:
+                near = torch.where(closer & is_neg, d_an, -math.inf)
+                value, col = near.max(dim=2)
+                near_col[rows] = col.masked_fill_(value == -math.inf, -1)
+        far_col, near_col = far_col[a, slot], near_col[a, slot]
+        far_val = d[a, far_col]
+        far_val = torch.where(far_val > d[a, p], far_val, math.inf)  # none farther: +inf
+        return far_val, far_col, near_col
 
     @staticmethod
     def _search_sorted(

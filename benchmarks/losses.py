@@ -1,0 +1,353 @@
+"""Loss speed and memory: likewise vs pytorch-metric-learning (PML) vs the bare GEMM floor.
+
+For every loss and batch size ``B`` (embeddings ``[B, D]``, ``D = 128``, 2 threads) one
+forward + backward pass is timed for
+
+* ``likewise``: the loss of :mod:`likewise.losses` (imported lazily; "not available" if missing);
+* ``PML``: pytorch-metric-learning's loss of the same name and default keywords;
+* ``floor``: the matmuls that build the similarity matrix and its gradient, nothing else:
+  ``S = X Y^T`` forward, ``dS Y`` and ``dS^T X`` backward (``Y = X``, ``N = B`` for the
+  batch losses; ``Y`` = the ``C`` class proxies for Proxy-Anchor / ArcFace).
+
+Labels: ``B / 4`` classes of 4 samples each (shuffled); NT-Xent gets two views,
+``arange(B / 2).repeat(2)``; LogRatio gets continuous labels ``[B, 1]``. The row
+``semihard_triplet`` is semi-hard mining + triplet loss: likewise
+``TripletMarginLoss(margin=0.2, miner=SemiHardMiner(0.2))`` against PML
+``TripletMarginMiner(margin=0.2, type_of_triplets="semihard")`` + ``TripletMarginLoss(margin=0.2)``
+(mining inside the timed region for both). NT-Xent is also run at ``B = 512``.
+
+Every measurement runs in its own forked child process (imports are shared, so no start-up
+cost) with an address-space cap (``--mem-cap-gb``, default 16) and a time limit
+(``--limit-s``, default 60 s for the first pass): a child that runs out of memory reports
+"out of memory", one that runs past the limit is stopped and reported as "> 60 s", and the
+benchmark goes on. Time: one warm-up pass, then the median of repeated passes (at least 3,
+until ``--budget-s`` seconds; a warm-up over 5 s is used alone). Peak memory: the child's
+peak resident set size (``getrusage`` max RSS) above its level after building the inputs.
+The three measurements of one (loss, B) run back to back, so the ratios compare like with like
+on a noisy machine.
+
+    python benchmarks/losses.py                                  # everything (~10-15 min)
+    python benchmarks/losses.py --sizes 1024 --losses ntxent,circle
+    python benchmarks/losses.py --no-pml                         # likewise and the floor only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import resource
+import select
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MKL_NUM_THREADS", "2")
+# Idle OpenMP threads sleep instead of spinning: on a shared, oversubscribed machine a
+# spinning 2-thread pool makes every parallel region cost milliseconds (seen: 64 ms instead
+# of 1.8 ms for a 256 x 128 GEMM). Same setting for likewise, PML and the floor.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+LIKEWISE_MODULES = (
+    "likewise.losses",
+    "likewise.losses.pair",
+    "likewise.losses.triplet",
+    "likewise.losses.softmax",
+    "likewise.losses.proxy",
+    "likewise.losses.ranking",
+    "likewise.losses.circle",
+    "likewise.losses.log_ratio",
+)
+
+# name -> (class name, likewise kwargs, PML has it, labels kind)
+LOSSES: dict[str, tuple[str, dict[str, Any], bool, str]] = {
+    "contrastive": ("ContrastiveLoss", {}, True, "classes"),
+    "triplet": ("TripletMarginLoss", {}, True, "classes"),
+    "semihard_triplet": ("TripletMarginLoss", {"margin": 0.2}, True, "classes"),
+    "lifted_structure": ("LiftedStructureLoss", {}, True, "classes"),
+    "multi_similarity": ("MultiSimilarityLoss", {}, True, "classes"),
+    "ntxent": ("NTXentLoss", {"temperature": 0.07}, True, "views"),
+    "supcon": ("SupConLoss", {"temperature": 0.1}, True, "classes"),
+    "soft_nearest_neighbor": ("SoftNearestNeighborLoss", {}, False, "classes"),
+    "npairs": ("NPairsLoss", {}, True, "classes"),
+    "circle": ("CircleLoss", {}, True, "classes"),
+    "fastap": ("FastAPLoss", {}, True, "classes"),
+    "proxy_anchor": ("ProxyAnchorLoss", {}, True, "classes"),
+    "arcface": ("ArcFaceLoss", {}, True, "classes"),
+    "log_ratio": ("LogRatioLoss", {}, False, "continuous"),
+}
+PROXY_LOSSES = ("proxy_anchor", "arcface")
+EXTRA_SIZES = {"ntxent": (512,)}
+SAMPLES_PER_CLASS = 4
+
+
+class NotAvailable(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- building cases
+
+
+def likewise_class(name: str) -> type:
+    for module in LIKEWISE_MODULES:
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if cls is not None:
+            return cls
+    raise NotAvailable(name)
+
+
+def make_inputs(kind: str, b: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, generator=g)
+    if kind == "views":
+        labels = torch.arange(b // 2).repeat(2)
+    elif kind == "continuous":
+        labels = torch.randn(b, 1, generator=g)
+    else:
+        labels = (torch.arange(b) // SAMPLES_PER_CLASS)[torch.randperm(b, generator=g)]
+    return x.requires_grad_(True), labels
+
+
+def num_classes(b: int) -> int:
+    return max(1, b // SAMPLES_PER_CLASS)
+
+
+def make_step(impl: str, loss: str, b: int, d: int) -> tuple[Callable[[], None], torch.Tensor]:
+    """A closure running one forward + backward pass, and the embeddings it uses."""
+    cls_name, kwargs, _, kind = LOSSES[loss]
+    x, labels = make_inputs(kind, b, d)
+    kwargs = dict(kwargs)
+    if loss in PROXY_LOSSES:
+        kwargs.update(num_classes=num_classes(b), embedding_size=d)
+    miner: Any = None
+    if impl == "likewise":
+        if loss == "semihard_triplet":
+            from likewise.mining import SemiHardMiner
+
+            kwargs["miner"] = SemiHardMiner(0.2)
+        fn = likewise_class(cls_name)(**kwargs)
+    else:
+        from pytorch_metric_learning import losses as pml_losses
+        from pytorch_metric_learning import miners as pml_miners
+
+        fn = getattr(pml_losses, cls_name)(**kwargs)
+        if loss == "semihard_triplet":
+            miner = pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
+
+    def step() -> None:
+        x.grad = None
+        for p in fn.parameters():
+            p.grad = None
+        if miner is not None:
+            value = fn(x, labels, miner(x, labels))
+        else:
+            value = fn(x, labels)
+        value.backward()
+
+    return step, x
+
+
+def make_floor(loss: str, b: int, d: int) -> Callable[[], None]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, d, generator=g)
+    y = torch.randn(num_classes(b), d, generator=g) if loss in PROXY_LOSSES else x
+    ds = torch.randn(b, y.shape[0], generator=g)
+
+    def step() -> None:
+        x @ y.T  # S
+        ds @ y  # dS/dX
+        ds.T @ x  # dS/dY (the second half of dX when Y = X)
+
+    return step
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise TimeoutError
+
+
+def measure(build: Callable[[], Callable[[], None]], limit_s: float, budget_s: float) -> dict[str, Any]:
+    """Run in the child: build, warm up (under the time limit), then time repeats."""
+    step = build()
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(limit_s))
+    try:
+        t0 = time.perf_counter()
+        step()
+        first = time.perf_counter() - t0
+    finally:
+        signal.alarm(0)
+    times = [first] if first > 5 else []
+    while not times or (len(times) < 3 or sum(times) < budget_s) and len(times) < 20 and first <= 5:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": statistics.median(times), "peak_mb": (peak_kb - base_kb) / 1024, "reps": len(times)}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
+def _child(
+    build: Callable[[], Callable[[], None]], threads: int, mem_cap_gb: float, limit_s: float, budget_s: float
+) -> dict[str, Any]:
+    try:
+        cap = int(mem_cap_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        torch.set_num_threads(threads)
+        return measure(build, limit_s, budget_s)
+    except NotAvailable:
+        return {"error": "not available"}
+    except TimeoutError:
+        return {"error": f"> {limit_s:g} s"}
+    except BaseException as exc:  # noqa: BLE001 - report anything, keep the benchmark alive
+        signal.alarm(0)
+        return {"error": "out of memory" if _is_oom(exc) else f"{type(exc).__name__}: {exc}"[:120]}
+
+
+def run_forked(
+    build: Callable[[], Callable[[], None]],
+    *,
+    threads: int,
+    mem_cap_gb: float,
+    limit_s: float,
+    budget_s: float,
+) -> dict[str, Any]:
+    """``measure`` in a forked child with a memory cap and a time limit; never raises.
+
+    The parent only imports: it must never run a parallel torch op itself, or the
+    OpenMP pool it starts would not survive the fork.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        try:
+            os.close(read_fd)
+            result = _child(build, threads, mem_cap_gb, limit_s, budget_s)
+            os.write(write_fd, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    deadline = time.monotonic() + limit_s + budget_s + 30
+    chunks = []
+    while True:
+        ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read_fd)
+            return {"error": f"> {limit_s:g} s"}
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    if not chunks:
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        return {"error": "out of memory (killed)" if sig == signal.SIGKILL else f"child died ({status})"}
+    return json.loads(b"".join(chunks))
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def fmt_time(r: dict[str, Any]) -> str:
+    return r["error"] if "error" in r else f"{1000 * r['seconds']:.1f}"
+
+
+def fmt_mem(r: dict[str, Any]) -> str:
+    return "" if "error" in r else f"{r['peak_mb']:.0f}"
+
+
+def ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
+    if "error" in a or "error" in b or b["seconds"] <= 0:
+        return ""
+    return f"{a['seconds'] / b['seconds']:.2f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="256,1024,4096", help="batch sizes, comma separated")
+    parser.add_argument("--losses", default=",".join(LOSSES), help="losses, comma separated")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mem-cap-gb", type=float, default=16.0)
+    parser.add_argument("--limit-s", type=float, default=60.0)
+    parser.add_argument("--budget-s", type=float, default=1.0)
+    parser.add_argument("--no-pml", action="store_true")
+    parser.add_argument("--json", help="also write the raw results to this file")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    names = [s for s in args.losses.split(",") if s]
+    unknown = [n for n in names if n not in LOSSES]
+    if unknown:
+        parser.error(f"unknown loss {unknown[0]!r}; choose from {', '.join(LOSSES)}")
+
+    import pytorch_metric_learning
+
+    import likewise  # noqa: F401 - import everything once, before forking
+
+    for name in names:
+        try:
+            likewise_class(LOSSES[name][0])
+        except NotAvailable:
+            pass
+    from pytorch_metric_learning import losses as _pml_losses  # noqa: F401
+    from pytorch_metric_learning import miners as _pml_miners  # noqa: F401
+
+    opts = {"threads": args.threads, "mem_cap_gb": args.mem_cap_gb}
+    opts.update(limit_s=args.limit_s, budget_s=args.budget_s)
+    print(f"# likewise losses benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"# torch {torch.__version__}, pytorch-metric-learning {pytorch_metric_learning.__version__}, "
+        f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{args.threads} threads, D={args.dim}, float32, memory cap {args.mem_cap_gb:g} GB"
+    )
+    print(f"# command: python benchmarks/losses.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print("# times: ms per forward+backward (median); memory: peak RSS above the inputs, MB")
+    print()
+    columns = ["loss", "B", "likewise ms", "PML ms", "floor ms", "likewise/PML", "likewise/floor"]
+    print("| " + " | ".join([*columns, "likewise MB", "PML MB"]) + " |")
+    print("|" + "---|" * 9)
+    results = []
+    for name in names:
+        for b in sorted(set(sizes) | set(EXTRA_SIZES.get(name, ()))):
+            d = args.dim
+            floor = run_forked(lambda name=name, b=b, d=d: make_floor(name, b, d), **opts)
+            ours = run_forked(lambda name=name, b=b, d=d: make_step("likewise", name, b, d)[0], **opts)
+            if args.no_pml:
+                pml: dict[str, Any] = {"error": "not run"}
+            elif not LOSSES[name][2]:
+                pml = {"error": "n/a"}
+            else:
+                pml = run_forked(lambda name=name, b=b, d=d: make_step("pml", name, b, d)[0], **opts)
+            row = [name, str(b), fmt_time(ours), fmt_time(pml), fmt_time(floor), ratio(ours, pml)]
+            row += [ratio(ours, floor), fmt_mem(ours), fmt_mem(pml)]
+            print("| " + " | ".join(row) + " |", flush=True)
+            results.append({"loss": name, "B": b, "likewise": ours, "pml": pml, "floor": floor})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
