@@ -87,7 +87,10 @@ class MahalanobisTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def _validate_Xy(self, X, y) -> tuple[np.ndarray, np.ndarray]:
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y (class labels) for fit(X, y)")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None: give class labels"
+                " to fit(X, y) (or pairs to fit_pairs where the estimator has it)"
+            )
         X, y = _validate_data(self, X, y, reset=True, dtype=[np.float64, np.float32], ensure_min_samples=2)
         check_classification_targets(y)
         self.classes_, y_int = np.unique(y, return_inverse=True)

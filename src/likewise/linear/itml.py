@@ -8,11 +8,12 @@ on the similar pairs S and the dissimilar pairs D (with slack, weight ``gamma``)
           (xi_0 = l),   D_ld(A, B) = tr(A B^-1) - log det(A B^-1) - D.
 
 Solved as in the paper (Algorithm 1) by cyclic Bregman projections, one constraint at a time,
-each a rank-one update that keeps ``M`` positive definite: with ``v = x_i - x_j``, ``p = v^T M v``
-and ``delta = +1`` (S) / ``-1`` (D),
+each a rank-one update that keeps ``M`` positive definite: with ``v = x_i - x_j``, ``p = v^T M v``,
+``delta = +1`` (S) / ``-1`` (D) and the slack-weighted step of the authors' reference code
+(``gamma' = gamma / (gamma + 1)``),
 
-    alpha = min(lambda_c, delta / 2 (1/p - gamma / xi_c)),   beta = delta alpha / (1 - delta alpha p),
-    xi_c <- gamma xi_c / (gamma + delta alpha xi_c),   lambda_c <- lambda_c - alpha,
+    alpha = min(lambda_c, delta gamma' (1/p - 1/xi_c)),   beta = delta alpha / (1 - delta alpha p),
+    xi_c <- 1 / (1/xi_c + delta alpha / gamma),   lambda_c <- lambda_c - alpha,
     M <- M + beta (M v)(M v)^T.
 
 Default bounds ``u``/``l``: the 5th / 95th percentile of the squared prior distances between the
@@ -50,6 +51,7 @@ def itml_bregman(
     xi = bounds.astype(np.float64).copy()
     rows = [np.ascontiguousarray(v) for v in V]
     signs, g = sign.tolist(), float(gamma)
+    gp = g / (g + 1.0)
     sweep = 0
     for sweep in range(1, max_iter + 1):  # noqa: B007 - returned
         lam_old = lam.copy()
@@ -59,11 +61,11 @@ def itml_bregman(
             if p <= 1e-300:
                 continue
             delta = signs[c]
-            alpha = min(lam[c], 0.5 * delta * (1.0 / p - g / xi[c]))
+            alpha = min(lam[c], delta * gp * (1.0 / p - 1.0 / xi[c]))
             if alpha == 0.0:
                 continue
             beta = delta * alpha / (1.0 - delta * alpha * p)
-            xi[c] = g * xi[c] / (g + delta * alpha * xi[c])
+            xi[c] = 1.0 / (1.0 / xi[c] + delta * alpha / g)
             lam[c] -= alpha
             M += beta * np.outer(Mv, Mv)
         denom = np.linalg.norm(lam) + np.linalg.norm(lam_old)
@@ -93,8 +95,8 @@ class ITML(MahalanobisTransformer):
         gamma: float = 1.0,
         prior="identity",
         bounds=None,
-        n_neighbors: int = 3,
-        max_iter: int = 100,
+        n_neighbors: int = 1,
+        max_iter: int = 50,
         tol: float = 1e-3,
         n_components: int | None = None,
     ):

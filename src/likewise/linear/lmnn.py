@@ -103,7 +103,7 @@ class LMNN(MahalanobisTransformer):
             raise ValueError(f"mu must be in [0, 1], got {self.mu!r}")
         dev = resolve_device(self.device)
         L0 = initial_components(self.init, X, self._check_n_components(X.shape[1]), self.random_state)
-        Xt = torch.as_tensor(X, dtype=torch.float64, device=dev)
+        Xt = torch.tensor(X, dtype=torch.float64, device=dev)
         yt = torch.as_tensor(y, device=dev)
         targets, valid = target_neighbors(Xt @ torch.as_tensor(L0, device=dev).T, yt, int(self.n_neighbors))
         mu = float(self.mu)

@@ -68,7 +68,7 @@ class NCA(MahalanobisTransformer):
             raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
         dev = resolve_device(self.device)
         L0 = initial_components(self.init, X, self._check_n_components(X.shape[1]), self.random_state)
-        Xt = torch.as_tensor(X, dtype=torch.float64, device=dev)
+        Xt = torch.tensor(X, dtype=torch.float64, device=dev)
         yt = torch.as_tensor(y, device=dev)
         L, self.objective_, self.n_iter_ = minimize_on_L(
             lambda Z: nca_objective(Z, yt), Xt, L0, self.max_iter, self.tol

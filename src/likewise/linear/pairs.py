@@ -45,7 +45,7 @@ def label_pairs(X: np.ndarray, y: np.ndarray, n_neighbors: int, chunk: int = 204
     """
     if not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
         raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}")
-    Xt = torch.as_tensor(X, dtype=torch.float64)
+    Xt = torch.tensor(X, dtype=torch.float64)
     yt = torch.as_tensor(y)
     N = Xt.shape[0]
     k = min(int(n_neighbors), N - 1)
