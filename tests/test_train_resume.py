@@ -1,4 +1,9 @@
-"""Exact resume: a run killed with SIGKILL mid-epoch and resumed ends exactly like an uninterrupted one."""
+"""Exact resume: a run killed with SIGKILL mid-epoch and resumed ends exactly like an uninterrupted one.
+
+The run uses every piece of state a resume must restore: weights, AdamW moments, a
+one-cycle schedule, a cross-batch memory queue, the random augmentation stream, the
+held-out evaluation history / best model, and the sampler's position in the epoch.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ CONFIG = {
     "miner": {"name": "MultiSimilarityMiner"},
     "memory": {"size": 160},
     "sampler": {"classes_per_batch": 5, "samples_per_class": 8},
-    "optimizer": {"lr": 0.003, "epochs": 3},
+    "augment": {"views": 2, "degrees": 10, "scale": 0.1, "translate": 0.1},
+    "optimizer": {"name": "adamw", "lr": 0.003, "epochs": 3, "scheduler": "onecycle"},
     "trainer": {"checkpoint_every_n_steps": 4, "progress_bar": False, "threads": 1, "seed": 7},
     "export": {"index": False, "matcher": False},
 }

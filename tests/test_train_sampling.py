@@ -40,6 +40,12 @@ def test_resuming_at_a_step_yields_exactly_the_remaining_batches(make):
             resumed.set_epoch(e)
             rest += [tuple(b) for b in resumed]
         assert rest == flat[step:]
+        # the position may be given as a function, read when the first batch is drawn
+        box = {"step": 0}
+        lazy = ResumableBatchSampler(make(), start_step=lambda box=box: box["step"])
+        it = iter(lazy)
+        box["step"] = step
+        assert [tuple(b) for b in it] == flat[step : (epoch + 1) * per_epoch]
 
 
 def test_shuffled_batches_are_sharded_by_rank():
@@ -55,7 +61,7 @@ def test_bad_arguments():
         ShuffledBatchSampler(5, 10)
     with pytest.raises(ValueError, match="split"):
         ShuffledBatchSampler(50, 9, world_size=2)
-    with pytest.raises(ValueError, match="skip"):
-        ResumableBatchSampler(ShuffledBatchSampler(50, 10), skip=5)
+    with pytest.raises(ValueError, match="start_step"):
+        ResumableBatchSampler(ShuffledBatchSampler(50, 10), start_step=-1)
     with pytest.raises(TypeError, match="set_epoch"):
         ResumableBatchSampler([[0, 1]])

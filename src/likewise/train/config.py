@@ -45,6 +45,7 @@ class ModelConfig(_Section):
     embedding_dim: int = Field(default=64, gt=0)
     pooling: Literal["avg", "max", "sum", "gem"] = "avg"
     normalize: bool = True
+    projection_dim: int | None = Field(default=None, gt=0)  # loss on a projection head's output
     trunk_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("trunk")
@@ -86,6 +87,15 @@ class SamplerConfig(_Section):
     replacement: bool = False
 
 
+class AugmentConfig(_Section):
+    """Random affine augmentation of training images (see ``likewise.train.augment``)."""
+
+    views: int = Field(default=1, ge=1, le=8)  # augmented views per sample in a batch
+    degrees: float = Field(default=15.0, ge=0, le=180)
+    scale: float = Field(default=0.15, ge=0, lt=1)
+    translate: float = Field(default=0.2, ge=0, lt=1)
+
+
 class MemoryConfig(_Section):
     """A cross-batch memory (XBM) of the last ``size`` embeddings as extra references."""
 
@@ -99,7 +109,7 @@ class OptimizerConfig(_Section):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     loss_lr: float | None = Field(default=None, gt=0)  # proxies / class weights of the loss
     epochs: int = Field(default=10, gt=0)
-    scheduler: Literal["none", "cosine"] = "none"
+    scheduler: Literal["none", "cosine", "onecycle"] = "none"
 
 
 class EvalConfig(_Section):
@@ -142,6 +152,7 @@ class TrainConfig(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     miner: MinerConfig | None = None
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    augment: AugmentConfig | None = None
     memory: MemoryConfig | None = None
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -231,6 +242,7 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 __all__ = [
+    "AugmentConfig",
     "DataConfig",
     "EvalConfig",
     "ExportConfig",

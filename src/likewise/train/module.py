@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.distributed import all_reduce_mean, distributed_loss
+from likewise.train.augment import augmented_views
 from likewise.train.config import TrainConfig
 
 
@@ -34,18 +35,37 @@ def _numpy_state_from_plain(state: tuple) -> tuple:
 class MetricLearningModule(pl.LightningModule):
     """``model`` (inputs -> embeddings) trained with ``loss`` (a likewise loss module)."""
 
-    def __init__(self, config: TrainConfig, model: nn.Module, loss: nn.Module) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: nn.Module,
+        loss: nn.Module,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.model = model
         self.loss = loss
+        # input standardisation, applied after augmentation (non-persistent: not in checkpoints)
+        self.register_buffer("mean", torch.as_tensor(0.0 if mean is None else mean), persistent=False)
+        self.register_buffer("std", torch.as_tensor(1.0 if std is None else std), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        return self.model((x - self.mean) / self.std)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        emb = self.model(x)
+        aug = self.config.augment
+        if aug is not None:
+            x, y = augmented_views(
+                x, y, views=aug.views, degrees=aug.degrees, scale=aug.scale, translate=aug.translate
+            )
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if self.config.model.projection_dim:
+            emb = torch.nn.functional.normalize(self.model.project(x), dim=1)
+        else:
+            emb = self.model(x)
         with torch.autocast(device_type=emb.device.type, enabled=False):
             emb = emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb
             value = distributed_loss(self.loss, emb, y, mode=self.config.trainer.gather)
@@ -67,9 +87,13 @@ class MetricLearningModule(pl.LightningModule):
             optimizer = torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay)
         else:
             optimizer = torch.optim.Adam(groups, lr=opt.lr, weight_decay=opt.weight_decay)
-        if opt.scheduler == "cosine":
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if opt.scheduler != "none":
+            if opt.scheduler == "cosine":
+                scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+            else:
+                max_lr = [g.get("lr", opt.lr) for g in groups]
+                scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         return optimizer
 

@@ -73,6 +73,7 @@ def build_embedding_model(config: TrainConfig, input_shape: tuple[int, ...]) -> 
             embedding_dim=m.embedding_dim,
             pooling=m.pooling,
             normalize=m.normalize,
+            projection_dim=m.projection_dim,
             trunk_kwargs=m.trunk_kwargs,
         )
     except TypeError as exc:
@@ -132,7 +133,9 @@ class _DataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         inner = self._inner_sampler(trainer.global_rank, trainer.world_size)
-        sampler = ResumableBatchSampler.at_step(inner, trainer.global_step)
+        # the step count is read when the first batch is drawn: by then a resumed run has
+        # restored it (Lightning may build the loader earlier, e.g. for a schedule's length)
+        sampler = ResumableBatchSampler(inner, start_step=lambda: trainer.global_step)
         self.batch_sampler = sampler
         return _PositionedLoader(
             self.dataset,
@@ -205,12 +208,13 @@ def fit(
     ckpt = _prepare_out(config, out, resume)
     pl.seed_everything(tc.seed, workers=True, verbose=False)
     data = prepare_data(config.data)
-    x_train = (data.train.x - data.mean) / data.std
+    if config.augment is not None and not data.train.is_image:
+        raise ValueError("augment: needs image inputs [N, C, H, W]; the data are feature vectors")
     x_test = (data.test.x - data.mean) / data.std
     model = build_embedding_model(config, data.input_shape)
     loss = build_loss(config, data.num_train_classes)
-    module = MetricLearningModule(config, model, loss)
-    datamodule = _DataModule(config, data, x_train)
+    module = MetricLearningModule(config, model, loss, data.mean, data.std)
+    datamodule = _DataModule(config, data, data.train.x)
 
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     best_path = out / "checkpoints" / "best.safetensors"

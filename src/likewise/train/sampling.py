@@ -8,7 +8,7 @@ of batches per epoch that is ``(epoch, batches already consumed in it)``, and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -44,29 +44,30 @@ class ShuffledBatchSampler:
 
 
 class ResumableBatchSampler:
-    """Wraps a batch sampler with ``set_epoch`` and a fixed ``len``; can skip into an epoch.
+    """Wraps a batch sampler with ``set_epoch`` and a fixed ``len``; can start inside an epoch.
 
-    ``start_epoch`` / ``skip``: the first iteration yields epoch ``start_epoch`` from
-    its batch ``skip`` on; later iterations follow :meth:`set_epoch` as usual.
-    ``len()`` stays the full epoch length (the training loop counts the skipped
-    batches as done).
+    ``start_step``: the number of batches already trained on (one optimizer step per
+    batch), or a function returning it. It is read when the first iteration actually
+    starts (the first batch is requested), so a trainer may create the iterator before
+    it restores its step count. The first iteration then yields epoch
+    ``start_step // len`` from batch ``start_step % len`` on; later iterations follow
+    :meth:`set_epoch`. ``len()`` stays the full epoch length (the training loop counts
+    the skipped batches as done).
     """
 
-    def __init__(self, inner: Any, *, start_epoch: int = 0, skip: int = 0) -> None:
+    def __init__(self, inner: Any, *, start_step: int | Callable[[], int] = 0) -> None:
         if not callable(getattr(inner, "set_epoch", None)):
             raise TypeError("the wrapped batch sampler needs a set_epoch(epoch) method")
-        if not 0 <= skip < max(len(inner), 1):
-            raise ValueError(f"cannot skip {skip} batches of an epoch of {len(inner)}")
+        if not callable(start_step) and (isinstance(start_step, bool) or int(start_step) < 0):
+            raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
         self.inner = inner
-        self.epoch = int(start_epoch)
-        self._resume_epoch = int(start_epoch)
-        self._skip = int(skip)
+        self.epoch = 0
+        self._start: int | Callable[[], int] | None = start_step
 
     @classmethod
     def at_step(cls, inner: Any, global_step: int) -> ResumableBatchSampler:
-        """Positioned after ``global_step`` batches (one optimizer step per batch)."""
-        per_epoch = len(inner)
-        return cls(inner, start_epoch=global_step // per_epoch, skip=global_step % per_epoch)
+        """Positioned after ``global_step`` batches."""
+        return cls(inner, start_step=global_step)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -75,9 +76,13 @@ class ResumableBatchSampler:
         return len(self.inner)
 
     def __iter__(self) -> Iterator[list[int]]:
+        skip = 0
+        if self._start is not None:
+            step = int(self._start() if callable(self._start) else self._start)
+            self._start = None
+            per_epoch = len(self.inner)
+            self.epoch, skip = divmod(step, per_epoch) if per_epoch else (0, 0)
         self.inner.set_epoch(self.epoch)
-        skip = self._skip if self.epoch == self._resume_epoch else 0
-        self._skip = 0
         for i, batch in enumerate(self.inner):
             if i >= skip:
                 yield batch
