@@ -113,10 +113,10 @@ def likewise_models() -> dict:
 
     return {
         "NCA": lambda: NCA(random_state=0),
-        "LMNN": lambda: LMNN(random_state=0),
-        "ITML": lambda: ITML(random_state=0),
-        "MMC": lambda: MMC(random_state=0),
-        "MMC-diag": lambda: MMC(diagonal=True, random_state=0),
+        "LMNN": lambda: LMNN(),
+        "ITML": lambda: ITML(),
+        "MMC": lambda: MMC(),
+        "MMC-diag": lambda: MMC(diagonal=True),
         "Covariance": lambda: Covariance(),
         "Whitening": lambda: Whitening(),
         "sklearn NCA": lambda: NeighborhoodComponentsAnalysis(random_state=0),

@@ -270,3 +270,23 @@ def test_bad_input_errors():
         Index(0)
     with pytest.raises(ValueError, match="unknown search-time parameters for kind='hnsw': 'M'"):
         Index(16, kind="hnsw").set_params(M=4)
+
+
+def test_search_after_faiss_torch_utils_import():
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which replaces ``Index.search``."""
+    import subprocess
+    import sys
+
+    code = """
+import faiss.contrib.torch_utils  # noqa: F401
+import numpy as np
+from likewise.index import Index
+x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+index = Index(8, metric="euclidean", kind="hnsw")
+index.add(x)
+index.remove([0])
+_, ids = index.search(x[:3], 2)
+assert 0 not in ids[0] and ids[1, 0] == 1 and ids[2, 0] == 2, ids
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -28,8 +28,12 @@ parameter gradients of one process on the concatenated batch:
   ref_labels=global_labels, ref_self_index=offset + arange(B))`` — its own queries
   against all references (``B x N`` instead of ``N x N``), as pytorch-metric-learning
   does. Exact only for losses that average one term per query over the queries
-  (NT-Xent, SupCon, batch-hard triplet, multi-similarity); the rank's loss is
-  scaled by ``world_size * B_rank / N`` so that unequal shards still average right.
+  (SupCon, batch-hard triplet, multi-similarity, when every query has a positive);
+  the rank's loss is scaled by ``world_size * B_rank / N`` so that unequal shards
+  still average right. NT-Xent averages over positive *pairs* (as
+  pytorch-metric-learning does), so "local" is exact for it only when every rank
+  holds the same number of positive pairs (e.g. two views per sample, equal shards);
+  use "global" otherwise.
 
 When ``torch.distributed`` is not initialised or has one process, everything is the
 identity and the loss is called on the local batch as usual.

@@ -387,7 +387,10 @@ class Index:
         q = self._prepare(queries, "queries")
         if len(self) == 0:
             raise ValueError("cannot search an empty index: add vectors first")
-        raw, ids = self._faiss.search(q, k, params=self._search_params(k))
+        # ``import faiss.contrib.torch_utils`` (pytorch-metric-learning does it) swaps ``search``
+        # for a wrapper without ``params``; the original method is then kept as ``search_numpy``
+        search = getattr(self._faiss, "search_numpy", self._faiss.search)
+        raw, ids = search(q, k, params=self._search_params(k))
         scores = -np.sqrt(np.maximum(raw, 0)) if self.metric == "euclidean" else raw
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64)

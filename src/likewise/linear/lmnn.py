@@ -8,7 +8,8 @@ space). With ``z = L x`` and ``D_ij = ||z_i - z_j||^2``, LMNN pulls targets in a
 
 Gradient (vectorised): ``f`` is ``sum W_ij D_ij`` for the weights ``W`` of the active terms
 (``+(1 - mu) + mu * #active l`` on each target pair, ``-mu * #active j`` on each impostor pair), so
-``df/dZ = 2 Lap(W) Z``. L-BFGS on ``L`` (``[d, D]``); ``X`` ``[N, D]``; torch on ``device``.
+``df/dZ = 2 Lap(W) Z``, computed on the sparse list of target and candidate-impostor pairs.
+L-BFGS on ``L`` (``[d, D]``); ``X`` ``[N, D]``; torch on ``device``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from likewise.linear.base import MahalanobisTransformer, resolve_device
 from likewise.linear.init import initial_components
-from likewise.linear.lbfgs import laplacian_grad, minimize_on_L, sq_distances
+from likewise.linear.lbfgs import minimize_on_L, sq_distances
 
 
 def target_neighbors(X: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,6 +35,15 @@ def target_neighbors(X: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Te
     return idx, torch.isfinite(val)
 
 
+def _pair_grad(r: torch.Tensor, c: torch.Tensor, w: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. ``Z`` of ``sum_p w_p ||z_{r_p} - z_{c_p}||^2`` for a sparse pair list."""
+    diff = (Z[r] - Z[c]) * (2.0 * w)[:, None]
+    G = torch.zeros_like(Z)
+    G.index_add_(0, r, diff)
+    G.index_add_(0, c, -diff)
+    return G
+
+
 def lmnn_objective(
     Z: torch.Tensor,
     y: torch.Tensor,
@@ -42,22 +52,26 @@ def lmnn_objective(
     mu: float,
     margin: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(f, df/dZ)`` for ``Z`` ``[N, d]``, labels ``y`` ``[N]``, ``targets``/``valid`` ``[N, k]``."""
+    """``(f, df/dZ)`` for ``Z`` ``[N, d]``, labels ``y`` ``[N]``, ``targets``/``valid`` ``[N, k]``.
+
+    Only candidate impostors ``D_il < margin + max_j D_ij`` can be active; they are gathered once
+    (one pass over the ``[N, N]`` distances), the hinge terms are evaluated on that sparse list.
+    """
     D = sq_distances(Z)
-    diff = (y[:, None] != y[None, :]).to(Z.dtype)
     vt = valid.to(Z.dtype)
-    t = D.gather(1, targets) * vt  # [N, k]
-    W = torch.zeros_like(D)
-    loss = (1.0 - mu) * t.sum()
+    t = D.gather(1, targets)  # [N, k]
+    thr = margin + torch.where(valid, t, torch.full_like(t, -float("inf"))).amax(1)
+    ii, ll = torch.nonzero((D < thr[:, None]) & (y[:, None] != y[None, :]), as_tuple=True)
+    H = (margin + t[ii] - D[ii, ll][:, None]).clamp_min(0.0) * vt[ii]  # [n_candidates, k]
+    active = (H > 0).to(Z.dtype)
+    loss = (1.0 - mu) * (t * vt).sum() + mu * H.sum()
     pull = (1.0 - mu) * vt
-    for c in range(targets.shape[1]):
-        H = (margin + t[:, c : c + 1] - D).clamp_min_(0.0) * diff * vt[:, c : c + 1]  # [N, N]
-        active = (H > 0).to(Z.dtype)
-        loss = loss + mu * H.sum()
-        W -= mu * active
-        pull[:, c] += mu * active.sum(1)
-    W.scatter_add_(1, targets, pull)
-    return loss, laplacian_grad(W, Z)
+    pull.index_add_(0, ii, mu * active)
+    N, k = targets.shape
+    rows = torch.arange(N, device=Z.device).repeat_interleave(k)
+    grad = _pair_grad(rows, targets.reshape(-1), pull.reshape(-1), Z)
+    grad += _pair_grad(ii, ll, -mu * active.sum(1), Z)
+    return loss, grad
 
 
 class LMNN(MahalanobisTransformer):

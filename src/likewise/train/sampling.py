@@ -49,9 +49,9 @@ class ResumableBatchSampler:
     ``start_step``: the number of batches already trained on (one optimizer step per
     batch), or a function returning it. It is read when the first iteration actually
     starts (the first batch is requested), so a trainer may create the iterator before
-    it restores its step count. The first iteration then yields epoch
-    ``start_step // len`` from batch ``start_step % len`` on; later iterations follow
-    :meth:`set_epoch`. ``len()`` stays the full epoch length (the training loop counts
+    it restores its step count. With ``start_step > 0`` the first iteration yields epoch
+    ``start_step // len`` from batch ``start_step % len`` on; otherwise, and later,
+    iterations follow :meth:`set_epoch`. ``len()`` stays the full epoch length (the training loop counts
     the skipped batches as done).
     """
 
@@ -81,7 +81,8 @@ class ResumableBatchSampler:
             step = int(self._start() if callable(self._start) else self._start)
             self._start = None
             per_epoch = len(self.inner)
-            self.epoch, skip = divmod(step, per_epoch) if per_epoch else (0, 0)
+            if step and per_epoch:  # resuming: the position overrides any set_epoch so far
+                self.epoch, skip = divmod(step, per_epoch)
         self.inner.set_epoch(self.epoch)
         for i, batch in enumerate(self.inner):
             if i >= skip:
