@@ -112,3 +112,18 @@ def test_bad_input(tmp_path, model, inputs):
         save_model(tmp_path / "u", build_model(torch.nn.Flatten(), embedding_dim=3, trunk_features=64))
     with pytest.raises(ValueError, match="std"):
         save_model(tmp_path / "s", model, std=np.zeros(1))
+
+
+def test_feature_embedding_round_trip(tmp_path, inputs):
+    """embed="features": the model directory embeds with the pooled trunk features."""
+    torch.manual_seed(4)
+    m = build_model("convnet", (1, 8, 8), embedding_dim=6, pooling="max", trunk_kwargs={"widths": [4, 8]},
+                    embed="features").eval()
+    save_model(tmp_path / "m", m, mean=MEAN, std=STD)
+    loaded = load(tmp_path / "m")
+    assert loaded.embedding_dim == 8
+    out = loaded.embed(inputs)
+    with torch.no_grad():
+        pooled = m.features(torch.from_numpy((inputs - MEAN) / STD))
+    want = (pooled / pooled.norm(dim=1, keepdim=True)).numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)

@@ -37,6 +37,7 @@ ARCH_KEYS = (
     "normalize",
     "projection_dim",
     "trunk_kwargs",
+    "embed",
 )
 
 
@@ -80,7 +81,7 @@ def save_model(
             "std": std_arr.tolist(),
             "std_shape": list(std_arr.shape),
         },
-        "embedding_dim": int(arch["embedding_dim"]),
+        "embedding_dim": int(arch.get("output_dim") or arch["embedding_dim"]),
         "normalize": bool(arch.get("normalize", True)),
         "distance": distance,
         "class_names": list(class_names) if class_names is not None else None,
@@ -232,6 +233,7 @@ def load(path: str | os.PathLike) -> ExportedModel:
         normalize=arch.get("normalize", True),
         projection_dim=arch.get("projection_dim"),
         trunk_kwargs=arch.get("trunk_kwargs") or {},
+        embed=arch.get("embed") or "head",
     )
     try:
         state = load_file(str(weights_file))

@@ -19,12 +19,23 @@ from typing import Any
 import numpy as np
 
 
+def _default_mode(base: int) -> int:
+    """``base`` (0o666 files, 0o777 directories) less the process umask, as ``open``/``mkdir`` give.
+
+    ``tempfile`` creates private entries (0o600 / 0o700); the renamed result should not be.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_mode(0o666))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -65,6 +76,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, _default_mode(0o777))
         yield tmp
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
@@ -122,6 +134,10 @@ def load_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
             raise ValueError(f"{path}: unsupported file type {suffix!r} (expected .npy, .npz or .csv)")
     except (OSError, EOFError) as exc:
         raise ValueError(f"{path} is not a readable array file: {exc}") from exc
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path} holds pickled Python objects; likewise does not load pickles") from None
+        raise
     if array.dtype == object:
         raise ValueError(f"{path} holds Python objects, not numbers")
     if array.ndim not in (1, 2):

@@ -17,6 +17,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", help="output directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--devices", type=int, help="processes / GPUs (DDP when > 1); overrides trainer.devices")
+    p.add_argument("--num-nodes", type=int, help="machines, each started with torchrun; overrides trainer.num_nodes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -59,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         if args.devices < 1:
             raise ValueError(f"--devices must be >= 1, got {args.devices}")
         config.trainer.devices = args.devices
+    if args.num_nodes is not None:
+        if args.num_nodes < 1:
+            raise ValueError(f"--num-nodes must be >= 1, got {args.num_nodes}")
+        config.trainer.num_nodes = args.num_nodes
     if args.no_progress:
         config.trainer.progress_bar = False
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem

@@ -1,6 +1,6 @@
 """Encoders in plain torch: trunks, global pooling, embedding and projection heads."""
 
-from likewise.models.embedding import TRUNKS, EmbeddingModel, build_model, build_trunk
+from likewise.models.embedding import EMBED_FROM, TRUNKS, EmbeddingModel, build_model, build_trunk
 from likewise.models.heads import EmbeddingHead, ProjectionHead
 from likewise.models.pooling import POOLINGS, GeM, GlobalPool
 from likewise.models.trunks import MLP, ConvNet, ResNet
@@ -15,6 +15,7 @@ __all__ = [
     "POOLINGS",
     "ProjectionHead",
     "ResNet",
+    "EMBED_FROM",
     "TRUNKS",
     "build_model",
     "build_trunk",

@@ -46,6 +46,7 @@ class ModelConfig(_Section):
     pooling: Literal["avg", "max", "sum", "gem"] = "avg"
     normalize: bool = True
     projection_dim: int | None = Field(default=None, gt=0)  # loss on a projection head's output
+    embed: Literal["head", "features"] = "head"  # what the model embeds with (features: pooled trunk)
     trunk_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("trunk")
@@ -120,7 +121,8 @@ class EvalConfig(_Section):
 
 
 class TrainerConfig(_Section):
-    devices: int = Field(default=1, gt=0)
+    devices: int = Field(default=1, gt=0)  # processes (GPUs) per node
+    num_nodes: int = Field(default=1, gt=0)  # machines; launch with torchrun on each (docs/training.md)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     precision: str = "auto"
     seed: int = 0

@@ -62,10 +62,9 @@ class MetricLearningModule(pl.LightningModule):
                 x, y, views=aug.views, degrees=aug.degrees, scale=aug.scale, translate=aug.translate
             )
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        emb = self.model.train_output(x)
         if self.config.model.projection_dim:
-            emb = torch.nn.functional.normalize(self.model.project(x), dim=1)
-        else:
-            emb = self.model(x)
+            emb = torch.nn.functional.normalize(emb, dim=1)
         with torch.autocast(device_type=emb.device.type, enabled=False):
             emb = emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb
             value = distributed_loss(self.loss, emb, y, mode=self.config.trainer.gather)

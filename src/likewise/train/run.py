@@ -38,7 +38,7 @@ from likewise.train.registry import build, loss_class, miner_class
 from likewise.train.sampling import ResumableBatchSampler, ShuffledBatchSampler
 
 #: trainer settings that may change between a run and its resumption
-RESUMABLE_CHANGES = ("devices", "progress_bar", "num_workers", "threads", "accelerator")
+RESUMABLE_CHANGES = ("devices", "num_nodes", "progress_bar", "num_workers", "threads", "accelerator")
 
 
 def build_loss(config: TrainConfig, num_classes: int) -> torch.nn.Module:
@@ -47,7 +47,8 @@ def build_loss(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     if config.miner is not None:
         miner = build(miner_class(config.miner.name), config.miner.kwargs, "miner")
     cls = loss_class(config.loss.name)
-    managed: dict[str, Any] = {"num_classes": num_classes, "embedding_size": config.model.embedding_dim}
+    loss_dim = config.model.projection_dim or config.model.embedding_dim  # what the loss sees
+    managed: dict[str, Any] = {"num_classes": num_classes, "embedding_size": loss_dim}
     if miner is not None:
         managed["miner"] = miner
     from likewise.train.registry import accepts
@@ -58,7 +59,7 @@ def build_loss(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     if config.memory is not None:
         from likewise.memory import CrossBatchMemory
 
-        loss = CrossBatchMemory(loss, config.model.embedding_dim, config.memory.size)
+        loss = CrossBatchMemory(loss, loss_dim, config.memory.size)
     return loss
 
 
@@ -75,6 +76,7 @@ def build_embedding_model(config: TrainConfig, input_shape: tuple[int, ...]) -> 
             normalize=m.normalize,
             projection_dim=m.projection_dim,
             trunk_kwargs=m.trunk_kwargs,
+            embed=m.embed,
         )
     except TypeError as exc:
         raise ValueError(f"model.trunk_kwargs: {exc}") from None
@@ -236,14 +238,15 @@ def fit(
         loggers.append(TensorBoardLogger(out / "logs", name="tensorboard", default_hp_metric=False))
     except ModuleNotFoundError:  # pragma: no cover - tensorboard is an optional extra
         pass
-    devices = tc.devices
+    processes = tc.devices * tc.num_nodes
     trainer = pl.Trainer(
         max_epochs=config.optimizer.epochs,
         accelerator=tc.accelerator,
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy="ddp" if processes > 1 else "auto",
         precision=resolve_precision(tc.precision, tc.accelerator),
-        sync_batchnorm=tc.sync_batchnorm and devices > 1 and _uses_cuda(tc.accelerator),
+        sync_batchnorm=tc.sync_batchnorm and processes > 1 and _uses_cuda(tc.accelerator),
         callbacks=[
             SamplerEpoch(),
             evaluation,

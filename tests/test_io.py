@@ -1,0 +1,86 @@
+"""Atomic writes and array loading (likewise.io)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from likewise.io import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_array,
+    save_npy,
+    split_key,
+)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_written_files_and_directories_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        f = atomic_write_bytes(tmp_path / "a.bin", b"x")
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "inner.txt").write_text("y")
+    finally:
+        os.umask(old)
+    assert _mode(f) == 0o644
+    assert _mode(tmp_path / "d") == 0o755
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "m.json"
+    atomic_write_json(target, {"a": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError, match="cannot write Boom as JSON"):
+        atomic_write_json(target, {"a": Boom()})
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_atomic_directory_replaces_only_on_success(tmp_path):
+    target = tmp_path / "d"
+    with atomic_directory(target) as tmp:
+        (tmp / "v1").write_text("1")
+    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
+        (tmp / "v2").write_text("2")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["v1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    with atomic_directory(target) as tmp:
+        (tmp / "v3").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["v3"]
+
+
+def test_load_array_formats_and_errors(tmp_path):
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    save_npy(tmp_path / "x.npy", x)
+    np.testing.assert_array_equal(load_array(tmp_path / "x.npy"), x)
+    np.savez(tmp_path / "two.npz", a=x, b=x[:, 0])
+    np.testing.assert_array_equal(load_array(*split_key(f"{tmp_path}/two.npz:b")), x[:, 0])
+    with pytest.raises(ValueError, match="say which one"):
+        load_array(tmp_path / "two.npz")
+    (tmp_path / "t.csv").write_text("f0,f1\n1,2\n3,4\n")
+    np.testing.assert_array_equal(load_array(tmp_path / "t.csv"), [[1.0, 2.0], [3.0, 4.0]])
+    (tmp_path / "labels.csv").write_text("1\n2\n")
+    assert load_array(tmp_path / "labels.csv").dtype == np.int64
+    with pytest.raises(FileNotFoundError):
+        load_array(tmp_path / "missing.npy")
+    (tmp_path / "x.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="unsupported file type '.bin'"):
+        load_array(tmp_path / "x.bin")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="holds pickled Python objects; likewise does not load pickles"):
+        load_array(tmp_path / "obj.npy")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match=r"shape \(2, 2, 2\); expected 1-D or 2-D"):
+        load_array(tmp_path / "cube.npy")
