@@ -26,7 +26,7 @@ DEMO_CONFIG: dict[str, Any] = {
     },
     "loss": {"name": "SupConLoss", "temperature": 0.1},
     "sampler": {"kind": "random", "batch_size": 256},
-    "augment": {"views": 2, "degrees": 15, "scale": 0.15, "translate": 0.2},
+    "augment": {"views": 2, "degrees": 15, "scale": 0.15, "translate": 0.1},
     "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.0001, "epochs": 8, "scheduler": "onecycle"},
     "eval": {"every_n_epochs": 2, "metric": "map_at_r"},
     "trainer": {"seed": 0, "checkpoint_every_n_steps": 20, "log_every_n_steps": 3},

@@ -17,7 +17,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", help="output directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--devices", type=int, help="processes / GPUs (DDP when > 1); overrides trainer.devices")
-    p.add_argument("--num-nodes", type=int, help="machines, each started with torchrun; overrides trainer.num_nodes")
+    p.add_argument(
+        "--num-nodes", type=int, help="machines, each started with torchrun; overrides trainer.num_nodes"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -89,12 +89,12 @@ class SamplerConfig(_Section):
 
 
 class AugmentConfig(_Section):
-    """Random affine augmentation of training images (see ``likewise.train.augment``)."""
+    """Random affine augmentation of training images (kornia; see ``likewise.augment``)."""
 
     views: int = Field(default=1, ge=1, le=8)  # augmented views per sample in a batch
-    degrees: float = Field(default=15.0, ge=0, le=180)
-    scale: float = Field(default=0.15, ge=0, lt=1)
-    translate: float = Field(default=0.2, ge=0, lt=1)
+    degrees: float = Field(default=15.0, ge=0, le=180)  # rotation in +-degrees
+    scale: float = Field(default=0.15, ge=0, lt=1)  # isotropic scale in 1 +- scale
+    translate: float = Field(default=0.1, ge=0, lt=1)  # shift up to this fraction of the image size
 
 
 class MemoryConfig(_Section):

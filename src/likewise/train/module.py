@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from likewise.augment import Views, build_augmentation
 from likewise.distributed import all_reduce_mean, distributed_loss
-from likewise.train.augment import augmented_views
 from likewise.train.config import TrainConfig
 
 
@@ -50,17 +50,21 @@ class MetricLearningModule(pl.LightningModule):
         # input standardisation, applied after augmentation (non-persistent: not in checkpoints)
         self.register_buffer("mean", torch.as_tensor(0.0 if mean is None else mean), persistent=False)
         self.register_buffer("std", torch.as_tensor(1.0 if std is None else std), persistent=False)
+        aug = config.augment
+        self.views = None
+        if aug is not None:
+            jitter = build_augmentation(
+                "light", degrees=aug.degrees, scale=aug.scale, translate=aug.translate
+            )
+            self.views = Views(jitter, aug.views)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model((x - self.mean) / self.std)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        aug = self.config.augment
-        if aug is not None:
-            x, y = augmented_views(
-                x, y, views=aug.views, degrees=aug.degrees, scale=aug.scale, translate=aug.translate
-            )
+        if self.views is not None:
+            x, y = self.views(x), y.repeat(self.views.views)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         emb = self.model.train_output(x)
         if self.config.model.projection_dim:
