@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# command: python benchmarks/losses.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print("# times: ms per forward+backward (median); memory: peak RSS above the inputs, MB")
     print()
-    columns = ["loss", "B", "likewise ms", "PML ms", "floor ms", "likewise/PML", "likewise/floor"]
+    columns = ["loss", "B", "likewise ms", "PML ms", "floor ms", "likewise/floor", "PML/likewise"]
     print("| " + " | ".join([*columns, "likewise MB", "PML MB"]) + " |")
     print("|" + "---|" * 9)
     results = []
@@ -340,8 +340,8 @@ def main(argv: list[str] | None = None) -> None:
                 pml = {"error": "n/a"}
             else:
                 pml = run_forked(lambda name=name, b=b, d=d: make_step("pml", name, b, d)[0], **opts)
-            row = [name, str(b), fmt_time(ours), fmt_time(pml), fmt_time(floor), ratio(ours, pml)]
-            row += [ratio(ours, floor), fmt_mem(ours), fmt_mem(pml)]
+            row = [name, str(b), fmt_time(ours), fmt_time(pml), fmt_time(floor), ratio(ours, floor)]
+            row += [ratio(pml, ours), fmt_mem(ours), fmt_mem(pml)]
             print("| " + " | ".join(row) + " |", flush=True)
             results.append({"loss": name, "B": b, "likewise": ours, "pml": pml, "floor": floor})
     if args.json:

@@ -77,7 +77,8 @@ def write_demo_report(out: Path, result: dict[str, Any], config: Any) -> Path:
         "subtitle": f"trained on digits 0-4, best epoch {result['best_epoch']}",
     }
     if "threshold" in result.get("matching", {}):
-        metrics["matcher (held-out queries)"] = result["matching"]["queries"]
+        unknown = ", ".join(result["matching"].get("unknown_classes") or []) or "none"
+        metrics[f"matcher (held-out queries; never enrolled: {unknown})"] = result["matching"]["queries"]
         options["threshold"] = result["matching"]["threshold"]
     return write_report(
         out / "report.html", metrics, embeddings=emb, labels=labels, images=data.test.x, **options

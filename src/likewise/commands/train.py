@@ -45,11 +45,17 @@ def summary_lines(result: dict[str, Any], out: Path) -> list[str]:
         f"map_at_r {m['map_at_r']:.4f}",
     ]
     if "matching" in result and "threshold" in result["matching"]:
-        q = result["matching"]["queries"]
-        lines.append(
-            f"  matcher threshold {result['matching']['threshold']:.4f}, accuracy on held-out queries "
-            f"{q.get('accuracy', float('nan')):.4f}"
+        q, unknown = result["matching"]["queries"], result["matching"].get("unknown_classes") or []
+        line = (
+            f"  matcher threshold {result['matching']['threshold']:.4f}: accuracy {q['accuracy']:.4f} "
+            f"on {int(q['n_queries'])} held-out queries"
         )
+        if unknown:
+            line += (
+                f"; class {', '.join(unknown)} never enrolled: {q['false_accept_rate']:.4f} of its "
+                "queries wrongly given a label"
+            )
+        lines.append(line)
     lines.append(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}")
     return lines
 

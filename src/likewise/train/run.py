@@ -344,16 +344,27 @@ def build_search(
     emb: np.ndarray, y: np.ndarray, class_names: list[str], config: TrainConfig
 ) -> tuple[Any, Any, dict[str, Any]]:
     """An index of half the held-out samples (stratified) and, if configured, a matcher
-    calibrated on its pairs and evaluated on the other half."""
+    calibrated on its pairs and evaluated on the other half.
+
+    Open set: with three or more held-out classes, the last one is kept out of the index
+    (an identity never enrolled), so the queries include unknowns and the matcher's
+    false-accept rate is measured, not only its identification accuracy.
+    """
     from likewise.data import stratified_split
     from likewise.index import Index
 
     metric = config.eval.distance
     gallery, queries = stratified_split(y, 0.5, seed=config.data.seed)
+    classes = np.unique(y)
+    unknown = classes[-1:] if len(classes) >= 3 else classes[:0]
+    gallery = gallery[~np.isin(y[gallery], unknown)]
     names = np.asarray(class_names)[y]
     index = Index(emb.shape[1], metric=metric)
     index.add(emb[gallery], labels=names[gallery])
-    info: dict[str, Any] = {"index_size": int(len(gallery))}
+    info: dict[str, Any] = {
+        "index_size": int(len(gallery)),
+        "unknown_classes": [str(class_names[c]) for c in unknown],
+    }
     if not config.export.matcher:
         return index, None, info
     from likewise.matching import Matcher
