@@ -30,6 +30,8 @@ from torch.utils.checkpoint import checkpoint
 
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
 from likewise.losses.chunking import check_chunk_size, map_row_blocks
+from likewise.losses.fused import needs_grad, with_gradient
+from likewise.losses.positives import batch_pairs
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
 
 NegForm = Literal["hinge", "squared_hinge", "hinge_squared"]
@@ -87,7 +89,7 @@ class _EuclideanDistance(torch.autograd.Function):
         if ctx.squared:
             w = grad * 2
         else:
-            w = torch.where(d > 0, grad / d.clamp_min(torch.finfo(d.dtype).tiny), torch.zeros_like(d))
+            w = (grad / d).masked_fill_(d == 0, 0.0)  # zero gradient at zero distance
         gx = gy = None
         if ctx.needs_input_grad[0]:
             gx = torch.addmm(w.sum(1, keepdim=True) * x, w, y, beta=1.0, alpha=-1.0)
@@ -132,16 +134,45 @@ def _check_neg_form(neg_form: str, similarity: bool) -> str:
     return neg_form
 
 
-def _contrastive_term(
-    values: Tensor, positive: bool, margin: float, neg_form: str, similarity: bool
-) -> Tensor:
-    """Per-pair term of the positive (``positive=True``) or the negative part."""
-    if neg_form == "hinge_squared":
-        v = values * values - margin**2
-        return F.relu(v if positive else -v)
-    v = values - margin
-    t = F.relu(v if positive != similarity else -v)
-    return t * t if neg_form == "squared_hinge" else t
+def _hinge(values: Tensor, margin: float, sign: float, neg_form: str) -> Tensor:
+    """``t = [sign (v - m)]_+`` (``[sign (v^2 - m^2)]_+`` for ``"hinge_squared"``), a new tensor."""
+    h = values * values - margin * margin if neg_form == "hinge_squared" else values - margin
+    if sign < 0:
+        h.neg_()
+    return h.clamp_min_(0)
+
+
+def _term_sum(t: Tensor, neg_form: str) -> Tensor:
+    """Sum of the terms: ``t^2`` for ``"squared_hinge"``, else ``t``."""
+    flat = t.reshape(-1)
+    return torch.dot(flat, flat) if neg_form == "squared_hinge" else flat.sum()
+
+
+def _term_grad_(t: Tensor, values: Tensor, sign: float, neg_form: str, scale: Tensor) -> Tensor:
+    """``scale * d term / d value``, written into ``t`` (which holds the hinge values)."""
+    if neg_form == "squared_hinge":  # d t^2 = 2 t sign
+        return t.mul_(2 * sign * scale)
+    if neg_form == "hinge_squared":  # d [sign (v^2 - m^2)]_+ = 2 v sign 1(t > 0)
+        return t.sign_().mul_(values).mul_(2 * sign * scale)
+    return t.sign_().mul_(sign * scale)
+
+
+def _contrastive_part(
+    mat: Tensor, mask: Tensor, margin: float, sign: float, neg_form: str, want_grad: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One half (positive or negative pairs) of the contrastive loss, densely on ``mask``.
+
+    Returns the mean over the non-zero terms, their count, and the gradient of that
+    mean with respect to ``mat`` (``None`` unless ``want_grad``). A few in-place
+    ``[B, N]`` passes; nothing is recorded for autograd.
+    """
+    with torch.no_grad():
+        t = _hinge(mat, margin, sign, neg_form).mul_(mask)
+        count = torch.count_nonzero(t)
+        denom = count.clamp_min(1).to(mat.dtype)
+        total = _term_sum(t, neg_form)
+        grad = _term_grad_(t, mat, sign, neg_form, 1 / denom) if want_grad else None
+    return total / denom, count, grad
 
 
 def _contrastive(
@@ -153,23 +184,73 @@ def _contrastive(
     neg_form: str,
     similarity: bool,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Loss and statistics. Positives are few: gathered; negatives: one dense pass."""
+    """Loss and statistics on bool masks, with the gradient written down in the same passes."""
     _check_neg_form(neg_form, similarity)
-    pos_vals = mat[pos]
-    pos_t = _contrastive_term(pos_vals, True, pos_margin, neg_form, similarity)
-    neg_t = torch.where(neg, _contrastive_term(mat, False, neg_margin, neg_form, similarity), 0.0)
-    n_pos_active, n_neg_active = (pos_t > 0).sum(), (neg_t > 0).sum()
-    loss = pos_t.sum() / n_pos_active.clamp_min(1) + neg_t.sum() / n_neg_active.clamp_min(1)
+    want_grad = needs_grad(mat)
+    # distances: pos [d - m_p]_+, neg [m_n - d]_+; similarities mirrored
+    pos_sign = -1.0 if similarity else 1.0
+    pos_loss, n_pos_active, g_pos = _contrastive_part(mat, pos, pos_margin, pos_sign, neg_form, want_grad)
+    neg_loss, n_neg_active, g_neg = _contrastive_part(mat, neg, neg_margin, -pos_sign, neg_form, want_grad)
+    grad = g_pos.add_(g_neg) if want_grad else None
+    loss = with_gradient(mat, pos_loss + neg_loss, grad)
     with torch.no_grad():
-        n_pos, n_neg = pos_vals.numel(), int(neg.sum())
+        n_pos, n_neg = int(pos.sum()), int(neg.sum())
         unit = "similarity" if similarity else "distance"
         stats = {
             "pos_active_fraction": int(n_pos_active) / max(1, n_pos),
             "neg_active_fraction": int(n_neg_active) / max(1, n_neg),
-            f"mean_pos_{unit}": float(pos_vals.mean()) if n_pos else 0.0,
+            f"mean_pos_{unit}": float(torch.where(pos, mat, 0.0).sum()) / max(1, n_pos),
             f"mean_neg_{unit}": float(torch.where(neg, mat, 0.0).sum()) / max(1, n_neg),
         }
     return loss, stats
+
+
+def _contrastive_sparse(
+    mat: Tensor,
+    pos_pairs: tuple[Tensor, Tensor],
+    self_pairs: tuple[Tensor, Tensor],
+    pos_margin: float,
+    neg_margin: float,
+    neg_form: str,
+    similarity: bool,
+) -> tuple[Tensor, dict[str, float]]:
+    """The same loss from index lists of the positive and self pairs (class-id labels).
+
+    Every pair that is neither positive nor a self pair is a negative, so the negative
+    half is evaluated on all of ``mat`` and the few positive and self pairs are
+    subtracted again: no ``[B, N]`` mask is built.
+    """
+    want_grad = needs_grad(mat)
+    pos_sign = -1.0 if similarity else 1.0
+    pr, pc = pos_pairs
+    xr, xc = torch.cat([pr, self_pairs[0]]), torch.cat([pc, self_pairs[1]])  # not negatives
+    with torch.no_grad():
+        t_all = _hinge(mat, neg_margin, -pos_sign, neg_form)
+        t_out = t_all[xr, xc]
+        n_neg_active = torch.count_nonzero(t_all) - torch.count_nonzero(t_out)
+        neg_denom = n_neg_active.clamp_min(1).to(mat.dtype)
+        neg_loss = (_term_sum(t_all, neg_form) - _term_sum(t_out, neg_form)) / neg_denom
+        p_vals = mat[pr, pc]
+        t_pos = _hinge(p_vals, pos_margin, pos_sign, neg_form)
+        n_pos_active = torch.count_nonzero(t_pos)
+        pos_denom = n_pos_active.clamp_min(1).to(mat.dtype)
+        pos_loss = _term_sum(t_pos, neg_form) / pos_denom
+        grad = None
+        if want_grad:
+            grad = _term_grad_(t_all, mat, -pos_sign, neg_form, 1 / neg_denom)
+            grad[xr, xc] = 0
+            grad[pr, pc] = _term_grad_(t_pos, p_vals, pos_sign, neg_form, 1 / pos_denom)
+        b, n = mat.shape
+        n_pos = pr.numel()
+        n_neg = b * n - n_pos - self_pairs[0].numel()
+        unit = "similarity" if similarity else "distance"
+        stats = {
+            "pos_active_fraction": int(n_pos_active) / max(1, n_pos),
+            "neg_active_fraction": int(n_neg_active) / max(1, n_neg),
+            f"mean_pos_{unit}": float(p_vals.sum()) / max(1, n_pos),
+            f"mean_neg_{unit}": float(mat.sum() - mat[xr, xc].sum()) / max(1, n_neg),
+        }
+    return with_gradient(mat, pos_loss + neg_loss, grad), stats
 
 
 def contrastive_loss(
@@ -237,6 +318,19 @@ class ContrastiveLoss(MetricLoss):
         self.normalize_embeddings = bool(normalize_embeddings)
 
     def compute(self, batch: Batch) -> Tensor:
+        if self.miner is None and batch.relevance is None and batch.labels.dim() == 1:
+            # class ids: index lists of the few positive and self pairs, no [B, N] masks
+            pairs, selves = batch_pairs(batch)
+            b, n = batch.embeddings.shape[0], batch.ref_emb.shape[0]
+            if pairs[0].numel() == 0 and selves[0].numel() == b * n:
+                self._record(pos_active_fraction=0.0, neg_active_fraction=0.0)
+                return zero_loss(batch.embeddings, batch.ref_emb)
+            mat = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=self.similarity)
+            loss, stats = _contrastive_sparse(
+                mat, pairs, selves, self.pos_margin, self.neg_margin, self.neg_form, self.similarity
+            )
+            self._record(**stats)
+            return loss
         pos, neg = self.pair_masks(batch)
         if not (pos.any() or neg.any()):
             self._record(pos_active_fraction=0.0, neg_active_fraction=0.0)

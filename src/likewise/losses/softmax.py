@@ -456,6 +456,23 @@ def npairs_select(pos: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return anchors, positives
 
 
+def npairs_select_classes(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`npairs_select` without a miner, from the labels alone in ``O(B log B)``.
+
+    The first and second sample (by index) of every class present at least twice,
+    ordered by anchor index; nothing of size ``B x B`` is built.
+    """
+    sorted_labels, order = torch.sort(labels, stable=True)
+    starts = torch.ones_like(sorted_labels, dtype=torch.bool)
+    starts[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    first = starts.nonzero().squeeze(1)
+    has_second = first + 1 < labels.shape[0]
+    has_second[has_second.clone()] = ~starts[first[has_second] + 1]
+    anchors, positives = order[first[has_second]], order[first[has_second] + 1]
+    by_anchor = torch.argsort(anchors)
+    return anchors[by_anchor], positives[by_anchor]
+
+
 def npairs_loss(
     embeddings: Tensor,
     anchors: Tensor,
@@ -523,8 +540,11 @@ class NPairsLoss(MetricLoss):
         assert labels is not None
         if labels.dim() != 1:
             raise ValueError(f"NPairsLoss needs class ids [B], got labels of shape {tuple(labels.shape)}")
-        pos, _ = self.pair_masks(batch)
-        anchors, positives = npairs_select(pos, labels)
+        if self.miner is None:
+            anchors, positives = npairs_select_classes(labels)
+        else:
+            pos, _ = self.pair_masks(batch)
+            anchors, positives = npairs_select(pos, labels)
         k = len(anchors)
         if k == 0:
             self._record(num_pairs=0)
@@ -533,11 +553,11 @@ class NPairsLoss(MetricLoss):
         loss = npairs_loss(x, anchors, positives, self.normalize_embeddings, self.l2_reg)
         with torch.no_grad():
             logits = _npairs_logits(x[anchors], x[positives], self.normalize_embeddings)
-            diag = torch.eye(k, dtype=torch.bool, device=logits.device)
+            diag_sum = logits.diagonal().sum()
             self._record(
                 num_pairs=k,
-                mean_pos_similarity=logits[diag].mean(),
-                mean_neg_similarity=logits[~diag].mean() if k > 1 else 0.0,
+                mean_pos_similarity=diag_sum / k,
+                mean_neg_similarity=(logits.sum() - diag_sum) / (k * k - k) if k > 1 else 0.0,
             )
         return loss
 
@@ -551,6 +571,7 @@ __all__ = [
     "masked_lse",
     "npairs_loss",
     "npairs_select",
+    "npairs_select_classes",
     "ntxent_loss",
     "soft_nearest_neighbor_loss",
     "supcon_loss",

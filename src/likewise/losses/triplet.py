@@ -14,7 +14,12 @@ distance is ``-s``, i.e. ``l = [s_an - s_ap + m]_+`` (PML's ``CosineSimilarity``
 
 How all ``sum_a |P(a)| |N(a)|`` triplets are summed in ``O(B * N)`` memory:
 
-* hinge, no swap: per anchor the negative distances are sorted once; for a positive
+* hinge, no swap, class-id labels, no miner, at most ``SLOTS_MAX`` positives per anchor
+  (the common P x K batch): slot ``j`` holds every anchor's ``j``-th positive and one
+  ``[B, N]`` pass per slot sums ``[d_ap_j + m - d_an]_+`` over all references, zeroed at
+  the positive and self pairs; the gradient is counted in the same passes (no mask, no
+  sort, nothing recorded for autograd): ``O(k_max B N)`` time, ``O(B N)`` memory.
+* hinge, no swap otherwise: per anchor the negative distances are sorted once; for a positive
   with ``t = d_ap + m`` the active negatives are those with ``d_an < t``, found by
   ``searchsorted`` (count ``k``), and their sum is ``k t - cumsum_k``:
   ``O(B N log N)`` time, autograd through ``sort``/``gather``.
@@ -35,11 +40,15 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
+from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import check_number, distance_matrix, prepare
+from likewise.losses.positives import batch_pairs
 from likewise.mined import PairMask, Triplets, to_pair_mask
 from likewise.similarity import check_metric, is_similarity, pairwise_similarity
 
 SwapDist = Tensor | Callable[[Tensor], Tensor] | None
+#: most positives per anchor for the slotted all-triplet pass (beyond it: sorted search)
+SLOTS_MAX = 16
 
 
 def distance_like(x: Tensor, y: Tensor, metric: str) -> Tensor:
@@ -79,6 +88,46 @@ def _sorted_hinge(dist: Tensor, pos: Tensor, neg: Tensor, margin: float) -> tupl
     k = k.masked_fill(~valid, 0)
     per_pair = k.to(t.dtype) * t - csum.gather(1, k)
     return per_pair.sum(), k.sum()
+
+
+def _slotted_hinge(
+    dist: Tensor,
+    pos_pairs: tuple[Tensor, Tensor],
+    self_pairs: tuple[Tensor, Tensor],
+    margin: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """All-triplet hinge sum, count of non-zero terms and ``d sum / d dist`` (class ids).
+
+    For anchors with few positives: slot ``j`` holds each anchor's ``j``-th positive
+    (``-inf`` for an anchor with fewer), and ``t_j = [d_ap_j + m - d_a.]_+`` is one
+    ``[B, N]`` pass, zeroed again at the positive and self pairs (everything else is a
+    negative of class-id labels). The gradient is counted in the same passes:
+    ``d/d d_an = -#{j : t_j > 0}``, ``d/d d_ap_j = #{n : t_j > 0}``. Nothing is recorded
+    for autograd; ``O(k_max * B * N)`` time, ``O(B * N)`` memory.
+    """
+    pr, pc = pos_pairs
+    xr, xc = torch.cat([pr, self_pairs[0]]), torch.cat([pc, self_pairs[1]])
+    b = dist.shape[0]
+    with torch.no_grad():
+        counts = torch.bincount(pr, minlength=b)
+        first = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(pr.numel(), device=pr.device) - first[pr]  # rank within the row
+        k_max = int(counts.max()) if b else 0
+        d_ap = dist.new_full((b, max(k_max, 1)), float("-inf"))
+        d_ap[pr, slot] = dist[pr, pc]
+        total = dist.new_zeros(())
+        grad = torch.zeros_like(dist)
+        ap_active = dist.new_zeros(d_ap.shape)
+        for j in range(k_max):
+            t = torch.sub(d_ap[:, j : j + 1] + margin, dist).clamp_min_(0)
+            t[xr, xc] = 0
+            total += t.sum()
+            active = t.sign_()
+            ap_active[:, j] = active.sum(1)
+            grad.sub_(active)
+        grad[pr, pc] += ap_active[pr, slot]
+        count = ap_active.sum()
+    return total, count, grad
 
 
 def _blocked(
@@ -252,6 +301,16 @@ class TripletMarginLoss(MetricLoss):
         x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
         y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)
         b, n = x.shape[0], y.shape[0]
+        if (
+            self.miner is None
+            and batch.relevance is None
+            and batch.labels.dim() == 1
+            and self.triplets_per_anchor == "all"
+            and not (self.swap or self.smooth_loss)
+        ):
+            loss = self._all_triplets_of_class_ids(batch, x, y)
+            if loss is not None:
+                return loss
         mined = self.mine(batch)
         triplets = None
         if isinstance(mined, Triplets):
@@ -281,6 +340,39 @@ class TripletMarginLoss(MetricLoss):
         total, active = _triplet_sum(dist, pos, neg, self.margin, self.smooth_loss, swap, self.block_elements)
         self._record_stats(dist, pos, neg, n_triplets, int(active))
         return total / active.clamp_min(1).to(total.dtype)
+
+    def _all_triplets_of_class_ids(self, batch: Batch, x: Tensor, y: Tensor) -> Tensor | None:
+        """Hinge loss over all triplets of class-id labels, no masks (``None``: not applicable)."""
+        pairs, selves = batch_pairs(batch)
+        b, n = x.shape[0], y.shape[0]
+        counts = torch.bincount(pairs[0], minlength=b)
+        if counts.numel() and int(counts.max()) > SLOTS_MAX:
+            return None  # many positives per anchor: the sorted search is cheaper
+        n_self = torch.bincount(selves[0], minlength=b)
+        n_triplets = int((counts * (n - counts - n_self)).sum())
+        if n_triplets == 0:
+            self._record(num_triplets=0, active_fraction=0.0)
+            return zero_loss(batch.embeddings, batch.ref_emb)
+        dist = distance_like(x, y, self.distance)
+        total, active, grad = _slotted_hinge(dist, pairs, selves, self.margin)
+        scale = 1 / active.clamp_min(1)
+        loss = with_gradient(dist, total * scale, grad.mul_(scale) if needs_grad(dist) else None)
+        sign = -1.0 if is_similarity(self.distance) else 1.0
+        unit = "similarity" if sign < 0 else "distance"
+        with torch.no_grad():
+            xr, xc = torch.cat([pairs[0], selves[0]]), torch.cat([pairs[1], selves[1]])
+            p_sum = float(dist[pairs[0], pairs[1]].sum())
+            n_sum = float(dist.sum() - dist[xr, xc].sum())
+            n_neg = b * n - pairs[0].numel() - selves[0].numel()
+            self._record(
+                num_triplets=n_triplets,
+                active_fraction=float(active) / n_triplets,
+                **{
+                    f"mean_pos_{unit}": sign * p_sum / max(1, pairs[0].numel()),
+                    f"mean_neg_{unit}": sign * n_sum / max(1, n_neg),
+                },
+            )
+        return loss
 
     def _from_triplets(self, batch: Batch, x: Tensor, y: Tensor, t: Triplets) -> Tensor:
         if len(t) == 0:

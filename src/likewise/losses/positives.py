@@ -1,0 +1,69 @@
+"""The positive pairs of class-id labels as an index list, without a ``[B, N]`` mask.
+
+With class ids, the positives of a batch are few (``B x K`` for ``K`` samples per
+class) while the negatives are nearly all of the ``B x N`` pairs. Losses that treat
+negatives densely can then skip building boolean masks altogether: they evaluate the
+negative term on every pair and correct it at the few positive and self pairs.
+
+Cost: one ``argsort`` of the reference labels and two ``searchsorted`` calls,
+``O((B + N) log N + |P|)`` time and ``O(|P|)`` memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from likewise.losses.base import Batch
+
+
+def positive_pairs(
+    labels: Tensor, ref_labels: Tensor | None = None, self_index: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(rows, cols)`` long ``[P]``: every query-reference pair with the same class id.
+
+    ``labels [B]`` and ``ref_labels [N]`` are class ids (``ref_labels=None``: the
+    references are the queries, and ``self_index`` defaults to ``arange(B)``).
+    ``self_index [B]`` gives each query's own column (``-1`` for none); those pairs are
+    left out. Pairs come sorted by row.
+    """
+    ref = labels if ref_labels is None else ref_labels
+    if ref_labels is None and self_index is None:
+        self_index = torch.arange(labels.shape[0], device=labels.device)
+    sorted_ref, order = torch.sort(ref, stable=True)
+    lo = torch.searchsorted(sorted_ref, labels, right=False)
+    hi = torch.searchsorted(sorted_ref, labels, right=True)
+    counts = hi - lo
+    rows = torch.repeat_interleave(torch.arange(labels.shape[0], device=labels.device), counts)
+    starts = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
+    cols = order[starts + torch.arange(rows.shape[0], device=labels.device)]
+    if self_index is not None:
+        keep = cols != self_index[rows]
+        rows, cols = rows[keep], cols[keep]
+    return rows, cols
+
+
+def self_pairs(
+    self_index: Tensor | None, b: int, same_set: bool, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """``(rows, cols)`` of the self pairs: the diagonal when the references are the queries."""
+    if same_set and self_index is None:
+        idx = torch.arange(b, device=device)
+        return idx, idx
+    if self_index is None:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty
+    rows = (self_index >= 0).nonzero().squeeze(1)
+    return rows, self_index[rows].long()
+
+
+def batch_pairs(batch: Batch) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The positive pairs and the self pairs of a batch with class-id labels."""
+    labels = batch.labels
+    assert labels is not None and labels.dim() == 1
+    pairs = positive_pairs(labels, None if batch.same_set else batch.ref_labels, batch.self_index)
+    selves = self_pairs(batch.self_index, labels.shape[0], batch.same_set, labels.device)
+    return pairs, selves
+
+
+__all__ = ["batch_pairs", "positive_pairs", "self_pairs"]

@@ -1,0 +1,89 @@
+"""The mask-free fast paths of class-id labels equal the general (mask) paths and loops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import likewise.losses.triplet as triplet_module
+from likewise.losses import ContrastiveLoss, TripletMarginLoss
+from likewise.losses.positives import positive_pairs
+from likewise.losses.softmax import npairs_select, npairs_select_classes
+from likewise.similarity import relation_masks
+from test_losses_pair import assert_same, data, value_and_grad
+from test_losses_triplet import naive_triplet
+
+
+def loop_positive_pairs(labels, ref_labels, self_index):
+    return [
+        (i, j)
+        for i in range(len(labels))
+        for j in range(len(ref_labels))
+        if labels[i] == ref_labels[j] and j != self_index[i]
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_positive_pairs_match_a_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    labels, ref = torch.randint(0, 4, (9,), generator=g), torch.randint(0, 4, (13,), generator=g)
+    self_index = torch.randint(-1, 13, (9,), generator=g)
+    rows, cols = positive_pairs(labels, ref, self_index)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == loop_positive_pairs(labels, ref, self_index)
+    rows, cols = positive_pairs(labels)  # refs are the queries: the diagonal is left out
+    assert sorted(zip(rows.tolist(), cols.tolist())) == loop_positive_pairs(labels, labels, range(9))
+
+
+@pytest.mark.parametrize(
+    "form, metric",
+    [(f, m) for f in ("hinge", "squared_hinge", "hinge_squared") for m in ("euclidean", "squared_euclidean")]
+    + [("hinge", "cosine"), ("squared_hinge", "cosine")],
+)
+def test_contrastive_without_masks_equals_the_mask_path(form, metric):
+    x, y = data(b=12, classes=4)
+    r, ry = data(b=7, classes=4, seed=3)
+    margins = {"pos_margin": 0.9, "neg_margin": 0.2} if metric == "cosine" else {"neg_margin": 1.2}
+    loss = ContrastiveLoss(distance=metric, neg_form=form, **margins)
+    for args in ((), (r, ry)):
+        kw = {"ref_emb": args[0], "ref_labels": args[1]} if args else {}
+        fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
+        fast_stats = dict(loss.stats)
+        relevance = relation_masks(y, ry if args else None)[0] if args else y.unsqueeze(1) == y.unsqueeze(0)
+        masked = value_and_grad(lambda a, kw=kw, rel=relevance: loss(a, y, relevance=rel, **kw), x)
+        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
+        assert fast_stats == pytest.approx(loss.stats, rel=1e-9)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_triplet_slotted_and_sorted_searches_match_the_loop(monkeypatch, classes):
+    x, y = data(b=24, classes=classes)
+    loss = TripletMarginLoss(margin=0.3)
+    reference = value_and_grad(lambda a: naive_triplet(a, y, margin=0.3), x)
+    slotted = value_and_grad(lambda a: loss(a, y), x)
+    monkeypatch.setattr(triplet_module, "SLOTS_MAX", 0)  # every anchor takes the sorted search
+    sorted_search = value_and_grad(lambda a: loss(a, y), x)
+    assert_same(slotted, reference, rtol=1e-9, atol=1e-12)
+    assert_same(sorted_search, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_fused_gradients_pass_gradcheck():
+    x, y = data(b=8, classes=3)
+    for loss in (ContrastiveLoss(neg_margin=1.5), TripletMarginLoss(margin=0.4)):
+        assert torch.autograd.gradcheck(lambda a, loss=loss: loss(a, y), (x.clone().requires_grad_(),))
+    # a scaled loss: the attached gradient is multiplied by the incoming one
+    loss = ContrastiveLoss(neg_margin=1.5)
+    x1 = x.detach().clone().requires_grad_()
+    (g1,) = torch.autograd.grad(loss(x1, y), x1)
+    xr = x.detach().clone().requires_grad_()
+    (3.0 * loss(xr, y)).backward()
+    torch.testing.assert_close(xr.grad, 3 * g1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_npairs_pairs_from_labels_equal_the_mask_rule(seed):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 1 + seed % 9, (1 + 2 * seed,), generator=g)
+    pos, _ = relation_masks(labels)
+    expected = npairs_select(pos, labels)
+    got = npairs_select_classes(labels)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
