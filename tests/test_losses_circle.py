@@ -49,6 +49,34 @@ def naive_circle(emb, labels, m, gamma, ref_emb=None, ref_labels=None, pair_filt
     return sum(row_losses) / len(row_losses) if row_losses else 0.0
 
 
+def naive_circle_autograd(emb, labels, m, gamma, ref_emb=None, ref_labels=None):
+    """The same loops on torch scalars, so autograd gives an independent gradient.
+
+    As in the paper, the weights alpha_p = [1 + m - s]_+ and alpha_n = [s + m]_+ are
+    constants of the gradient (detached); the similarity ``s`` itself is not."""
+    same = ref_emb is None
+    refs = emb if same else ref_emb
+    r_lab = labels if same else ref_labels
+    rows = []
+    for i in range(emb.shape[0]):
+        pos_logits, neg_logits = [], []
+        for j in range(refs.shape[0]):
+            if same and i == j:
+                continue
+            s = (emb[i] * refs[j]).sum() / (emb[i].norm() * refs[j].norm())
+            if int(labels[i]) == int(r_lab[j]):
+                alpha = torch.clamp(1 + m - s.detach(), min=0)
+                pos_logits.append(-gamma * alpha * (s - (1 - m)))
+            else:
+                alpha = torch.clamp(s.detach() + m, min=0)
+                neg_logits.append(gamma * alpha * (s - m))
+        if pos_logits and neg_logits:
+            z = torch.logsumexp(torch.stack(pos_logits), 0) + torch.logsumexp(torch.stack(neg_logits), 0)
+            rows.append(torch.nn.functional.softplus(z))
+    rows = [r for r in rows if r.item() > 0]
+    return sum(rows) / len(rows)
+
+
 class FixedMiner:
     """A stand-in miner that returns what it was given."""
 
@@ -95,6 +123,32 @@ def test_circle_gradcheck_with_weights_held_constant():
         return circle_loss(pairwise_similarity(e, r), pos, ~pos, 0.25, 4.0, weight_sim=fixed)
 
     assert torch.autograd.gradcheck(f, (emb, refs))
+
+
+@pytest.mark.parametrize("m,gamma", [(0.4, 80.0), (0.25, 10.0), (0.0, 2.0)])
+@pytest.mark.parametrize("with_ref", [False, True])
+def test_circle_gradient_matches_autograd_through_the_loops(m, gamma, with_ref):
+    gen = torch.Generator().manual_seed(3)
+    emb = torch.randn(9, 4, dtype=torch.float64, generator=gen)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 0])
+    refs = torch.randn(7, 4, dtype=torch.float64, generator=gen) if with_ref else None
+    ref_labels = torch.tensor([0, 1, 2, 3, 1, 0, 4]) if with_ref else None
+
+    def value_and_grads(fn):
+        e = emb.clone().requires_grad_(True)
+        r = None if refs is None else refs.clone().requires_grad_(True)
+        value = fn(e, r)
+        return value, torch.autograd.grad(value, [e] if r is None else [e, r])
+
+    loss = CircleLoss(m=m, gamma=gamma)
+    ours, g_ours = value_and_grads(
+        lambda e, r: loss(e, labels) if r is None else loss(e, labels, ref_emb=r, ref_labels=ref_labels)
+    )
+    ref, g_ref = value_and_grads(lambda e, r: naive_circle_autograd(e, labels, m, gamma, r, ref_labels))
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_ours, g_ref):
+        assert b.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -205,3 +259,23 @@ def test_bad_input_errors():
         loss(emb, labels, (torch.tensor([0]), torch.tensor([3]), torch.tensor([1])))
     with pytest.raises(TypeError, match="floating point"):
         loss(torch.ones(6, 4, dtype=torch.long), labels)
+
+
+def test_bad_constructor_arguments():
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="m must be finite"):
+            CircleLoss(m=bad)
+    for bad in (-0.1, 0.51, 1.0):
+        with pytest.raises(ValueError, match=r"m must lie in \[0, 0.5\], got"):
+            CircleLoss(m=bad)
+    with pytest.raises(TypeError, match="m must be a number, got str"):
+        CircleLoss(m="0.4")
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="gamma must be > 0"):
+            CircleLoss(gamma=bad)
+    with pytest.raises(ValueError, match="gamma must be finite"):
+        CircleLoss(gamma=float("nan"))
+    with pytest.raises(TypeError, match="gamma must be a number, got NoneType"):
+        CircleLoss(gamma=None)
+    for edge in (0.0, 0.5):  # both ends of the range are allowed
+        assert CircleLoss(m=edge).m == edge

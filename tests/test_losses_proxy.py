@@ -194,6 +194,7 @@ def test_arcface_edge_cases():
     loss = ArcFaceLoss(4, 3).double()
     for emb, labels in [
         (torch.randn(5, 3, dtype=torch.float64), torch.zeros(5, dtype=torch.long)),  # one class
+        (torch.randn(4, 3, dtype=torch.float64), torch.tensor([2, 0, 3, 1])),  # all singletons
         (torch.ones(4, 3, dtype=torch.float64), torch.tensor([0, 0, 1, 1])),  # duplicates
         (torch.zeros(3, 3, dtype=torch.float64), torch.tensor([0, 1, 3])),  # zero vectors
     ]:
@@ -272,3 +273,44 @@ def test_pml_also_refuses_ref_emb():
 def test_arcface_margin_must_be_an_angle():
     with pytest.raises(ValueError, match=r"degrees in \[0, 180\)"):
         ArcFaceLoss(3, 4, margin=200)
+
+
+def test_proxy_anchor_bad_constructor_arguments():
+    for bad in (0, -2.0):
+        with pytest.raises(ValueError, match="alpha must be > 0, got"):
+            ProxyAnchorLoss(3, 4, alpha=bad)
+    for key in ("alpha", "margin"):
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=f"{key} must be finite"):
+                ProxyAnchorLoss(3, 4, **{key: bad})
+        with pytest.raises(TypeError, match=f"{key} must be a number, got str"):
+            ProxyAnchorLoss(3, 4, **{key: "1"})
+    with pytest.raises(TypeError, match="num_classes must be a positive integer, got float 3.0"):
+        ProxyAnchorLoss(3.0, 4)
+    with pytest.raises(ValueError, match="embedding_size must be a positive integer, got 0"):
+        ProxyAnchorLoss(3, 0)
+    assert ProxyAnchorLoss(1, 4, margin=-0.1).margin == -0.1  # one class, a negative margin: allowed
+
+
+def test_arcface_bad_constructor_arguments():
+    for bad in (0, -64.0):
+        with pytest.raises(ValueError, match="scale must be > 0, got"):
+            ArcFaceLoss(3, 4, scale=bad)
+    with pytest.raises(ValueError, match="scale must be finite"):
+        ArcFaceLoss(3, 4, scale=float("inf"))
+    with pytest.raises(ValueError, match="margin must be finite, got nan"):
+        ArcFaceLoss(3, 4, margin=float("nan"))
+    with pytest.raises(ValueError, match=r"margin is an angle in degrees in \[0, 180\), got -1.0"):
+        ArcFaceLoss(3, 4, margin=-1)
+    with pytest.raises(TypeError, match="margin must be a number, got NoneType"):
+        ArcFaceLoss(3, 4, margin=None)
+    with pytest.raises(ValueError, match="num_classes must be >= 2: .* got num_classes=1"):
+        ArcFaceLoss(1, 4)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got -3"):
+        ArcFaceLoss(-3, 4)
+    with pytest.raises(ValueError, match="embedding_size must be a positive integer, got 0"):
+        ArcFaceLoss(3, 0)
+    with pytest.raises(TypeError, match="embedding_size must be a positive integer, got bool True"):
+        ArcFaceLoss(3, True)
+    loss = ArcFaceLoss(2, 1, margin=0, scale=1)  # the smallest valid sizes
+    assert loss.W.shape == (1, 2) and loss.margin == 0.0

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
+from _memory import LargestTensors
 from likewise.losses.softmax import (
     NPairsLoss,
     NTXentLoss,
@@ -581,13 +582,48 @@ def test_chunked_8192_by_128_trains():
     head = torch.nn.Linear(128, 128)
     opt = torch.optim.SGD(head.parameters(), lr=2.0)
     loss_fn = NTXentLoss(temperature=0.1, chunk_size=512)
-    loss = loss_fn(head(feats), labels)  # forward + backward, 512 x 8192 similarities at a time
-    loss.backward()
+    with LargestTensors() as sizes:
+        loss = loss_fn(head(feats), labels)  # forward + backward, 512 x 8192 similarities at a time
+        loss.backward()
+    # nothing larger than one [512, 8192] block was ever made (a full S would be 16x that)
+    assert sizes.largest_any <= 512 * 8192, (sizes.largest_any_op, sizes.largest_any)
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in head.parameters())
     assert loss_fn.stats["pos_pairs"] == 8192 * 127
     opt.step()
     with torch.no_grad():
         assert loss_fn(head(feats), labels) < loss.detach()
+
+
+@pytest.mark.parametrize("make", CHUNKED)
+@pytest.mark.parametrize("with_refs", [False, True])
+def test_chunked_never_holds_more_than_chunk_by_n(make, with_refs):
+    b, n, d, c = 600, 450, 8, 64
+    x, y = torch.randn(b, d), torch.randint(0, 20, (b,))
+    r, ry = torch.randn(n, d), torch.randint(0, 20, (n,))
+    refs = n if with_refs else b
+
+    def forward_backward(chunk):
+        e, f = x.clone().requires_grad_(True), r.clone().requires_grad_(True)
+        loss_fn = make(chunk)
+        value = loss_fn(e, y, ref_emb=f, ref_labels=ry) if with_refs else loss_fn(e, y)
+        value.backward()
+        return value
+
+    with LargestTensors() as sizes:
+        forward_backward(c)
+    # every tensor made in forward, backward and the recomputation: at most one [c, N] block
+    # (float or bool: label masks are built per block too)
+    assert sizes.largest_any <= c * refs, (sizes.largest_any_op, sizes.largest_any)
+    # the same check sees a full [B, N] matrix without chunking ...
+    with LargestTensors() as sizes:
+        forward_backward(None)
+    assert sizes.largest >= b * refs
+    # ... and in backward alone
+    e = x.clone().requires_grad_(True)
+    value = make(None)(e, y)
+    with LargestTensors() as sizes:
+        value.backward()
+    assert sizes.largest >= b * b
 
 
 # ---------------------------------------------------------------- constructor errors and helpers

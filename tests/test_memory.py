@@ -6,6 +6,13 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
+from likewise.losses import (
+    CircleLoss,
+    ContrastiveLoss,
+    LogRatioLoss,
+    MultiSimilarityLoss,
+    TripletMarginLoss,
+)
 from likewise.losses.softmax import NTXentLoss, SupConLoss
 from likewise.memory import CrossBatchMemory, MemoryQueue
 
@@ -93,6 +100,30 @@ def test_queue_errors():
         q.enqueue(torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 1]))
 
 
+def test_queue_refuses_float_labels_instead_of_truncating_them():
+    q = MemoryQueue(4, 3)
+    with pytest.raises(TypeError, match="the memory queue stores integer class labels only"):
+        q.enqueue(torch.randn(2, 3), torch.tensor([0.2, 1.7]))
+    multi = MemoryQueue(4, 3, label_dim=2)
+    with pytest.raises(ValueError, match=r"must be 0/1 \(or bool\).*LogRatioLoss.*got values \[0.25, 1.5\]"):
+        multi.enqueue(torch.randn(2, 3), torch.tensor([[0.25, 1.0], [0.0, 1.5]]))
+    with pytest.raises(ValueError, match=r"got values \[-1\]"):
+        multi.enqueue(torch.randn(2, 3), torch.tensor([[1, -1], [0, 1]]))
+    assert len(q) == 0 and len(multi) == 0
+    multi.enqueue(torch.randn(2, 3), torch.tensor([[1.0, 0.0], [1.0, 1.0]]))  # 0/1 floats are exact
+    assert torch.equal(multi.labels, torch.tensor([[1, 0], [1, 1]]))
+
+
+def test_xbm_refuses_log_ratio_float_labels():
+    x = torch.randn(3, 4)
+    with pytest.raises(TypeError, match="LogRatioLoss takes, cannot be queued"):
+        CrossBatchMemory(LogRatioLoss(), 4, memory_size=8)(x, torch.tensor([0.5, 1.5, 2.0]))
+    xbm = CrossBatchMemory(LogRatioLoss(), 4, memory_size=8, label_dim=2)
+    with pytest.raises(ValueError, match="LogRatioLoss takes, cannot be queued"):
+        xbm(x, torch.randn(3, 2))
+    assert len(xbm.queue) == 0
+
+
 # ---------------------------------------------------------------- CrossBatchMemory vs PML
 
 
@@ -109,6 +140,27 @@ def _steps(n_steps, batch, dim, n_classes, gen):
     [
         (lambda: NTXentLoss(temperature=0.1), lambda: pml_losses.NTXentLoss(temperature=0.1)),
         (lambda: SupConLoss(), lambda: pml_losses.SupConLoss()),
+        (lambda: ContrastiveLoss(), lambda: pml_losses.ContrastiveLoss()),
+        (
+            lambda: ContrastiveLoss(pos_margin=0.3, neg_margin=1.2),
+            lambda: pml_losses.ContrastiveLoss(pos_margin=0.3, neg_margin=1.2),
+        ),
+        (lambda: TripletMarginLoss(), lambda: pml_losses.TripletMarginLoss()),
+        (lambda: TripletMarginLoss(margin=0.5), lambda: pml_losses.TripletMarginLoss(margin=0.5)),
+        (lambda: MultiSimilarityLoss(), lambda: pml_losses.MultiSimilarityLoss()),
+        (lambda: CircleLoss(), lambda: pml_losses.CircleLoss()),
+        (lambda: CircleLoss(m=0.25, gamma=32), lambda: pml_losses.CircleLoss(m=0.25, gamma=32)),
+    ],
+    ids=[
+        "ntxent",
+        "supcon",
+        "contrastive",
+        "contrastive_margins",
+        "triplet",
+        "triplet_margin",
+        "multi_similarity",
+        "circle",
+        "circle_m_gamma",
     ],
 )
 def test_xbm_matches_pml_through_wrap_around(ours, theirs):
@@ -116,6 +168,7 @@ def test_xbm_matches_pml_through_wrap_around(ours, theirs):
     pml = pml_losses.CrossBatchMemory(theirs(), 5, memory_size=memory_size)
     detached = CrossBatchMemory(ours(), 5, memory_size, detach_batch_refs=True)
     default = CrossBatchMemory(ours(), 5, memory_size)
+    informative = 0  # steps with a non-zero value and gradient: the comparison has teeth
     for x, y in _steps(7, batch, 5, 4, torch.Generator().manual_seed(1)):
         xa, xb, xc = (x.clone().requires_grad_(True) for _ in range(3))
         v_pml = pml(xa, y)
@@ -126,12 +179,14 @@ def test_xbm_matches_pml_through_wrap_around(ours, theirs):
         (g_pml,) = torch.autograd.grad(v_pml, xa)
         (g_det,) = torch.autograd.grad(v_det, xb)
         torch.testing.assert_close(g_det, g_pml, rtol=1e-4, atol=1e-7)
+        informative += int(v_pml.item() != 0 and bool(g_pml.abs().sum() > 0))
         # PML's memory (current batch included) holds what our queue's newest entries hold
         filled = pml.embedding_memory if pml.has_been_filled else pml.embedding_memory[: pml.queue_idx]
         ours_e, _ = detached.queue.latest(memory_size)
         assert sorted(map(tuple, filled.tolist())) == sorted(map(tuple, ours_e.tolist()))
+    assert informative >= 6
     assert len(detached.queue) == memory_size
-    assert detached.stats["memory_fill"] == 1.0 and "pos_pairs" in detached.stats
+    assert detached.stats["memory_fill"] == 1.0 and len(detached.stats) > 1  # + the loss's stats
 
 
 # ---------------------------------------------------------------- CrossBatchMemory vs a plain loop

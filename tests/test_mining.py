@@ -6,7 +6,11 @@ import math
 
 import pytest
 import torch
+from pytorch_metric_learning import distances as pml_distances
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
 
+from _memory import LargestTensors
 from likewise import mining
 from likewise.mined import PairMask, Triplets, to_pair_mask
 from likewise.mining import (
@@ -18,8 +22,6 @@ from likewise.mining import (
     SemiHardMiner,
     distance_weighted_log_weights,
 )
-
-pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
 
 
 @pytest.fixture(params=["dense", "sorted"])
@@ -523,6 +525,9 @@ def test_bad_input_errors():
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="unknown metric 'manhattan'"):
         BatchHardMiner(distance="manhattan")
+    pml_message = r"LpDistance\(p=2, power=1\) is a pytorch-metric-learning object; likewise takes"
+    with pytest.raises(ValueError, match=pml_message + " distance='euclidean'"):
+        BatchHardMiner(distance=pml_distances.LpDistance())
     with pytest.raises(ValueError, match="margin must be positive, got 0"):
         SemiHardMiner(0)
     with pytest.raises(ValueError, match="need 0 <= cutoff < nonzero_loss_cutoff"):
@@ -556,8 +561,6 @@ def test_exact_ties_follow_the_strict_inequalities(search_path):
 
 
 def test_miners_plug_into_losses_like_pml():
-    from pytorch_metric_learning import losses as pml_losses
-
     from likewise.losses.triplet import TripletMarginLoss
 
     x, labels = data(b=20, d=16, classes=5, seed=1, dtype=torch.float32)
@@ -568,3 +571,38 @@ def test_miners_plug_into_losses_like_pml():
     t = SemiHardMiner(0.2)(x, labels)
     theirs = pml_losses.TripletMarginLoss(margin=0.2)(x, labels, (t.anchor, t.positive, t.negative))
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+@pytest.mark.parametrize("make", ALL_MINERS)
+@pytest.mark.parametrize(
+    ("per_class", "c"),
+    [
+        (4, 4),  # 128 classes x 4: dense per-positive search, 3 positives per anchor
+        (64, 4),  # 8 classes x 64: sorted-rows search
+        # 64 classes x 8: dense search over 7 positives, [B, 7, N] per block; that path is
+        # taken only while the positives per anchor stay <= log2 N, so c <= 1 + log2(512)
+        (8, 10),
+    ],
+)
+@pytest.mark.parametrize("with_refs", [False, True])
+def test_miners_never_hold_a_cubic_tensor(make, per_class, c, with_refs):
+    b = 512
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(b // per_class).repeat_interleave(per_class)
+    x = torch.randn(b, 16, generator=gen)
+    miner = make()
+    with LargestTensors() as sizes:
+        if with_refs:  # the batch plus a queue of past embeddings of other classes, self excluded
+            past = torch.randn(b // 2, 16, generator=gen)
+            ref, ref_labels = torch.cat([x, past]), torch.cat([labels, labels[: b // 2] + b])
+            out = miner(x, labels, ref_emb=ref, ref_labels=ref_labels, ref_self_index=torch.arange(b))
+        else:
+            out = miner(x, labels)
+    n = b + b // 2 if with_refs else b
+    assert not _is_empty(out)
+    # every tensor made (float, bool or index) holds at most c * B * N elements: nothing B^3
+    assert sizes.largest_any <= c * b * n, (sizes.largest_any_op, sizes.largest_any / (b * n))
+    assert sizes.largest_any >= b * n  # the check sees the [B, N] distance matrix itself

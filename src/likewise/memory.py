@@ -8,6 +8,13 @@
   Learning") wraps a likewise loss: the current batch is compared with itself and
   with the embeddings of past batches, through the loss's ``ref_emb`` /
   ``ref_labels`` -- a memory is just "more references" (see DESIGN.md).
+
+Labels: the queue stores integer class ids ``[b]`` or, with ``label_dim=C``,
+multi-label 0/1 rows ``[b, C]``, in a ``long`` buffer. Float labels are refused
+(``TypeError`` for class ids; ``ValueError`` for multi-label rows with values other
+than 0/1) rather than silently truncated: the continuous label vectors of
+:class:`~likewise.losses.LogRatioLoss` cannot be queued, so that loss cannot be
+wrapped in a cross-batch memory with float labels.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.losses.base import INDICES_TUPLE_MESSAGE
+from likewise.similarity import check_binary
 
 
 def _check_positive_int(value: Any, name: str) -> int:
@@ -29,8 +37,10 @@ def _check_positive_int(value: Any, name: str) -> int:
 class MemoryQueue(nn.Module):
     """FIFO queue of the last ``size`` embeddings ``[size, dim]`` and labels.
 
-    ``label_dim=None``: labels are class ids ``[b]``; ``label_dim=C``: multi-label
-    ``[b, C]``. Stored labels are ``long``. The embedding buffer takes the dtype
+    ``label_dim=None``: labels are integer class ids ``[b]``; ``label_dim=C``:
+    multi-label 0/1 (or bool) rows ``[b, C]``. Stored labels are ``long``: float
+    labels (e.g. LogRatioLoss's continuous label vectors) cannot be queued and are
+    refused with an error. The embedding buffer takes the dtype
     and device of what is enqueued (float32 until then), so float64 stays exact.
 
     ``enqueue(emb [b, dim], labels)`` stores detached copies (when ``b > size``,
@@ -66,8 +76,19 @@ class MemoryQueue(nn.Module):
         if tuple(labels.shape) != expected:
             kind = "class ids" if self.label_dim is None else f"multi-label with {self.label_dim} columns"
             raise ValueError(f"labels must have shape {expected} ({kind}), got {tuple(labels.shape)}")
-        if labels.is_floating_point() and self.label_dim is None:
-            raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}")
+        if labels.is_complex() or (labels.is_floating_point() and self.label_dim is None):
+            raise TypeError(
+                f"labels must be integer class ids, got dtype {labels.dtype}: the memory queue "
+                "stores integer class labels only (continuous float label vectors, as "
+                "LogRatioLoss takes, cannot be queued)"
+            )
+        if self.label_dim is not None:
+            check_binary(
+                labels,
+                f"multi-label labels [{n}, {self.label_dim}]",
+                "0/1 (or bool): the memory queue stores integer class labels only (continuous "
+                "float label vectors, as LogRatioLoss takes, cannot be queued)",
+            )
         return labels
 
     def enqueue(self, embeddings: Tensor, labels: Tensor) -> None:
@@ -151,7 +172,10 @@ class CrossBatchMemory(nn.Module):
     ``forward(..., enqueue=False)`` evaluates without storing the batch (e.g. for
     validation). ``stats``: the inner loss's, plus ``memory_fill`` (stored / size).
     The queue is :attr:`queue` (a :class:`MemoryQueue` of ``memory_size`` entries)
-    and is part of ``state_dict``. ``embedding_size`` must match ``D``.
+    and is part of ``state_dict``. ``embedding_size`` must match ``D``. Labels are
+    integer class ids ``[B]`` (or 0/1 rows ``[B, C]`` with ``label_dim=C``); float
+    labels are refused (see :class:`MemoryQueue`), so LogRatioLoss with continuous
+    labels cannot be wrapped.
     """
 
     def __init__(

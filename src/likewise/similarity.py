@@ -29,7 +29,59 @@ METRICS: tuple[str, ...] = ("cosine", "dot", "euclidean", "squared_euclidean")
 SIMILARITY_METRICS: tuple[str, ...] = ("cosine", "dot")
 
 
+def _pml_equivalent(obj: object) -> tuple[str, str | None] | None:
+    """``(description, metric name or None)`` for a pytorch-metric-learning distance object.
+
+    Recognised by class name (PML is not imported): ``LpDistance`` (p=2) is
+    ``euclidean``, or ``squared_euclidean`` with ``power=2``; ``CosineSimilarity`` is
+    ``cosine``; ``DotProductSimilarity`` is ``dot``. Other PML distances have none.
+    """
+    module = type(obj).__module__ or ""
+    names = [c.__name__ for c in type(obj).__mro__]
+    if not module.startswith("pytorch_metric_learning") and "BaseDistance" not in names:
+        return None
+    name = type(obj).__name__
+    if name == "LpDistance":
+        p, power = getattr(obj, "p", 2), getattr(obj, "power", 1)
+        described = f"LpDistance(p={p}, power={power})"
+        if p != 2:
+            return described, None
+        if power == 1:
+            return described, "euclidean"
+        return described, "squared_euclidean" if power == 2 else None
+    if name == "CosineSimilarity":
+        return "CosineSimilarity()", "cosine"
+    if name == "DotProductSimilarity":
+        return "DotProductSimilarity()", "dot"
+    return f"{name}()", None
+
+
 def check_metric(metric: str) -> str:
+    """Return ``metric`` if it is one of :data:`METRICS`.
+
+    Raises ``ValueError`` for an unknown name or a pytorch-metric-learning distance
+    object (the message names the string to pass instead), ``TypeError`` for any
+    other non-string.
+    """
+    if not isinstance(metric, str):
+        pml = _pml_equivalent(metric)
+        if pml is not None:
+            described, name = pml
+            if name is None:
+                raise ValueError(
+                    f"distance={described} is a pytorch-metric-learning object with no likewise "
+                    f"equivalent; likewise takes a metric name, one of {', '.join(map(repr, METRICS))}"
+                )
+            raise ValueError(
+                f"distance={described} is a pytorch-metric-learning object; "
+                f"likewise takes distance={name!r}"
+            )
+        shown = repr(metric)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise TypeError(
+            f"a metric must be a string, one of {', '.join(map(repr, METRICS))}; "
+            f"got {type(metric).__name__} {shown}"
+        )
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     return metric
@@ -82,12 +134,26 @@ def pairwise_similarity(
     return -pairwise_distance(x, y, metric)
 
 
+def check_binary(x: Tensor, name: str, expected: str) -> Tensor:
+    """Raise ``ValueError`` unless ``x`` is bool or holds only 0 and 1 (NaN counts as bad)."""
+    if x.dtype == torch.bool:
+        return x
+    if x.is_complex():
+        raise TypeError(f"{name} must be {expected}, got dtype {x.dtype}")
+    bad = (x != 0) & (x != 1)
+    if bool(bad.any()):
+        values = torch.unique(x[bad].detach().cpu())[:5].tolist()
+        raise ValueError(f"{name} must be {expected}; got values {values}")
+    return x
+
+
 def relation_masks(
     labels: Tensor | None,
     ref_labels: Tensor | None = None,
     *,
     relevance: Tensor | None = None,
     self_index: Tensor | None = None,
+    validate: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Boolean positive / negative masks ``[B, N]``.
 
@@ -96,17 +162,23 @@ def relation_masks(
     * class ids ``[B]`` (int): positive = same id;
     * multi-label ``[B, C]`` 0/1 (or bool): positive = at least one shared label;
 
-    or ``relevance`` may be given directly as a bool ``[B, N]`` matrix
-    (then ``labels`` is ignored and negatives are its complement).
+    or ``relevance`` may be given directly as a ``[B, N]`` matrix, bool or 0/1
+    values (then ``labels`` is ignored and negatives are its complement).
 
     Self-pairs are excluded from both masks: ``self_index`` (long ``[B]``) gives,
     for each query, the reference column holding the query itself (``-1`` for
     none). When ``ref_labels`` is None the references are the queries and
     ``self_index`` defaults to ``arange(B)`` (the diagonal).
+
+    Multi-label and relevance values other than 0/1 (e.g. ``-1``, ``2``, NaN) raise
+    ``ValueError``; ``validate=False`` skips that scan (for callers that checked
+    already, e.g. once per batch rather than once per chunk).
     """
     if relevance is not None:
         if relevance.dim() != 2:
             raise ValueError(f"relevance must be a [B, N] matrix, got shape {tuple(relevance.shape)}")
+        if validate:
+            check_binary(relevance, "relevance", "a bool or 0/1 matrix [B, N]")
         pos = relevance.bool()
     else:
         if labels is None:
@@ -121,6 +193,10 @@ def relation_masks(
                 raise ValueError(
                     f"multi-label labels have {labels.shape[1]} columns but ref_labels have {ref.shape[1]}"
                 )
+            if validate:
+                check_binary(labels, "multi-label labels [B, C]", "0/1 (or bool)")
+                if ref_labels is not None:
+                    check_binary(ref_labels, "multi-label ref_labels [N, C]", "0/1 (or bool)")
             pos = (labels.to(torch.float32) @ ref.to(torch.float32).T) > 0
         else:
             raise ValueError(

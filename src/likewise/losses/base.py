@@ -7,7 +7,8 @@
   queries are compared with (a memory queue, gathered embeddings, another view).
   When absent the references are the queries themselves and self-pairs are
   excluded (pytorch-metric-learning's convention).
-* ``relevance``: optional bool ``[B, N]`` matrix that replaces the label relation.
+* ``relevance``: optional bool ``[B, N]`` matrix that replaces the label relation
+  (a numeric one must hold only 0/1; multi-label ``[B, C]`` labels likewise).
 * ``ref_self_index``: optional long ``[B]``: for each query, the row of ``ref_emb``
   that holds the query itself (``-1`` for none), excluded from every pair. A
   cross-batch memory or a cross-GPU gather that contains the current batch uses it.
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.mined import Mined, PairMask, to_pair_mask
-from likewise.similarity import relation_masks
+from likewise.similarity import check_binary, relation_masks
 
 INDICES_TUPLE_MESSAGE = (
     "likewise losses take no indices_tuple: pass a miner in the constructor instead, "
@@ -52,6 +53,7 @@ class Batch:
             None if self.same_set else self.ref_labels,
             relevance=self.relevance,
             self_index=self.self_index,
+            validate=False,  # check_batch validated the labels / relevance once
         )
 
     def row_slice(self, start: int, stop: int) -> Batch:
@@ -93,6 +95,9 @@ def _check_labels(labels: Any, n: int, name: str, emb_name: str) -> Tensor:
         raise ValueError(f"{name} has {labels.shape[0]} entries but {emb_name} has {n} rows")
     if labels.is_floating_point() and labels.dim() == 1:
         raise TypeError(f"{name} must be integer class ids, got dtype {labels.dtype}")
+    if labels.dim() == 2:
+        rows = "N" if name.startswith("ref") else "B"
+        check_binary(labels, f"multi-label {name} [{rows}, C]", "0/1 (or bool): 1 marks a label the row has")
     return labels
 
 
@@ -125,6 +130,7 @@ def check_batch(
             raise TypeError(f"relevance must be a bool torch.Tensor, got {type(relevance).__name__}")
         if tuple(relevance.shape) != (b, n):
             raise ValueError(f"relevance must have shape {(b, n)}, got {tuple(relevance.shape)}")
+        check_binary(relevance, "relevance", f"a bool or 0/1 matrix {(b, n)}")
         relevance = relevance.bool()
     elif labels is None:
         if labels_required:

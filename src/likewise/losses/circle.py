@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from likewise.losses.base import Batch, MetricLoss, zero_loss
+from likewise.losses.pair import check_number
 from likewise.losses.proxy import masked_logsumexp
 from likewise.similarity import pairwise_similarity
 
@@ -73,6 +74,10 @@ class CircleLoss(MetricLoss):
     ``CircleLoss``, including calls with ``ref_emb``/``ref_labels``. ``miner=``
     restricts the positive / negative pairs to the mined ones.
 
+    ``m`` must lie in ``[0, 0.5]`` (targets ``s_p > 1 - m``, ``s_n < m``: ``m < 0`` asks
+    for a cosine above 1, ``m > 0.5`` lets negatives be more similar than positives);
+    ``gamma`` must be a finite number ``> 0``.
+
     Shapes: ``embeddings [B, D]``, ``labels [B]`` (or ``[B, C]`` multi-label, or
     ``relevance [B, N]``). Stats: ``active_rows`` (fraction of queries with a
     positive and a negative), ``pos_sim`` / ``neg_sim`` (mean cosine over the pairs used).
@@ -80,8 +85,13 @@ class CircleLoss(MetricLoss):
 
     def __init__(self, m: float = 0.4, gamma: float = 80, miner: Any = None) -> None:
         super().__init__(miner=miner)
-        self.m = float(m)
-        self.gamma = float(gamma)
+        self.m = check_number(m, "m")
+        if not 0 <= self.m <= 0.5:
+            raise ValueError(
+                f"m must lie in [0, 0.5], got {self.m}: the positive target 1 - m must be "
+                "reachable by a cosine (m >= 0) and not below the negative target m (m <= 0.5)"
+            )
+        self.gamma = check_number(gamma, "gamma", positive=True)
 
     def compute(self, batch: Batch) -> Tensor:
         pos, neg = self.pair_masks(batch)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from likewise.losses.base import Batch, MetricLoss
+from likewise.losses.pair import check_number
 
 
 def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, add_one: bool = False) -> Tensor:
@@ -75,10 +76,17 @@ def _check_proxy_batch(batch: Batch, num_classes: int, embedding_size: int, name
     return _check_class_ids(batch.labels, num_classes, name)
 
 
-def _check_sizes(num_classes: int, embedding_size: int) -> None:
+def _check_sizes(num_classes: int, embedding_size: int, min_classes: int = 1) -> None:
     for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{key} must be a positive integer, got {type(value).__name__} {value!r}")
+        if value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if num_classes < min_classes:
+        raise ValueError(
+            f"num_classes must be >= {min_classes}: a softmax over {num_classes} class has "
+            f"nothing to tell apart, got num_classes={num_classes}"
+        )
 
 
 def proxy_anchor_loss(
@@ -112,6 +120,7 @@ class ProxyAnchorLoss(MetricLoss):
     copying ``proxies`` the value and gradients agree. Call
     ``loss(embeddings [B, D], labels [B])``; stats: ``pos_sim`` / ``neg_sim`` (mean
     cosine of samples to their own / other proxies), ``proxies_with_pos``.
+    ``alpha`` must be a finite number ``> 0`` and ``margin`` finite.
     """
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.1, alpha: float = 32) -> None:
@@ -119,8 +128,8 @@ class ProxyAnchorLoss(MetricLoss):
         _check_sizes(num_classes, embedding_size)
         self.num_classes = num_classes
         self.embedding_size = embedding_size
-        self.margin = float(margin)
-        self.alpha = float(alpha)
+        self.margin = check_number(margin, "margin")
+        self.alpha = check_number(alpha, "alpha", positive=True)
         self.proxies = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
@@ -191,20 +200,22 @@ class ArcFaceLoss(MetricLoss):
     gradients agree, except within machine epsilon of ``cos = +-1`` (see
     :func:`arcface_target_logit`). Call ``loss(embeddings [B, D], labels [B])``;
     stats: ``mean_angle`` (degrees, to the true class), ``accuracy`` (argmax of
-    the plain cosines).
+    the plain cosines). ``num_classes >= 2``, ``scale`` a finite number ``> 0``,
+    ``margin`` in ``[0, 180)``.
     """
 
     def __init__(
         self, num_classes: int, embedding_size: int, margin: float = 28.6, scale: float = 64
     ) -> None:
         super().__init__()
-        _check_sizes(num_classes, embedding_size)
+        _check_sizes(num_classes, embedding_size, min_classes=2)
+        margin = check_number(margin, "margin")
         if not 0 <= margin < 180:
             raise ValueError(f"margin is an angle in degrees in [0, 180), got {margin!r}")
         self.num_classes = num_classes
         self.embedding_size = embedding_size
-        self.margin = float(margin)
-        self.scale = float(scale)
+        self.margin = margin
+        self.scale = check_number(scale, "scale", positive=True)
         self.W = nn.Parameter(torch.empty(embedding_size, num_classes))
         nn.init.normal_(self.W)
 
