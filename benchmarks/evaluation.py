@@ -16,18 +16,27 @@ with 2 threads (torch and FAISS/OpenMP).
   L2-normalised embeddings (FAISS flat L2 = cosine ranking), the call the issue
   names as the status quo.
 
+Sections:
+
+1. leave-one-out retrieval at the same size, then with large classes under the cap;
+2. where PML runs out of memory: ``n`` doubles from ``--oom-start`` (25,000) with
+   ``--oom-per-class`` (1,000) items per class — PML's memory grows with
+   ``n x largest class`` — under the ``--cap-gb`` address-space cap, until PML
+   fails (or ``--oom-max``); likewise then runs at that size under the same cap;
+3. ``likewise.Index`` build time, search throughput and recall@10 for flat / hnsw /
+   ivf: :func:`table` of ``benchmarks/index.py`` at 40,000 vectors (the full-size
+   table is in ``docs/benchmarks_index.md``).
+
 Usage::
 
-    python benchmarks/evaluation.py            # full run (~10-15 min on 2 cores)
+    python benchmarks/evaluation.py            # full run (~15-20 min on 2 cores)
     python benchmarks/evaluation.py --quick    # small sizes, a smoke test
-
-The index throughput section (``index_section``) is a hook for the
-``likewise.Index`` benchmark, filled in separately.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -116,9 +125,7 @@ def run_worker(impl: str, n: int, n_classes: int, cap_gb: float | None, timeout:
     cmd = [sys.executable, os.path.abspath(__file__), "_worker", impl, str(n), str(n_classes)]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=limit, env=env
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=limit, env=env)
     except subprocess.TimeoutExpired:
         return {"impl": impl, "n": n, "classes": n_classes, "error": f"timeout after {timeout:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -143,12 +150,16 @@ def fmt_row(r: dict) -> str:
     base = f"{r['base_rss_mb']:.0f}" if "base_rss_mb" in r else "-"
     p1s = f"{p1:.4f}" if p1 is not None else "-"
     maprs = f"{mapr:.4f}" if mapr is not None else "-"
-    return (f"| {r['impl']} | {r['n']:,} | {r['classes']:,} | {cap} | {secs} | {peak} | {base} | "
-            f"{p1s} | {maprs} | {status} |")
+    return (
+        f"| {r['impl']} | {r['n']:,} | {r['classes']:,} | {cap} | {secs} | {peak} | {base} | "
+        f"{p1s} | {maprs} | {status} |"
+    )
 
 
-HEADER = ("| method | n | classes | memory cap | seconds | peak RSS MB | RSS before call MB | "
-          "P@1 | MAP@R | status |\n|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| method | n | classes | memory cap | seconds | peak RSS MB | RSS before call MB | "
+    "P@1 | MAP@R | status |\n|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def retrieval_section(quick: bool, cap_gb: float, timeout: float) -> list[str]:
@@ -162,9 +173,14 @@ def retrieval_section(quick: bool, cap_gb: float, timeout: float) -> list[str]:
             f"time likewise / PML = {lw['seconds'] / pm['seconds']:.2f}; "
             f"peak RSS likewise / PML = {lw['peak_rss_mb'] / pm['peak_rss_mb']:.2f}"
         )
-        agree = max(abs(lw["metrics"][a] - pm["metrics"][b]) for a, b in (
-            ("precision_at_1", "precision_at_1"), ("r_precision", "r_precision"),
-            ("map_at_r", "mean_average_precision_at_r")))
+        agree = max(
+            abs(lw["metrics"][a] - pm["metrics"][b])
+            for a, b in (
+                ("precision_at_1", "precision_at_1"),
+                ("r_precision", "r_precision"),
+                ("map_at_r", "mean_average_precision_at_r"),
+            )
+        )
         out.append(f"largest |likewise - PML| over P@1, R-precision, MAP@R: {agree:.2e}")
     out.append("")
 
@@ -173,8 +189,13 @@ def retrieval_section(quick: bool, cap_gb: float, timeout: float) -> list[str]:
     n2 = 20_000 if quick else 100_000
     classes2 = 10 if quick else 50
     rows2 = [run_worker(impl, n2, classes2, cap_gb, timeout) for impl in ("pml", "likewise")]
-    out += [f"### Same n, {n2 // classes2:,} items per class, both under a {cap_gb:g} GiB address-space cap",
-            "", HEADER, *map(fmt_row, rows2), ""]
+    out += [
+        f"### Same n, {n2 // classes2:,} items per class, both under a {cap_gb:g} GiB address-space cap",
+        "",
+        HEADER,
+        *map(fmt_row, rows2),
+        "",
+    ]
 
     # Scale: likewise at 200,000 x 200,000 under the same cap.
     if not quick:
@@ -183,9 +204,58 @@ def retrieval_section(quick: bool, cap_gb: float, timeout: float) -> list[str]:
     return out
 
 
+def oom_section(
+    quick: bool, cap_gb: float, timeout: float, start: int, per_class: int, largest: int
+) -> list[str]:
+    """Double n until PML fails under the cap; then likewise at that n, same cap."""
+    if quick:
+        start, per_class, largest = 2_000, 100, 8_000
+    rows, failed, n = [], None, start
+    while n <= largest:
+        r = run_worker("pml", n, max(2, n // per_class), cap_gb, timeout)
+        rows.append(r)
+        if "error" in r:
+            failed = r
+            break
+        n *= 2
+    out = [
+        f"### Where PML runs out of memory: n doubled from {start:,} ({per_class:,} items per class), "
+        f"{cap_gb:g} GiB address-space cap",
+        "",
+        HEADER,
+        *map(fmt_row, rows),
+    ]
+    if failed is None:
+        out += ["", f"PML did not fail up to n = {rows[-1]['n']:,} under the cap.", ""]
+        return out
+    lw = run_worker("likewise", failed["n"], failed["classes"], cap_gb, timeout * 3)
+    out += [fmt_row(lw), ""]
+    what = "timed out" if failed["error"].startswith("timeout") else "fails"
+    if "error" in lw:
+        out.append(
+            f"PML {what} at n = {failed['n']:,}; likewise at the same n and cap failed too: {lw['error']}"
+        )
+    else:
+        out.append(
+            f"PML {what} first at n = {failed['n']:,} ({failed['error']}); likewise at the same n under the "
+            f"same cap: {lw['seconds']:.1f} s, peak RSS {lw['peak_rss_mb']:,.0f} MB."
+        )
+    out.append("")
+    return out
+
+
 def index_section(quick: bool) -> list[str]:
-    """Hook: index build/search throughput and recall@10 (flat / hnsw / ivf), added with likewise.Index."""
-    return []
+    """Index build/search throughput and recall@10 (flat / hnsw / ivf): ``benchmarks/index.py``'s table."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from index import table  # benchmarks/index.py, beside this script
+
+    n, queries, repeats = (5_000, 200, 1) if quick else (40_000, 1_000, 2)
+    with contextlib.redirect_stdout(sys.stderr):  # its progress rows go to stderr
+        lines = table(n=n, queries=queries, clusters=max(10, n // 100), threads=THREADS, repeats=repeats)
+    title = "### likewise.Index: build time, search throughput, recall@10 (benchmarks/index.py)"
+    return [title, "", *lines, ""]
 
 
 def main() -> None:
@@ -196,6 +266,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--cap-gb", type=float, default=4.0, help="address-space cap for the capped runs")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per worker")
+    ap.add_argument("--oom-start", type=int, default=25_000, help="first n of the PML memory search")
+    ap.add_argument("--oom-per-class", type=int, default=1_000, help="items per class in that search")
+    ap.add_argument("--oom-max", type=int, default=400_000, help="largest n tried in that search")
     args = ap.parse_args()
     started = datetime.datetime.now(datetime.timezone.utc)
     lines = [
@@ -205,6 +278,9 @@ def main() -> None:
         "",
     ]
     lines += retrieval_section(args.quick, args.cap_gb, args.timeout)
+    lines += oom_section(
+        args.quick, args.cap_gb, args.timeout, args.oom_start, args.oom_per_class, args.oom_max
+    )
     lines += index_section(args.quick)
     print("\n".join(lines))
 

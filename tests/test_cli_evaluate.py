@@ -195,3 +195,53 @@ def test_evaluate_out_is_a_file(tmp_path, capsys):
     assert main(argv + ["--out", str(tmp_path / "taken")]) == 2
     assert "exists and is not a directory" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "keep me"
+
+
+def _strict_json(text):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_evaluate_string_label_csv_and_strict_json(tmp_path, capsys):
+    """Class names in a one-column CSV (with or without a header) act as the integer labels do;
+    metrics.json is strict JSON even when a threshold is infinite (written as null)."""
+    x, y = _data(n_per=10, n_classes=4, seed=3)
+    x[1] = x[10]  # the most similar pair is a different-label one: no threshold keeps FAR <= 1e-3
+    names = np.array(["cat", "dog", "bird, small", "fish"])[y]
+    _write(tmp_path, e=x, l=y)
+    (tmp_path / "with_header.csv").write_text("label\n" + "\n".join(f'"{n}"' for n in names) + "\n")
+    (tmp_path / "bare.csv").write_text("\n".join(f'"{n}"' for n in names) + "\n")
+    results = {}
+    for name in ("l.npy", "with_header.csv", "bare.csv"):
+        out = tmp_path / name.replace(".", "_")
+        argv = ["evaluate", "--embeddings", str(tmp_path / "e.npy"), "--labels", str(tmp_path / name)]
+        assert main([*argv, "--out", str(out), "--no-report"]) == 0, capsys.readouterr().err
+        text = (out / "metrics.json").read_text()
+        assert "Infinity" not in text and "NaN" not in text
+        results[name] = _strict_json(text)
+    naive = _naive_retrieval(x, y, x, y, loo=True)
+    for name, metrics in results.items():
+        for key, value in naive.items():
+            assert metrics["retrieval"][key] == pytest.approx(value), (name, key)
+        v = metrics["verification"]
+        assert v["threshold_at_far_1e-03"] is None and v["tar_at_far_1e-03"] == 0
+        assert v["n_positive"] == 4 * 10 * 9 // 2
+    strip = ("settings",)
+    base = {k: v for k, v in results["l.npy"].items() if k not in strip}
+    for name in ("with_header.csv", "bare.csv"):
+        assert {k: v for k, v in results[name].items() if k not in strip} == base
+
+
+def test_evaluate_label_csv_errors(tmp_path, capsys):
+    x, y = _data(n_per=4)
+    _write(tmp_path, e=x)
+    (tmp_path / "short.csv").write_text("label\n" + "\n".join(["a", "b"] * 9) + "\n")
+    (tmp_path / "header_only.csv").write_text("label\n")
+    (tmp_path / "two_cols.csv").write_text("a,b\nc,d\n")
+    e = str(tmp_path / "e.npy")
+    cases = [
+        ("short.csv", "has 18 entries but --embeddings has 20"),
+        ("header_only.csv", "has a header line but no labels"),
+        ("two_cols.csv", "is not a numeric table (or a one-column file of labels)"),
+    ]
+    for name, message in cases:
+        _fail(tmp_path, capsys, ["evaluate", "--embeddings", e, "--labels", str(tmp_path / name)], message)

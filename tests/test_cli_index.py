@@ -173,3 +173,29 @@ def test_bad_input(tmp_path, capsys):
         "no such file",
         res,
     )
+
+
+@pytest.mark.parametrize("header", ["label\n", ""])
+def test_build_with_class_name_csv_labels(tmp_path, capsys, header):
+    """A one-column CSV of class names (with or without a header line) labels the vectors."""
+    x, y = _data(30, seed=2)
+    names = np.array(["ant", "bee", "cat", "dog"])[y]
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "names.csv").write_text(header + "\n".join(names) + "\n")
+    ix = tmp_path / "ix"
+    argv = [
+        "index",
+        "build",
+        "--embeddings",
+        str(tmp_path / "x.npy"),
+        "--labels",
+        str(tmp_path / "names.csv"),
+    ]
+    assert main([*argv, "--out", str(ix)]) == 0
+    capsys.readouterr()
+    assert main(["index", "search", str(ix), "--queries", str(tmp_path / "x.npy"), "-k", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    order = np.argsort(-(xn @ xn.T), axis=1)[:, :3]
+    for r, o in zip(rows, order):
+        assert r["ids"] == o.tolist() and r["labels"] == names[o].tolist()

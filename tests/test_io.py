@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -84,3 +85,67 @@ def test_load_array_formats_and_errors(tmp_path):
     np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match=r"shape \(2, 2, 2\); expected 1-D or 2-D"):
         load_array(tmp_path / "cube.npy")
+
+
+def _strict(text):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_json_is_strict_with_non_finite_values_as_null(tmp_path):
+    obj = {
+        "inf": float("inf"),
+        "neg": -np.inf,
+        "nested": {"list": [1.5, float("nan"), (np.float32("inf"), np.int64(3))]},
+        "np": np.float64("nan"),
+        "arr": np.array([0.25, np.inf]),
+        "flag": np.bool_(True),
+        "path": tmp_path / "p",
+        "fine": 2.5,
+    }
+    atomic_write_json(tmp_path / "m.json", obj)
+    got = _strict((tmp_path / "m.json").read_text())
+    assert got == {
+        "inf": None,
+        "neg": None,
+        "nested": {"list": [1.5, None, [None, 3]]},
+        "np": None,
+        "arr": [0.25, None],
+        "flag": True,
+        "path": str(tmp_path / "p"),
+        "fine": 2.5,
+    }
+    assert obj["inf"] == float("inf")  # the caller's object is not changed
+
+
+def test_csv_of_class_names(tmp_path):
+    names = ["cat", "dog", "cat", "bird"]
+    cases = {
+        "header.csv": "label\n" + "\n".join(names) + "\n",
+        "Header.csv": "Class\n" + "\n".join(names) + "\n",
+        "bare.csv": "\n".join(names) + "\n",
+        "quoted.csv": '"cat"\n dog \n"cat"\n\n"bird"\n',
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        got = load_array(tmp_path / name)
+        assert got.dtype.kind == "U" and got.tolist() == names, name
+    # a first value that is a label, not a column name, is kept
+    (tmp_path / "first.csv").write_text("label\nx\nlabel\n")
+    assert load_array(tmp_path / "first.csv").tolist() == ["label", "x", "label"]
+    (tmp_path / "comma.csv").write_text('"a, b"\nc\n')
+    assert load_array(tmp_path / "comma.csv").tolist() == ["a, b", "c"]
+    (tmp_path / "mixed.csv").write_text("7\ncat\n")
+    assert load_array(tmp_path / "mixed.csv").tolist() == ["7", "cat"]
+    # numeric files are unchanged: a header line over numbers is skipped
+    (tmp_path / "numeric.csv").write_text("label\n3\n1\n")
+    got = load_array(tmp_path / "numeric.csv")
+    assert got.dtype == np.int64 and got.tolist() == [3, 1]
+    (tmp_path / "header_only.csv").write_text("label\n")
+    with pytest.raises(ValueError, match="has a header line but no labels"):
+        load_array(tmp_path / "header_only.csv")
+    (tmp_path / "empty_label.csv").write_text('cat\n""\n')
+    with pytest.raises(ValueError, match="contains an empty label"):
+        load_array(tmp_path / "empty_label.csv")
+    (tmp_path / "table.csv").write_text("a,b\nc,d\n")
+    with pytest.raises(ValueError, match="is not a numeric table"):
+        load_array(tmp_path / "table.csv")

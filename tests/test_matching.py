@@ -6,7 +6,13 @@ import torch
 
 from likewise.evaluation import verification_metrics, verification_pairs
 from likewise.index import Index
-from likewise.matching import Match, Matcher, calibrate, calibrate_from_embeddings
+from likewise.matching import (
+    Match,
+    Matcher,
+    calibrate,
+    calibrate_from_embeddings,
+    calibrate_threshold,
+)
 
 
 def _naive_threshold(s, y, target, far=None):
@@ -32,7 +38,7 @@ def _naive_threshold(s, y, target, far=None):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_calibrate_equals_a_naive_sweep(seed):
+def test_calibrate_threshold_equals_a_naive_sweep(seed):
     rng = np.random.default_rng(seed)
     n = 300
     y = rng.random(n) < 0.3
@@ -40,41 +46,50 @@ def test_calibrate_equals_a_naive_sweep(seed):
     if seed % 2:
         s = np.round(s, 1)  # many ties
     for target in ("f1", "accuracy"):
-        assert calibrate(s, y, target=target) == _naive_threshold(s, y, target)
+        assert calibrate_threshold(s, y, target=target) == _naive_threshold(s, y, target)
     for far in (0.0, 0.01, 0.1, 0.5, 1.0):
-        assert calibrate(s, y, target="far", far=far) == _naive_threshold(s, y, "far", far)
+        assert calibrate_threshold(s, y, target="far", far=far) == _naive_threshold(s, y, "far", far)
 
 
-def test_calibrate_agrees_with_verification_metrics_and_simple_cases():
+def test_calibrate_threshold_agrees_with_verification_metrics_and_simple_cases():
     rng = np.random.default_rng(7)
     y = rng.random(500) < 0.4
     s = np.round(rng.normal(np.where(y, 0.8, 0.2), 0.3), 2)
     m = verification_metrics(s, y)
-    assert calibrate(s, y, target="f1") == m["best_f1_threshold"]
-    assert calibrate(s, y, target="accuracy") == m["best_accuracy_threshold"]
-    assert calibrate(s, y, target="far", far=0.01) == m["threshold_at_far_1e-02"]
+    assert calibrate_threshold(s, y, target="f1") == m["best_f1_threshold"]
+    assert calibrate_threshold(s, y, target="accuracy") == m["best_accuracy_threshold"]
+    assert calibrate_threshold(s, y, target="far", far=0.01) == m["threshold_at_far_1e-02"]
     # separable: the threshold is the lowest same-class score
-    assert calibrate([0.9, 0.8, 0.7, 0.2, 0.1], [1, 1, 1, 0, 0]) == 0.7
-    assert calibrate(
+    assert calibrate_threshold([0.9, 0.8, 0.7, 0.2, 0.1], [1, 1, 1, 0, 0]) == 0.7
+    assert calibrate_threshold(
         torch.tensor([0.9, 0.8, 0.7, 0.2, 0.1]), torch.tensor([1, 1, 1, 0, 0]), target="accuracy"
     ) == (pytest.approx(0.7))
     # the most similar pair is different-class: no false accept allowed -> accept nothing
-    assert calibrate([0.9, 0.8, 0.1], [False, True, False], target="far", far=0.0) == np.inf
+    assert calibrate_threshold([0.9, 0.8, 0.1], [False, True, False], target="far", far=0.0) == np.inf
 
 
-def test_calibrate_errors():
+def test_calibrate_threshold_errors():
     with pytest.raises(ValueError, match="both same-class and different-class pairs"):
-        calibrate([0.1, 0.2], [True, True])
+        calibrate_threshold([0.1, 0.2], [True, True])
     with pytest.raises(ValueError, match="scores contain NaN"):
-        calibrate([0.1, np.nan], [True, False])
+        calibrate_threshold([0.1, np.nan], [True, False])
     with pytest.raises(ValueError, match="is_same has 3 entries but there are 2 scores"):
-        calibrate([0.1, 0.2], [True, False, True])
+        calibrate_threshold([0.1, 0.2], [True, False, True])
     with pytest.raises(ValueError, match="unknown target 'recall'"):
-        calibrate([0.1, 0.2], [True, False], target="recall")
+        calibrate_threshold([0.1, 0.2], [True, False], target="recall")
     with pytest.raises(ValueError, match=r"far must be a rate in \[0, 1\]"):
-        calibrate([0.1, 0.2], [True, False], target="far", far=2)
+        calibrate_threshold([0.1, 0.2], [True, False], target="far", far=2)
     with pytest.raises(ValueError, match="is_same must be booleans"):
-        calibrate([0.1, 0.2], [2, 0])
+        calibrate_threshold([0.1, 0.2], [2, 0])
+
+
+def test_calibrate_on_pairs_is_a_deprecated_alias_of_calibrate_threshold():
+    rng = np.random.default_rng(3)
+    y = rng.random(200) < 0.3
+    s = rng.normal(np.where(y, 1.0, 0.0), 0.8)
+    with pytest.warns(DeprecationWarning, match="use calibrate_threshold"):
+        legacy = calibrate(s, y, target="far", far=0.05)
+    assert legacy == calibrate_threshold(s, y, target="far", far=0.05) == _naive_threshold(s, y, "far", 0.05)
 
 
 def _world(seed=0, d=16):
@@ -118,7 +133,7 @@ def test_matcher_equals_naive_decision(k):
     index.add(gallery, labels=g_labels)
     threshold = calibrate_from_embeddings(val, val_labels, target="f1")
     s, same = verification_pairs(val, val_labels)
-    assert threshold == calibrate(s, same)
+    assert threshold == calibrate_threshold(s, same)
     matcher = Matcher(index, threshold, k=k)
     got = matcher.match(queries)
     want = _naive_match(gallery, g_labels, queries, threshold, k)
@@ -158,20 +173,51 @@ def test_matcher_evaluate_counts():
     assert strict["false_accept_rate"] == 0 and strict["recall"] == 0 and np.isnan(strict["precision"])
 
 
+def _strict_json(text):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
 def test_matcher_save_load_round_trip(tmp_path):
     gallery, g_labels, val, val_labels, queries, q_labels = _world(seed=2)
     names = np.array([f"person{i}" for i in range(12)])
     index = Index(16, kind="hnsw")
     index.add(gallery, labels=names[g_labels])
     matcher = Matcher.calibrated(index, val, names[val_labels], target="far", far=0.01, k=3)
+    assert matcher.calibration["target"] == "far" and matcher.calibration["far"] == 0.01
     matcher.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["index", "matcher.json"]
+    meta = _strict_json((tmp_path / "m" / "matcher.json").read_text())
+    assert meta["calibration"]["threshold"] == matcher.threshold
     loaded = Matcher.load(tmp_path / "m")
     assert loaded.threshold == matcher.threshold and loaded.k == 3
+    assert loaded.calibration == matcher.calibration
     assert loaded.match(queries) == matcher.match(queries)
-    Matcher(index, np.inf).save(tmp_path / "inf")
-    assert json.loads((tmp_path / "inf" / "matcher.json").read_text())["threshold"] == "inf"
-    assert Matcher.load(tmp_path / "inf").threshold == np.inf
+    # non-finite numbers: strict JSON strings, read back as floats
+    nan_calibration = {"target": "f1", "threshold": np.inf, "precision": float("nan"), "n_known": 3}
+    Matcher(index, np.inf, calibration=nan_calibration).save(tmp_path / "inf")
+    meta = _strict_json((tmp_path / "inf" / "matcher.json").read_text())
+    assert meta["threshold"] == "inf" and meta["calibration"]["precision"] == "nan"
+    back = Matcher.load(tmp_path / "inf")
+    assert back.threshold == np.inf and back.calibration["threshold"] == np.inf
+    assert np.isnan(back.calibration["precision"]) and back.calibration["n_known"] == 3
+    # a file written before calibration was saved (threshold "inf", no calibration) still loads
+    (tmp_path / "inf" / "matcher.json").write_text(
+        json.dumps({"format": "likewise-matcher", "version": 1, "threshold": "inf", "k": 1})
+    )
+    old = Matcher.load(tmp_path / "inf")
+    assert old.threshold == np.inf and old.calibration is None and Matcher(index, 0.5).calibration is None
+
+
+def test_match_says_unknown():
+    gallery, g_labels, val, val_labels, queries, q_labels = _world(seed=4)
+    index = Index(16)
+    index.add(gallery, labels=g_labels)
+    matches = Matcher(index, 0.9).match(queries)
+    unknown = [m for m in matches if m.label is None]
+    known = [m for m in matches if m.label is not None]
+    assert unknown and known
+    assert all(m.is_unknown and m.answer == "unknown" for m in unknown)
+    assert all(not m.is_unknown and m.answer == m.label for m in known)
 
 
 def test_matcher_errors(tmp_path):
@@ -197,3 +243,10 @@ def test_matcher_errors(tmp_path):
         Matcher.load(tmp_path / "just_index")
     with pytest.raises(FileNotFoundError):
         Matcher.load(tmp_path / "nothing")
+    with pytest.raises(TypeError, match="calibration must be a dict"):
+        Matcher(labelled, 0.5, calibration=[0.5])
+    Matcher(labelled, 0.5).save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "matcher.json").read_text())
+    (tmp_path / "m" / "matcher.json").write_text(json.dumps({**meta, "calibration": [1]}))
+    with pytest.raises(ValueError, match="calibration is not an object"):
+        Matcher.load(tmp_path / "m")

@@ -23,6 +23,7 @@ _LAZY = {
     "Index": "likewise.index",
     "Matcher": "likewise.matching",
     "calibrate": "likewise.matching",
+    "calibrate_threshold": "likewise.matching",
     "calibrate_from_embeddings": "likewise.matching",
     "load": "likewise.export",
     "save_model": "likewise.export",

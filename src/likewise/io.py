@@ -2,7 +2,11 @@
 
 * atomic writes: a temporary file in the target's directory, ``fsync``, then
   ``os.replace`` — a reader sees the old file or the new one, never half of one;
-* :func:`load_array`: ``.npy``, ``.npz`` (first array, or a named key) and CSV.
+* :func:`atomic_write_json` writes strict JSON (RFC 8259): NaN and infinite
+  floats, NumPy ones included, become ``null`` — never ``NaN``/``Infinity``,
+  which most JSON parsers other than Python's reject;
+* :func:`load_array`: ``.npy``, ``.npz`` (first array, or a named key) and CSV
+  (numeric tables, or one column of string labels).
 """
 
 from __future__ import annotations
@@ -53,14 +57,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Write ``obj`` as strict JSON, atomically (see :func:`to_strict_json`)."""
+    return atomic_write_text(path, to_strict_json(obj) + "\n")
+
+
+def to_strict_json(obj: Any) -> str:
+    """``obj`` as indented, key-sorted strict JSON text.
+
+    NumPy scalars and arrays become Python numbers and lists, paths strings, and
+    every NaN or infinite float (at any depth) ``null``. Other types raise ``TypeError``.
+    """
+    return json.dumps(_finite_json(obj), indent=2, sort_keys=True, allow_nan=False, default=_json_default)
+
+
+def _finite_json(obj: Any) -> Any:
+    """A copy of ``obj`` with NumPy values as Python ones and non-finite floats as ``None``."""
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {(k.item() if isinstance(k, np.generic) else k): _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_json(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
@@ -104,7 +129,8 @@ def load_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
 
     ``.npz``: the array ``key`` if given, else the only array, else ``embeddings``
     / ``labels`` / ``x`` / ``y`` is not guessed — a file with several arrays needs
-    ``key``. CSV: numeric, comma separated, an optional header line is skipped.
+    ``key``. CSV: numeric, comma separated, an optional header line is skipped; or one
+    column of string labels (see :func:`_load_csv`).
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one
     that cannot be read as an array. Pickled object arrays are refused.
     """
@@ -145,21 +171,51 @@ def load_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     return array
 
 
+#: first lines of a one-column CSV read as a column name, not as a label
+HEADER_NAMES = frozenset(
+    {"label", "labels", "class", "classes", "class_name", "category", "name", "identity", "target", "y"}
+)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _load_csv(path: Path, delimiter: str) -> np.ndarray:
-    with open(path, encoding="utf-8") as fh:
-        lines = [line for line in fh.read().splitlines() if line.strip()]
+    """A numeric table (optional header line skipped), or one column of string labels.
+
+    A one-column file whose values are not all numbers is read as string labels
+    (surrounding quotes and spaces removed). Its first line is a header, and
+    dropped, when it is a usual column name (:data:`HEADER_NAMES`, any case) that
+    does not occur again in the column; anything else is the first label.
+    """
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        text = fh.read()
+    lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{path} is empty")
-    first = lines[0].split(delimiter)
-    try:
-        [float(v) for v in first]
-        skip = 0
-    except ValueError:
-        skip = 1
+    rows = [[v.strip() for v in row] for row in csv.reader(lines, delimiter=delimiter)]
+    one_column = all(len(row) == 1 for row in rows)
+    if one_column and not all(_is_number(row[0]) for row in (rows[1:] or rows)):
+        values = [row[0] for row in rows]
+        if values[0].lower() in HEADER_NAMES and values[0] not in values[1:]:
+            values = values[1:]
+        if not values:
+            raise ValueError(f"{path} has a header line but no labels")
+        if "" in values:
+            raise ValueError(f"{path} contains an empty label")
+        return np.array(values, dtype=str)
+    skip = 0 if all(_is_number(v) for v in lines[0].split(delimiter)) else 1
     try:
         array = np.loadtxt(lines[skip:], delimiter=delimiter, ndmin=2)
     except ValueError as exc:
-        raise ValueError(f"{path} is not a numeric table: {exc}") from exc
+        raise ValueError(f"{path} is not a numeric table (or a one-column file of labels): {exc}") from exc
     if array.shape[1] == 1:
         array = array[:, 0]
         if np.all(array == np.round(array)):

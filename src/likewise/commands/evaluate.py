@@ -4,7 +4,11 @@
                       [--metric cosine] [-k 1 5 10] [--images I.npy] [--out DIR]
 
 Prints the metrics table; with ``--out`` writes ``DIR/metrics.json`` and
-``DIR/report.html``. Arrays may be ``.npy``, ``.npz`` (``file.npz:key``) or CSV.
+``DIR/report.html``. Arrays may be ``.npy``, ``.npz`` (``file.npz:key``) or CSV;
+labels may be integers or class names (a one-column CSV of names, with or
+without a header line such as ``label``). ``metrics.json`` is strict JSON: a
+value that is not a finite number (e.g. ``threshold_at_far_1e-03`` when no
+threshold reaches that rate) is ``null``.
 Every input is checked and every number computed before anything is written.
 
 Verification pairs: without references, pairs within the set
@@ -36,9 +40,9 @@ def register(subparsers: Any) -> None:
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--embeddings", required=True, help="[n, D] array (.npy, .npz[:key], .csv)")
-    p.add_argument("--labels", required=True, help="[n] class ids")
+    p.add_argument("--labels", required=True, help="[n] class ids or names (.npy, .npz[:key], .csv)")
     p.add_argument("--ref-embeddings", help="reference set [N, D] (default: leave-one-out on --embeddings)")
-    p.add_argument("--ref-labels", help="[N] class ids of the references")
+    p.add_argument("--ref-labels", help="[N] class ids or names of the references")
     p.add_argument("--metric", default="cosine", choices=("cosine", "dot", "euclidean", "squared_euclidean"))
     p.add_argument("-k", "--k", type=int, nargs="+", default=[1, 5, 10], help="cut-offs of recall@k")
     p.add_argument(

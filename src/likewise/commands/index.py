@@ -37,7 +37,9 @@ def register(subparsers: Any) -> None:
 
     b = sub.add_parser("build", help="build an index directory from embeddings")
     b.add_argument("--embeddings", required=True, help="[n, D] array (.npy, .npz[:key], .csv)")
-    b.add_argument("--labels", help="[n] labels stored with the vectors")
+    b.add_argument(
+        "--labels", help="[n] labels stored with the vectors: integers or class names (one-column .csv)"
+    )
     b.add_argument("--ids", help="[n] non-negative integer ids (default 0..n-1)")
     b.add_argument("--out", required=True, help="index directory to write")
     b.add_argument("--kind", default="flat", choices=("flat", "hnsw", "ivf"))

@@ -165,9 +165,9 @@ def render_report(
         y = np.asarray(is_same.detach().cpu().numpy() if hasattr(is_same, "detach") else is_same).astype(bool)
         if y.any() and not y.all():
             if threshold is None:
-                from likewise.matching import calibrate
+                from likewise.matching import calibrate_threshold
 
-                threshold = calibrate(scores, y, target="f1")
+                threshold = calibrate_threshold(scores, y, target="f1")
             n = f"{y.size:,} pairs ({int(y.sum()):,} same-label)"
             figures.append(
                 _img(
