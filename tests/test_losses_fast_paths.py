@@ -6,7 +6,13 @@ import pytest
 import torch
 
 import likewise.losses.triplet as triplet_module
-from likewise.losses import ContrastiveLoss, TripletMarginLoss
+from likewise.losses import (
+    ContrastiveLoss,
+    NTXentLoss,
+    SoftNearestNeighborLoss,
+    SupConLoss,
+    TripletMarginLoss,
+)
 from likewise.losses.positives import positive_pairs
 from likewise.losses.softmax import npairs_select, npairs_select_classes
 from likewise.similarity import relation_masks
@@ -87,3 +93,29 @@ def test_npairs_pairs_from_labels_equal_the_mask_rule(seed):
     expected = npairs_select(pos, labels)
     got = npairs_select_classes(labels)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: NTXentLoss(temperature=0.2),
+        lambda: SupConLoss(temperature=0.3),
+        lambda: SupConLoss(temperature=0.3, variant="in"),
+        lambda: SoftNearestNeighborLoss(temperature=2.0),
+        lambda: SoftNearestNeighborLoss(distance="cosine"),
+        lambda: SoftNearestNeighborLoss(distance="dot"),
+    ],
+)
+def test_softmax_kernels_equal_the_mask_path(make):
+    x, y = data(b=14, classes=5)
+    y[0] = 99  # a singleton: an anchor without positives
+    r, ry = data(b=9, classes=5, seed=4)
+    loss = make()
+    for kw in ({}, {"ref_emb": r, "ref_labels": ry}):
+        fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
+        fast_stats = dict(loss.stats)
+        relevance = relation_masks(y, kw.get("ref_labels"))[0]
+        masked = value_and_grad(lambda a, kw=kw, rel=relevance: loss(a, y, relevance=rel, **kw), x)
+        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
+        assert fast_stats == pytest.approx(loss.stats, rel=1e-9, abs=1e-12)
+    assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))

@@ -32,6 +32,8 @@ from torch import Tensor
 
 from likewise.losses.base import Batch, MetricLoss, check_batch, zero_loss
 from likewise.losses.chunking import check_chunk_size, map_row_blocks
+from likewise.losses.positives import batch_pairs
+from likewise.losses.row_softmax import gemm_loss, ntxent_kernel, snn_kernel, supcon_kernel
 from likewise.similarity import check_metric, pairwise_similarity
 
 
@@ -102,6 +104,48 @@ def masked_lse(x: Tensor, mask: Tensor) -> Tensor:
     return out.masked_fill(~has, float("-inf"))
 
 
+def scaled_factors(x: Tensor, y: Tensor | None, distance: str, temperature: float) -> tuple[Tensor, Tensor]:
+    """``(Xa, Ya)`` with ``Xa Ya^T = sim(x, y) / temperature`` for cosine, dot, squared Euclidean.
+
+    See :func:`scaled_similarity` (``y=None``: ``y = x``).
+    """
+    if distance == "cosine":
+        xn = F.normalize(x, dim=1)
+        yn = xn if y is None else F.normalize(y, dim=1)
+        return xn / temperature, yn
+    y = x if y is None else y
+    if distance == "dot":
+        return x / temperature, y
+    if distance != "squared_euclidean":
+        raise ValueError(f"no GEMM factors for distance {distance!r}")
+    # [2x/t, -1/t, -|x|^2/t] . [y, |y|^2, 1] = -|x - y|^2 / t
+    ones_x, ones_y = x.new_ones(x.shape[0], 1), y.new_ones(y.shape[0], 1)
+    xa = torch.cat([x * 2.0, -ones_x, -x.pow(2).sum(1, keepdim=True)], dim=1) / temperature
+    ya = torch.cat([y, y.pow(2).sum(1, keepdim=True), ones_y], dim=1)
+    return xa, ya
+
+
+def fast_path(batch: Batch, miner: Any, chunk_size: int | None) -> bool:
+    """Whether the mask-free kernels of :mod:`likewise.losses.row_softmax` apply."""
+    return (
+        miner is None
+        and batch.relevance is None
+        and batch.labels is not None
+        and batch.labels.dim() == 1
+        and (chunk_size is None or chunk_size >= batch.embeddings.shape[0])
+    )
+
+
+def _fast_loss(batch: Batch, kernel: Any, distance: str, temperature: float) -> tuple[Tensor, dict]:
+    pairs, selves = batch_pairs(batch)
+    refs = None if batch.same_set else batch.ref_emb
+    xa, ya = scaled_factors(batch.embeddings, refs, distance, temperature)
+    loss, stats = gemm_loss(xa, ya, kernel, pairs, selves)
+    if pairs[0].numel() == 0:
+        return zero_loss(batch.embeddings, batch.ref_emb), stats
+    return loss, stats
+
+
 def scaled_similarity(x: Tensor, y: Tensor | None, distance: str, temperature: float) -> Tensor:
     """``sim(x, y) / temperature`` ``[B, N]`` (``y=None``: ``y = x``) in few ``[B, N]`` passes.
 
@@ -111,19 +155,10 @@ def scaled_similarity(x: Tensor, y: Tensor | None, distance: str, temperature: f
     with two columns, so forward and backward are pure GEMMs (no clamp at distance 0:
     a coincident pair may get a rounding-size positive value, harmless in a softmax).
     """
-    if distance == "cosine":
-        xn = F.normalize(x, dim=1)
-        yn = xn if y is None else F.normalize(y, dim=1)
-        return (xn / temperature) @ yn.T
-    y = x if y is None else y
-    if distance == "dot":
-        return (x / temperature) @ y.T
-    if distance == "squared_euclidean":
-        # one GEMM on augmented rows: [2x/t, -1/t, -|x|^2/t] . [y, |y|^2, 1] = -|x - y|^2 / t
-        ones_x, ones_y = x.new_ones(x.shape[0], 1), y.new_ones(y.shape[0], 1)
-        xa = torch.cat([x * 2.0, -ones_x, -x.pow(2).sum(1, keepdim=True)], dim=1) / temperature
-        ya = torch.cat([y, y.pow(2).sum(1, keepdim=True), ones_y], dim=1)
+    if distance in ("cosine", "dot", "squared_euclidean"):
+        xa, ya = scaled_factors(x, y, distance, temperature)
         return xa @ ya.T
+    y = x if y is None else y
     return pairwise_similarity(x, y, distance).div_(temperature)
 
 
@@ -270,6 +305,11 @@ class NTXentLoss(MetricLoss):
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
 
     def compute(self, batch: Batch) -> Tensor:
+        # the mask-free kernel shifts rows by their max: safe while cosine logits span < 80
+        if fast_path(batch, self.miner, self.chunk_size) and 2 / self.temperature < 80:
+            loss, stats = _fast_loss(batch, ntxent_kernel(self.temperature), "cosine", self.temperature)
+            self._record(**stats)
+            return loss
         masks = None if self.miner is None else self.pair_masks(batch)
         loss, stats = _row_loss(batch, ntxent_rows, self.temperature, "cosine", self.chunk_size, masks)
         self._record(**stats)
@@ -362,6 +402,11 @@ class SupConLoss(MetricLoss):
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
 
     def compute(self, batch: Batch) -> Tensor:
+        if fast_path(batch, self.miner, self.chunk_size):
+            kernel = supcon_kernel(self.temperature, self.variant)
+            loss, stats = _fast_loss(batch, kernel, "cosine", self.temperature)
+            self._record(**stats)
+            return loss
         masks = None if self.miner is None else self.pair_masks(batch)
         rule = supcon_rows(self.variant)
         loss, stats = _row_loss(batch, rule, self.temperature, "cosine", self.chunk_size, masks)
@@ -430,6 +475,11 @@ class SoftNearestNeighborLoss(MetricLoss):
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
 
     def compute(self, batch: Batch) -> Tensor:
+        if fast_path(batch, self.miner, self.chunk_size) and self.distance != "euclidean":
+            kernel = snn_kernel(self.temperature, self.temperature)
+            loss, stats = _fast_loss(batch, kernel, self.distance, self.temperature)
+            self._record(**stats)
+            return loss
         masks = None if self.miner is None else self.pair_masks(batch)
         loss, stats = _row_loss(batch, snn_rows, self.temperature, self.distance, self.chunk_size, masks)
         self._record(**stats)

@@ -1,0 +1,244 @@
+"""Softmax-family losses of class-id labels in one ``[B, N]`` buffer, no masks.
+
+The general path of :mod:`likewise.losses.softmax` builds boolean masks, masked
+``logsumexp`` and lets autograd record each step: a dozen ``[B, N]`` passes. For the
+common case (class ids, no miner, no chunking) the positives are a short index list
+(:func:`likewise.losses.positives.positive_pairs`) and every other non-self pair is a
+negative, so each loss here is:
+
+1. ``L = Xa Ya^T`` (one GEMM; the temperature and, for squared Euclidean, the norms
+   are folded into the factors ``Xa, Ya``),
+2. the self pairs set to ``-inf``, the row maximum ``m``, ``E = exp(L - m)`` in place,
+3. row sums of ``E`` and sums over the positive list, the loss, and the gradient
+   ``G = dLoss/dL`` written into the same buffer (the softmax weights, scaled per row,
+   corrected at the positive pairs),
+
+and backward is the two GEMMs ``G Ya`` and ``G^T Xa``. The values equal those of the
+general path (tests compare them); the formulas are in the docstrings of
+:mod:`likewise.losses.softmax` and :mod:`likewise.losses.pair` (multi-similarity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+# kernel(logits [B, N] (owned, may be overwritten), pairs, selves) -> (loss, grad [B, N] | None, stats)
+Kernel = Callable[[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], bool], tuple[Tensor, Any, dict]]
+
+
+class _GemmLoss(torch.autograd.Function):
+    """``loss = kernel(Xa Ya^T)``; backward ``dXa = G Ya``, ``dYa = G^T Xa``."""
+
+    @staticmethod
+    def forward(ctx: Any, xa: Tensor, ya: Tensor, kernel: Kernel, pairs: Any, selves: Any) -> Tensor:
+        with torch.no_grad():
+            logits = xa @ ya.T
+            want = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+            loss, grad, _ = kernel(logits, pairs, selves, want)
+        ctx.save_for_backward(xa, ya, grad if grad is not None else logits.new_zeros(0))
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        xa, ya, g = ctx.saved_tensors
+        g = g * grad_out
+        gx = g @ ya if ctx.needs_input_grad[0] else None
+        gy = g.T @ xa if ctx.needs_input_grad[1] else None
+        return gx, gy, None, None, None
+
+
+def gemm_loss(
+    xa: Tensor, ya: Tensor, kernel: Kernel, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
+) -> tuple[Tensor, dict[str, float]]:
+    """The loss of ``kernel`` on ``Xa Ya^T`` and its statistics."""
+    stats: dict[str, float] = {}
+
+    def keep(logits: Tensor, p: Any, s: Any, want: bool) -> tuple[Tensor, Any, dict]:
+        loss, grad, st = kernel(logits, p, s, want)
+        stats.update(st)
+        return loss, grad, st
+
+    loss = _GemmLoss.apply(xa, ya, keep, pairs, selves)
+    return loss, stats
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def _exp_rows(logits: Tensor, selves: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Self pairs to ``-inf``, row max ``m [B]`` (0 for an empty row), ``E = exp(L - m)`` in place."""
+    logits[selves] = float("-inf")
+    m = logits.max(1).values
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return logits.sub_(m.unsqueeze(1)).exp_(), m
+
+
+def _pair_stats(
+    sum_all: Tensor, l_pos: Tensor, pr: Tensor, b: int, n: int, n_self: int, scale: float
+) -> dict[str, float]:
+    n_pos = pr.numel()
+    n_neg = b * n - n_pos - n_self
+    pos_sum = float(l_pos.sum(dtype=torch.float64))
+    return {
+        "pos_pairs": float(n_pos),
+        "anchors_with_pos": float(torch.unique(pr).numel()) / b,
+        "mean_pos_similarity": pos_sum * scale / max(n_pos, 1),
+        "mean_neg_similarity": (float(sum_all) - pos_sum) * scale / max(n_neg, 1),
+    }
+
+
+def _row_sum(values: Tensor, rows: Tensor, b: int) -> Tensor:
+    return values.new_zeros(b).index_add_(0, rows, values)
+
+
+def _pos_lse(l_pos: Tensor, pr: Tensor, b: int) -> Tensor:
+    """``log sum_{p in P(i)} e^{l_ip}`` per row ``[B]`` from the positive list (``-inf``: none)."""
+    top = l_pos.new_full((b,), float("-inf")).scatter_reduce_(0, pr, l_pos, "amax")
+    safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return _row_sum(torch.exp(l_pos - safe[pr]), pr, b).log() + safe
+
+
+def _finite_sum(logits: Tensor, selves: tuple[Tensor, Tensor]) -> Tensor:
+    """Sum of the logits but the self pairs (before they are set to ``-inf``)."""
+    return logits.sum(dtype=torch.float64) - logits[selves].sum(dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def ntxent_kernel(temperature: float) -> Kernel:
+    """NT-Xent: per positive pair ``log(e^{l_p} + sum_N e^{l_n}) - l_p``, mean over pairs."""
+
+    def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
+        b, n = logits.shape
+        pr, pc = pairs
+        sum_all = _finite_sum(logits, selves)
+        l_pos = logits[pr, pc]
+        stats = _pair_stats(sum_all, l_pos, pr, b, n, selves[0].numel(), temperature)
+        e, m = _exp_rows(logits, selves)
+        e[pr, pc] = 0  # what is left in a row is its negatives
+        log_neg = e.sum(1).log()  # -inf without negatives
+        shifted = l_pos - m[pr]
+        log_den = torch.logaddexp(shifted, log_neg[pr])
+        n_pairs = max(pr.numel(), 1)
+        loss = (log_den - shifted).sum() / n_pairs
+        grad = None
+        if want:
+            # d/dl_in = sum_p E_in / den_ip; d/dl_ip = E_ip / den_ip - 1 (all / n_pairs)
+            row_scale = _row_sum(torch.exp(-log_den), pr, b) / n_pairs
+            grad = e.mul_(row_scale.unsqueeze(1))
+            grad[pr, pc] = (torch.exp(shifted - log_den) - 1) / n_pairs
+        return loss, grad, stats
+
+    return kernel
+
+
+def supcon_kernel(temperature: float, variant: str) -> Kernel:
+    """SupCon ``L_out`` / ``L_in`` (denominator over all but self), mean over counted anchors."""
+
+    def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
+        b, n = logits.shape
+        pr, pc = pairs
+        sum_all = _finite_sum(logits, selves)
+        l_pos = logits[pr, pc]
+        stats = _pair_stats(sum_all, l_pos, pr, b, n, selves[0].numel(), temperature)
+        e, m = _exp_rows(logits, selves)
+        z = e.sum(1)  # [B] sum over all candidates (shifted)
+        n_pos = torch.bincount(pr, minlength=b)
+        n_self = torch.bincount(selves[0], minlength=b)
+        counted = (n_pos > 0) & (n - n_self > 1)  # a positive and another candidate
+        weight = counted.to(logits.dtype) / counted.sum().clamp_min(1)
+        shifted = l_pos - m[pr]
+        npos = n_pos.clamp_min(1).to(logits.dtype)
+        if variant == "out":
+            per_row = z.log() - _row_sum(shifted, pr, b) / npos
+        else:
+            pos_lse = _pos_lse(shifted, pr, b)  # shifted by m as well
+            per_row = z.log() - pos_lse + npos.log()
+        loss = torch.where(counted, per_row, torch.zeros_like(per_row)).mul(weight).sum()
+        grad = None
+        if want:
+            # d/dl_ia = w_i E_ia / Z_i, minus at positives w_i / |P(i)| (out) or w_i E_ip / sum_P E (in)
+            grad = e.mul_((weight / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
+            if variant == "out":
+                grad[pr, pc] -= (weight / npos)[pr]
+            else:
+                grad[pr, pc] -= weight[pr] * torch.exp(shifted - pos_lse[pr])
+        return loss, grad, stats
+
+    return kernel
+
+
+def snn_kernel(temperature: float, sim_scale: float) -> Kernel:
+    """Soft nearest neighbour: ``log sum_A e^l - log sum_P e^l`` for anchors with a positive."""
+
+    def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
+        b, n = logits.shape
+        pr, pc = pairs
+        sum_all = _finite_sum(logits, selves)
+        l_pos = logits[pr, pc]
+        stats = _pair_stats(sum_all, l_pos, pr, b, n, selves[0].numel(), sim_scale)
+        e, m = _exp_rows(logits, selves)
+        z = e.sum(1)  # >= 1: the row maximum is a candidate
+        pos_lse = _pos_lse(l_pos - m[pr], pr, b)
+        counted = torch.isfinite(pos_lse)
+        weight = counted.to(logits.dtype) / counted.sum().clamp_min(1)
+        per_row = torch.where(counted, z.log() - pos_lse, torch.zeros_like(z))
+        loss = (per_row * weight).sum()
+        grad = None
+        if want:
+            grad = e.mul_((weight / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
+            grad[pr, pc] -= weight[pr] * torch.exp(l_pos - m[pr] - pos_lse[pr])
+        return loss, grad, stats
+
+    return kernel
+
+
+def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
+    """Multi-similarity on cosine ``S``: ``1/a log(1 + sum_P e^{-a(S-b)}) + 1/b log(1 + sum_N e^{b(S-b)})``.
+
+    Averaged over the queries with a non-zero loss (those with any pair).
+    """
+
+    def kernel(sim: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
+        b, n = sim.shape
+        pr, pc = pairs
+        sum_all = _finite_sum(sim, selves)
+        s_pos = sim[pr, pc]
+        stats = _pair_stats(sum_all, s_pos, pr, b, n, selves[0].numel(), 1.0)
+        # negatives: beta (S - base), positives and self pairs removed, shifted by max(0, row max)
+        x = sim.sub_(base).mul_(beta)
+        x[pr, pc] = float("-inf")
+        x[selves] = float("-inf")
+        m = x.max(1).values.clamp_min(0)
+        e = x.sub_(m.unsqueeze(1)).exp_()
+        neg_den = torch.exp(-m) + e.sum(1)  # (1 + sum_N e^{beta(S - base)}) e^{-m}
+        neg_part = (m + neg_den.log()) / beta
+        # positives: 1/alpha log(1 + sum_P e^{-alpha (S - base)}), on the index list
+        xp = -alpha * (s_pos - base)
+        mp = torch.zeros(b, dtype=sim.dtype, device=sim.device).scatter_reduce_(0, pr, xp, "amax")
+        ep = torch.exp(xp - mp[pr])
+        pos_den = torch.exp(-mp) + _row_sum(ep, pr, b)
+        pos_part = (mp + pos_den.log()) / alpha
+        n_neg = n - torch.bincount(pr, minlength=b) - torch.bincount(selves[0], minlength=b)
+        rows = pos_part + neg_part
+        active = (rows > 0) & ((n_neg > 0) | (torch.bincount(pr, minlength=b) > 0))
+        weight = active.to(sim.dtype) / active.sum().clamp_min(1)
+        loss = (rows * weight).sum()
+        stats["active_fraction"] = float(active.sum()) / b
+        grad = None
+        if want:
+            # d/dS_in = E_in / neg_den (shifted consistently); d/dS_ip = -e_p / pos_den
+            grad = e.mul_((weight / neg_den).unsqueeze(1))
+            grad[pr, pc] = -(weight[pr] * ep / pos_den[pr])
+        return loss, grad, stats
+
+    return kernel
+
+
+__all__ = ["gemm_loss", "multi_similarity_kernel", "ntxent_kernel", "snn_kernel", "supcon_kernel"]
