@@ -86,7 +86,8 @@ def run_pml(config: Any, loss: Any, miner: Any) -> dict[str, Any]:
 
     torch.manual_seed(config.trainer.seed)
     start = time.perf_counter()
-    data = prepare_data(config.data)
+    # the same training samples as likewise's run (its validation part is held out of both)
+    data = prepare_data(config.data, validation_fraction=config.eval.validation_fraction)
     head_config = config.model_copy(deep=True)
     head_config.model.embed = "head"
     model = build_embedding_model(head_config, data.input_shape)

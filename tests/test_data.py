@@ -99,3 +99,57 @@ def test_array_dataset_items():
     ds = ArrayDataset(np.ones((3, 2)), np.array([4, 5, 6]))
     x, y = ds[1]
     assert x.dtype.is_floating_point and int(y) == 5 and len(ds) == 3
+
+
+def _png(path, size, value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size, 3), value, dtype=np.uint8)).save(path)
+
+
+def test_image_folder_resizes_to_the_first_images_size(tmp_path):
+    _png(tmp_path / "a" / "0.png", (6, 5), 10)
+    _png(tmp_path / "a" / "1.png", (12, 9), 20)  # another size: resized, not refused
+    _png(tmp_path / "b" / "0.png", (3, 3), 30)
+    data = load_image_folder(tmp_path)
+    assert data.x.shape == (3, 3, 6, 5)
+    np.testing.assert_allclose(data.x[1], 20 / 255, atol=1e-6)
+    assert load_image_folder(tmp_path, image_size=4).x.shape == (3, 3, 4, 4)
+
+
+def test_subset_keeps_the_skipped_inputs(tmp_path):
+    for cls in ("cat", "dog"):
+        for i in range(2):
+            _png(tmp_path / cls / f"{i}.png", (4, 4))
+    (tmp_path / "cat" / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
+    data = load_image_folder(tmp_path)
+    assert [p for p, _ in data.skipped] == [str(tmp_path / "cat" / "bad.jpg")]
+    part = data.subset(np.array([0, 3]))
+    assert len(part) == 2 and part.skipped == data.skipped
+    part.skipped.append(("x", "y"))  # a copy: the source's list is not shared
+    assert len(data.skipped) == 1
+
+
+def test_load_images_reads_a_plain_folder_with_the_file_of_every_row(tmp_path):
+    from likewise.data import load_images
+
+    _png(tmp_path / "b.png", (5, 5), 50)
+    _png(tmp_path / "a.png", (5, 5), 100)
+    _png(tmp_path / "sub" / "c.png", (10, 10), 150)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "notes.txt").write_text("not an image either, and not counted")
+    _png(tmp_path / ".hidden" / "d.png", (5, 5))
+    x, files, skipped = load_images(tmp_path, image_size=(4, 4), grayscale=True)
+    assert files == ["a.png", "b.png", "sub/c.png"]
+    assert x.shape == (3, 1, 4, 4)
+    np.testing.assert_allclose(x[:, 0, 0, 0], [100 / 255, 50 / 255, 150 / 255], atol=1e-6)
+    assert [name for name, _ in skipped] == ["broken.png"]
+    assert "unreadable image" in skipped[0][1]
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "x.png").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="none readable"):
+        load_images(tmp_path / "only")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        load_images(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError):
+        load_images(tmp_path / "missing")

@@ -36,3 +36,19 @@ def test_unknown_attribute_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="module 'likewise' has no attribute 'Nope'"):
         likewise.Nope  # noqa: B018
+
+
+def test_library_core_does_not_import_lightning():
+    """Losses, miners, evaluation and the exported model work without the trainer's Lightning."""
+    code = (
+        "import sys\n"
+        "import likewise.losses, likewise.mining, likewise.evaluation, likewise.export\n"
+        "import likewise.data, likewise.train.config, likewise.cli\n"
+        "likewise.losses.TripletMarginLoss, likewise.evaluation.retrieval_metrics\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning',"
+        " 'lightning_fabric'))\n"
+        "assert not loaded, loaded\n"
+        "assert 'likewise.losses.triplet' in sys.modules and 'likewise.export' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -24,6 +24,10 @@ def test_defaults_and_loss_arguments_are_kept():
     assert config.optimizer.lr == 0.01
     assert config.eval.metric == "map_at_r"
     assert config.to_dict()["loss"] == {"name": "ContrastiveLoss", "neg_margin": 0.7}
+    # selection on a validation split of the training classes by default; P from the data
+    assert config.eval.validation_fraction == 0.1 and config.eval.heldout_curves is True
+    assert config.sampler.classes_per_batch is None
+    assert validate_config({"eval": {"validation_fraction": 0}}).eval.validation_fraction == 0
 
 
 @pytest.mark.parametrize(
@@ -38,6 +42,8 @@ def test_defaults_and_loss_arguments_are_kept():
         ({"model": {"trunk": "vgg99"}}, "model.trunk: must be one of"),
         ({"trainer": {"precision": 17}}, "trainer.precision: must be one of"),
         ({"eval": {"metric": "accuracy"}}, "eval.metric: must be one of"),
+        ({"eval": {"validation_fraction": 1}}, "eval.validation_fraction: must be < 1"),
+        ({"eval": {"validation_fraction": -0.1}}, "eval.validation_fraction: must be >= 0"),
         ({"loss": {"name": "NoSuchLoss"}}, "loss.name: unknown loss 'NoSuchLoss'"),
         (
             {"loss": {"name": "ContrastiveLoss", "marginn": 1}},

@@ -58,12 +58,15 @@ def _train(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def _steps_per_epoch() -> int:
-    from likewise.data import class_disjoint_split, load_data
+    """Batches per epoch of the samples trained on (the validation split is not)."""
     from likewise.sampling import ClassBalancedBatchSampler
+    from likewise.train.config import validate_config
+    from likewise.train.data import prepare_data
 
-    y = load_data("digits").y
-    train, _ = class_disjoint_split(y, [0, 1, 2, 3, 4])
-    return len(ClassBalancedBatchSampler(y[train], 5, 8))
+    config = validate_config(CONFIG)
+    run = prepare_data(config.data, validation_fraction=config.eval.validation_fraction)
+    assert run.validation is not None and len(run.validation) > 0
+    return len(ClassBalancedBatchSampler(run.train_label_ids, 5, 8))
 
 
 @pytest.mark.slow
@@ -71,7 +74,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(CONFIG), encoding="utf-8")
     per_epoch = _steps_per_epoch()
+    assert per_epoch > 9
     kill_step = per_epoch + 7  # in the second epoch, after its first evaluation
+    kill_step += kill_step % 4 == 0  # not on a checkpoint step: the last checkpoint is older
     assert kill_step % 4 != 0
 
     done = _train(config, tmp_path / "a")
@@ -98,8 +103,10 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
 
     a = yaml.safe_load((tmp_path / "a" / "metrics.json").read_text())
     b = yaml.safe_load((tmp_path / "b" / "metrics.json").read_text())
-    assert a["heldout"] == b["heldout"]
+    assert a["selected_on"] == b["selected_on"] == "validation"
+    assert a["heldout"] == b["heldout"] and a["validation"] == b["validation"]
     assert a["history"] == b["history"] and len(a["history"]) == 3
+    assert all({"validation", "heldout"} <= set(h) for h in a["history"])
     assert a["best_epoch"] == b["best_epoch"]
     weights_a = (tmp_path / "a" / "model" / "model.safetensors").read_bytes()
     assert weights_a == (tmp_path / "b" / "model" / "model.safetensors").read_bytes()

@@ -14,7 +14,8 @@ def test_last_heldout_class_is_never_enrolled_and_its_false_accepts_are_counted(
     y = np.repeat(np.arange(4), 30)
     centres = rng.normal(size=(4, 8)) * 3
     # the unknown class leans towards a known one (a mix of directions): some, not all, falsely accepted
-    centres[3] = 0.5 * centres[0] + 0.75**0.5 * centres[3]
+    # (weights 0.85 / sqrt(1 - 0.85^2): 6 of its 15 queries are accepted; at 0.5 none were)
+    centres[3] = 0.85 * centres[0] + (1 - 0.85**2) ** 0.5 * centres[3]
     emb = (centres[y] + rng.normal(size=(120, 8))).astype(np.float32)
     names = ["a", "b", "c", "d"]
     index, matcher, info = build_search(emb, y, names, validate_config({}))

@@ -3,7 +3,8 @@
 Each sub-command lives in ``likewise/commands/<name>.py`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to the function
 that runs it. Bad input (a ``ValueError``/``TypeError``/``OSError`` raised while
-running, or a bad argument) prints one line on stderr and exits with status 2.
+running, Lightning's ``MisconfigurationException``, or a bad argument) prints one line
+on stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ from collections.abc import Sequence
 
 #: sub-command modules under likewise.commands, in the order shown by --help
 COMMANDS: tuple[str, ...] = ("demo", "train", "embed", "evaluate", "index")
+#: where Lightning defines MisconfigurationException (looked up only if already imported)
+_LIGHTNING_EXCEPTIONS = ("lightning.fabric.utilities.exceptions", "lightning_fabric.utilities.exceptions")
+
+
+def _is_misconfiguration(exc: BaseException) -> bool:
+    """Whether ``exc`` is Lightning's MisconfigurationException (bad trainer settings).
+
+    Lightning is not imported here: if it was never imported, the exception cannot be its.
+    """
+    for name in _LIGHTNING_EXCEPTIONS:
+        cls = getattr(sys.modules.get(name), "MisconfigurationException", None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return True
+    return False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, (ValueError, TypeError, OSError, KeyError)) and not _is_misconfiguration(exc):
+            raise
         message = str(exc).strip().splitlines()
         text = message[0] if message else type(exc).__name__
         if isinstance(exc, FileNotFoundError) and exc.filename:

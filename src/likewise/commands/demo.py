@@ -1,9 +1,14 @@
 """``likewise demo [--out DIR]``: the main job, end to end, on data that ships with the install.
 
-Trains a small ConvNet (SupCon loss on two augmented views) on mnist5k digits 0-4,
-evaluates retrieval on the unseen digits 5-9, builds an index and calibrates a matcher
-on them, and writes ``metrics.json``, ``report.html`` and the model directory under ``--out``. The
+Trains a small ConvNet (SupCon loss on two augmented views) on mnist5k digits 0-4
+(10% of them held out as the validation split that selects the best epoch), evaluates
+retrieval on the unseen digits 5-9, builds an index and calibrates a matcher on them,
+and writes ``metrics.json``, ``report.html`` and the model directory under ``--out``. The
 recipe is :data:`DEMO_CONFIG` (the same as ``configs/demo.yaml``).
+
+Running the demo again with the same ``--out`` replaces the previous demo output, once
+the new run has succeeded (it trains in a temporary sibling directory, then swaps);
+``--resume`` continues an interrupted one in place instead.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "sampler": {"kind": "random", "batch_size": 256},
     "augment": {"views": 2, "degrees": 15, "scale": 0.15, "translate": 0.1},
     "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.0001, "epochs": 8, "scheduler": "onecycle"},
-    "eval": {"every_n_epochs": 2, "metric": "map_at_r"},
+    "eval": {"every_n_epochs": 2, "metric": "map_at_r", "validation_fraction": 0.1},
     "trainer": {"seed": 0, "checkpoint_every_n_steps": 20, "log_every_n_steps": 3},
 }
 #: held-out targets of the demo (issue 4)
@@ -74,7 +79,8 @@ def write_demo_report(out: Path, result: dict[str, Any], config: Any) -> Path:
     options: dict[str, Any] = {
         "metric": config.eval.distance,
         "title": "likewise demo: unseen digits 5-9",
-        "subtitle": f"trained on digits 0-4, best epoch {result['best_epoch']}",
+        "subtitle": f"trained on digits 0-4, best epoch {result['best_epoch']} "
+        f"(chosen on {result.get('selected_on', 'heldout')} {config.eval.metric})",
     }
     if "threshold" in result.get("matching", {}):
         unknown = ", ".join(result["matching"].get("unknown_classes") or []) or "none"
@@ -85,16 +91,65 @@ def write_demo_report(out: Path, result: dict[str, Any], config: Any) -> Path:
     )
 
 
+#: what a demo run writes at the top of --out (a directory holding only these may be replaced)
+DEMO_OUTPUTS = frozenset({"config.yaml", "checkpoints", "logs", "model", "metrics.json", "report.html"})
+
+
+def previous_demo(out: Path, config: Any) -> bool:
+    """Whether ``out`` holds an earlier demo run, to be replaced.
+
+    ``ValueError`` if it holds a run that is not a demo (another recipe's ``config.yaml``), or
+    a run together with files the demo did not write: those are never deleted.
+    """
+    import yaml
+
+    if not out.is_dir():
+        return False
+    entries = {p.name for p in out.iterdir()}
+    if not {"metrics.json", "checkpoints"} & entries:
+        return False
+    others = sorted(entries - DEMO_OUTPUTS)
+    if others:
+        raise ValueError(
+            f"{out} holds a previous run and other files ({', '.join(others[:3])}); "
+            "move them, pass --resume, or choose another --out"
+        )
+    saved = out / "config.yaml"
+    try:
+        before = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.exists() else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        before = {}
+    now = config.to_dict()
+    if before is None:  # stopped before it wrote its config: nothing was trained
+        same = not (out / "checkpoints" / "last.ckpt").exists()
+    else:
+        same = isinstance(before, dict) and all(before.get(k) == now[k] for k in ("data", "model", "loss"))
+    if not same:
+        raise ValueError(
+            f"{out} holds a training run that is not a demo run; choose another --out "
+            "(the demo replaces only its own output)"
+        )
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from likewise.commands.train import quiet_lightning, summary_lines
+    from likewise.io import atomic_directory
     from likewise.train.run import fit
 
     config = demo_config(args.epochs, progress_bar=not args.no_progress)
     out = Path(args.out)
     quiet_lightning()
     start = time.perf_counter()
-    result = fit(config, out, resume=args.resume)
-    report = write_demo_report(out, result, config)
+    if not args.resume and previous_demo(out, config):
+        # a fresh demo replacing the last one: built aside, swapped in only once it succeeded
+        with atomic_directory(out) as tmp:
+            result = fit(config, tmp)
+            write_demo_report(tmp, result, config)
+    else:
+        result = fit(config, out, resume=args.resume)
+        write_demo_report(out, result, config)
+    report = out / "report.html"
     elapsed = time.perf_counter() - start
     m = result["heldout"]
     verdict = ", ".join(f"{k} {m[k]:.3f} {'>=' if m[k] >= t else '<'} {t:.2f}" for k, t in TARGETS.items())

@@ -38,9 +38,12 @@ def quiet_lightning() -> None:
 
 def summary_lines(result: dict[str, Any], out: Path) -> list[str]:
     m = result["heldout"]
+    if result.get("selected_on") == "validation":
+        chosen = f"best epoch {result['best_epoch']} (chosen on {result['n_validation']} validation samples)"
+    else:
+        chosen = f"best epoch {result['best_epoch']} (chosen on these classes: optimistic)"
     lines = [
-        f"held-out classes {', '.join(result['heldout_classes'])} ({result['n_heldout']} samples), "
-        f"best epoch {result['best_epoch']}:",
+        f"held-out classes {', '.join(result['heldout_classes'])} ({result['n_heldout']} samples), {chosen}:",
         f"  precision_at_1 {m['precision_at_1']:.4f}   r_precision {m['r_precision']:.4f}   "
         f"map_at_r {m['map_at_r']:.4f}",
     ]

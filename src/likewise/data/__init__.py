@@ -6,7 +6,7 @@ from pathlib import Path
 
 from likewise.data.arrays import ArrayDataset, LabeledArrays, encode_labels, load_array_dataset
 from likewise.data.bundled import BUNDLED, load_bundled, load_digits, load_mnist5k
-from likewise.data.folder import load_image_folder
+from likewise.data.folder import load_image_folder, load_images
 from likewise.data.splits import class_disjoint_split, stratified_split
 
 
@@ -30,8 +30,9 @@ def load_data(
     if path.is_dir():
         return load_image_folder(path, image_size=image_size, grayscale=grayscale)
     if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory (and not a bundled data set "
-                                f"{' / '.join(BUNDLED)})", str(path))
+        raise FileNotFoundError(
+            2, f"No such file or directory (and not a bundled data set {' / '.join(BUNDLED)})", str(path)
+        )
     return load_array_dataset(text, labels)
 
 
@@ -46,6 +47,7 @@ __all__ = [
     "load_data",
     "load_digits",
     "load_image_folder",
+    "load_images",
     "load_mnist5k",
     "stratified_split",
 ]

@@ -44,7 +44,8 @@ class LabeledArrays:
         return self.x.ndim == 4
 
     def subset(self, index: np.ndarray) -> LabeledArrays:
-        return LabeledArrays(self.x[index], self.y[index], self.class_names, self.name, [])
+        """The samples ``index`` (same class names; ``skipped`` is kept: it describes the source)."""
+        return LabeledArrays(self.x[index], self.y[index], self.class_names, self.name, list(self.skipped))
 
 
 class ArrayDataset(Dataset):

@@ -1,10 +1,12 @@
 """Callbacks of a run: periodic held-out evaluation with best-model selection, and checkpoints.
 
-* :class:`HeldOutEvaluation` embeds the held-out split every ``every_n_epochs``
+* :class:`HeldOutEvaluation` embeds the *selection* split every ``every_n_epochs``
   epochs (and after the last), computes :func:`likewise.evaluation.retrieval_metrics`,
-  logs them as ``eval/<name>`` and keeps the weights of the best epoch by ``metric``
-  (written atomically to ``best.safetensors``). Its state (best value and epoch,
-  history) is saved in every checkpoint.
+  logs them as ``<split>/<name>`` (``validation/map_at_r``) and keeps the weights of the
+  best epoch by ``metric`` (written atomically to ``best.safetensors``). Optionally it
+  also evaluates the held-out classes (``heldout/<name>``) for learning curves only:
+  they never choose the epoch. Its state (best value and epoch, history) is saved in
+  every checkpoint.
 * :class:`StepCheckpoint` writes ``last.ckpt`` every ``every_n_steps`` optimizer
   steps and at the end of every epoch (atomically, see ``checkpoint_io``).
 """
@@ -55,6 +57,15 @@ def state_dict_bytes(model: nn.Module) -> bytes:
 
 
 class HeldOutEvaluation(pl.Callback):
+    """Periodic retrieval evaluation; the best epoch by ``metric`` on ``(x, y)`` is kept.
+
+    ``split`` names the selection data in logs and history: ``"validation"`` (samples of
+    the training classes held out of training, the protocol of Musgrave et al. 2020) or
+    ``"heldout"`` (the unseen classes themselves: optimistic, the figures then picked
+    the epoch). ``curves``: ``(x, y)`` of the held-out classes, evaluated at the same
+    epochs for the logs and ``history`` only.
+    """
+
     def __init__(
         self,
         x: np.ndarray,
@@ -65,8 +76,12 @@ class HeldOutEvaluation(pl.Callback):
         distance: str,
         batch_size: int,
         best_path: str | Path,
+        split: str = "heldout",
+        curves: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.x, self.y = x, y
+        self.split = split
+        self.curves = curves
         self.every_n_epochs = every_n_epochs
         self.metric = metric
         self.distance = distance
@@ -74,24 +89,27 @@ class HeldOutEvaluation(pl.Callback):
         self.best_path = Path(best_path)
         self.best_value: float | None = None
         self.best_epoch: int | None = None
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
+
+    def _evaluate(self, pl_module: pl.LightningModule, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        return evaluate(
+            pl_module.model, x, y, distance=self.distance, batch_size=self.batch_size, device=pl_module.device
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         last = epoch + 1 >= (trainer.max_epochs or 0)
         if (epoch + 1) % self.every_n_epochs and not last:
             return
-        metrics = evaluate(
-            pl_module.model,
-            self.x,
-            self.y,
-            distance=self.distance,
-            batch_size=self.batch_size,
-            device=pl_module.device,
-        )
-        # identical on every rank (each evaluates the whole held-out set): the mean is the value
-        pl_module.log_dict({f"eval/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=True)
-        self.history = [h for h in self.history if h["epoch"] != epoch] + [{"epoch": epoch, **metrics}]
+        metrics = self._evaluate(pl_module, self.x, self.y)
+        entry: dict[str, Any] = {"epoch": epoch, self.split: metrics}
+        logged = {f"{self.split}/{k}": v for k, v in metrics.items()}
+        if self.curves is not None:
+            entry["heldout"] = self._evaluate(pl_module, *self.curves)
+            logged.update({f"heldout/{k}": v for k, v in entry["heldout"].items()})
+        # identical on every rank (each evaluates the whole split): the mean is the value
+        pl_module.log_dict(logged, on_epoch=True, sync_dist=True)
+        self.history = [h for h in self.history if h["epoch"] != epoch] + [entry]
         value = metrics[self.metric]
         if self.best_value is None or value > self.best_value:
             self.best_value, self.best_epoch = value, epoch

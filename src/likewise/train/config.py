@@ -78,11 +78,18 @@ class MinerConfig(_Named):
     pass
 
 
+#: classes per batch of the class-balanced sampler when ``classes_per_batch`` is not set
+DEFAULT_CLASSES_PER_BATCH = 8
+
+
 class SamplerConfig(_Section):
-    """``class_balanced``: P classes x K samples per (global) batch; ``random``: shuffled batches."""
+    """``class_balanced``: P classes x K samples per (global) batch; ``random``: shuffled batches.
+
+    ``classes_per_batch: null`` (the default) takes ``min(8, number of training classes)``.
+    """
 
     kind: Literal["class_balanced", "random"] = "class_balanced"
-    classes_per_batch: int = Field(default=8, gt=0)
+    classes_per_batch: int | None = Field(default=None, gt=0)
     samples_per_class: int = Field(default=4, gt=0)
     batch_size: int = Field(default=32, gt=0)  # kind=random (global batch)
     replacement: bool = False
@@ -114,10 +121,22 @@ class OptimizerConfig(_Section):
 
 
 class EvalConfig(_Section):
+    """Periodic evaluation and model selection.
+
+    The best epoch (by ``metric``) is chosen on a *validation* split: a stratified
+    ``validation_fraction`` of the training classes' samples, held out of training
+    (seeded by ``data.seed``). The held-out (unseen) classes are only evaluated, with
+    the selected weights at the end, and every evaluation when ``heldout_curves`` (for
+    curves; never for selection). ``validation_fraction: 0`` selects on the held-out
+    classes themselves: the reported figures are then optimistic (they picked the epoch).
+    """
+
     every_n_epochs: int = Field(default=1, gt=0)
     metric: Literal["precision_at_1", "r_precision", "map_at_r", "map", "mrr"] = "map_at_r"
     distance: Literal["cosine", "dot", "euclidean", "squared_euclidean"] = "cosine"
     batch_size: int = Field(default=512, gt=0)
+    validation_fraction: float = Field(default=0.1, ge=0, lt=1)
+    heldout_curves: bool = True
 
 
 class TrainerConfig(_Section):
@@ -244,6 +263,7 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 __all__ = [
+    "DEFAULT_CLASSES_PER_BATCH",
     "AugmentConfig",
     "DataConfig",
     "EvalConfig",

@@ -4,10 +4,21 @@ Output directory::
 
     config.yaml              the resolved config of the run
     checkpoints/last.ckpt    Lightning checkpoint (atomic), every N steps and every epoch
-    checkpoints/best.safetensors   weights of the best epoch by ``eval.metric``
+    checkpoints/best.safetensors   weights of the best epoch by ``eval.metric`` on the validation split
     logs/csv/version_*/      CSV metrics;  logs/tensorboard/version_*/  TensorBoard events
-    metrics.json             held-out metrics of the best model, best epoch, history
+    metrics.json             held-out metrics of the selected model, validation metrics, best epoch,
+                             history, skipped inputs
     model/                   the exported model (see ``likewise.export``), index, matcher
+
+Model selection follows "A Metric Learning Reality Check" (Musgrave et al. 2020): the
+best epoch is chosen on a validation split of the training classes' samples
+(``eval.validation_fraction``), and the unseen held-out classes are evaluated with the
+selected weights (``eval.validation_fraction: 0`` selects on the held-out classes
+instead, which makes their figures optimistic).
+
+Everything that can be checked before training is checked before anything is written
+to ``out`` (accelerator, data, sampler against the data), with errors that name the
+config key.
 
 Exact resume: every batch is a function of ``(seed, epoch)`` and the checkpoint
 holds the weights, optimizer, loss state (e.g. the cross-batch memory), RNG states
@@ -32,7 +43,7 @@ from likewise.data import ArrayDataset
 from likewise.io import atomic_write_json, atomic_write_text
 from likewise.train.callbacks import HeldOutEvaluation, SamplerEpoch, StepCheckpoint, evaluate
 from likewise.train.config import TrainConfig
-from likewise.train.data import RunData, prepare_data
+from likewise.train.data import RunData, check_sampler, prepare_data
 from likewise.train.module import MetricLearningModule
 from likewise.train.registry import build, loss_class, miner_class
 from likewise.train.sampling import ResumableBatchSampler, ShuffledBatchSampler
@@ -109,6 +120,7 @@ class _DataModule(pl.LightningDataModule):
 
     def _inner_sampler(self, rank: int, world: int) -> Any:
         s, seed = self.config.sampler, self.config.trainer.seed
+        resolved = check_sampler(s, self.data, world)
         if s.kind == "random":
             return ShuffledBatchSampler(
                 len(self.dataset), s.batch_size, seed=seed, rank=rank, world_size=world
@@ -118,8 +130,8 @@ class _DataModule(pl.LightningDataModule):
         try:
             return ClassBalancedBatchSampler(
                 self.data.train_label_ids,
-                s.classes_per_batch,
-                s.samples_per_class,
+                resolved["classes_per_batch"],
+                resolved["samples_per_class"],
                 seed=seed,
                 replacement=s.replacement,
                 drop_last=True,
@@ -160,6 +172,46 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 def _uses_cuda(accelerator: str) -> bool:
     """SyncBatchNorm needs CUDA: on CPU each process keeps its own BatchNorm statistics."""
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def check_accelerator(config: TrainConfig) -> None:
+    """``ValueError`` naming ``trainer.accelerator`` / ``trainer.devices`` when the hardware is missing."""
+    tc = config.trainer
+    if tc.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator: {tc.accelerator} but no CUDA GPU is available here "
+            "(torch.cuda.is_available() is False); use auto or cpu"
+        )
+    if tc.accelerator == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ValueError(
+            "trainer.accelerator: mps but Apple's MPS backend is not available here; use auto or cpu"
+        )
+    if _uses_cuda(tc.accelerator) and tc.devices > torch.cuda.device_count():
+        raise ValueError(
+            f"trainer.devices: {tc.devices} but this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+        )
+
+
+def _has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def skipped_line(
+    skipped: Sequence[tuple[str, str]], root: str | os.PathLike | None = None, shown: int = 3
+) -> str:
+    """One line: how many inputs were skipped, and the first few of them."""
+    names = []
+    for path, _ in skipped[:shown]:
+        try:
+            names.append(Path(path).relative_to(root).as_posix() if root else path)
+        except ValueError:
+            names.append(path)
+    more = ", ..." if len(skipped) > shown else ""
+    return (
+        f"skipped {len(skipped)} unreadable input{'s' if len(skipped) != 1 else ''}: {', '.join(names)}{more}"
+    )
 
 
 def _comparable(config: TrainConfig) -> dict[str, Any]:
@@ -205,29 +257,56 @@ def fit(
     """
     out = Path(out)
     tc = config.trainer
+    processes = tc.devices * tc.num_nodes
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    check_accelerator(config)
     ckpt = _prepare_out(config, out, resume)
     pl.seed_everything(tc.seed, workers=True, verbose=False)
-    data = prepare_data(config.data)
+    data = prepare_data(config.data, validation_fraction=config.eval.validation_fraction)
     if config.augment is not None and not data.train.is_image:
         raise ValueError("augment: needs image inputs [N, C, H, W]; the data are feature vectors")
+    check_sampler(config.sampler, data, processes)
     x_test = (data.test.x - data.mean) / data.std
     model = build_embedding_model(config, data.input_shape)
     loss = build_loss(config, data.num_train_classes)
     module = MetricLearningModule(config, model, loss, data.mean, data.std)
     datamodule = _DataModule(config, data, data.train.x)
 
+    notes: list[str] = []  # printed by rank 0 once the trainer knows the ranks
+    if data.skipped:
+        root = config.data.dataset if Path(config.data.dataset).is_dir() else None
+        notes.append(f"{skipped_line(data.skipped, root)} (all listed in metrics.json)")
+    if processes > 1 and not _uses_cuda(tc.accelerator) and _has_batchnorm(model):
+        notes.append(
+            f"BatchNorm statistics are per process on CPU (torch's SyncBatchNorm needs GPUs): "
+            f"{processes} CPU processes equal one process on the global batch for the loss, "
+            "not for the BatchNorm layers of the model"
+        )
+    if data.validation is None:
+        notes.append(
+            "eval.validation_fraction is 0: the best epoch is selected on the held-out classes, "
+            "so their reported metrics are optimistic"
+        )
+
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     best_path = out / "checkpoints" / "best.safetensors"
+    ec = config.eval
+    if data.validation is not None:
+        selection = ((data.validation.x - data.mean) / data.std, data.validation.y)
+        curves = (x_test, data.test.y) if ec.heldout_curves else None
+        split = "validation"
+    else:
+        selection, curves, split = (x_test, data.test.y), None, "heldout"
     evaluation = HeldOutEvaluation(
-        x_test,
-        data.test.y,
-        every_n_epochs=config.eval.every_n_epochs,
-        metric=config.eval.metric,
-        distance=config.eval.distance,
-        batch_size=config.eval.batch_size,
+        *selection,
+        every_n_epochs=ec.every_n_epochs,
+        metric=ec.metric,
+        distance=ec.distance,
+        batch_size=ec.batch_size,
         best_path=best_path,
+        split=split,
+        curves=curves,
     )
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -236,9 +315,11 @@ def fit(
     loggers: list[Any] = [CSVLogger(out / "logs", name="csv")]
     try:
         loggers.append(TensorBoardLogger(out / "logs", name="tensorboard", default_hp_metric=False))
-    except ModuleNotFoundError:  # pragma: no cover - tensorboard is an optional extra
-        pass
-    processes = tc.devices * tc.num_nodes
+    except ModuleNotFoundError:
+        notes.append(
+            "tensorboard is not installed, so there is no logs/tensorboard (pip install tensorboard); "
+            "the CSV logs are in logs/csv"
+        )
     trainer = pl.Trainer(
         max_epochs=config.optimizer.epochs,
         accelerator=tc.accelerator,
@@ -264,6 +345,8 @@ def fit(
         limit_val_batches=0,
     )
     if trainer.is_global_zero:
+        for note in notes:
+            print(f"likewise train: {note}", file=sys.stderr)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     if not trainer.is_global_zero:
@@ -290,23 +373,29 @@ def finish(
     if best_path.exists():
         model.load_state_dict(load_file(str(best_path)))
     device = torch.device("cpu")
+    ec = config.eval
     final = evaluate(
-        model,
-        x_test,
-        data.test.y,
-        distance=config.eval.distance,
-        batch_size=config.eval.batch_size,
-        device=device,
+        model, x_test, data.test.y, distance=ec.distance, batch_size=ec.batch_size, device=device
     )
+    validation = None
+    if data.validation is not None:
+        x_val = (data.validation.x - data.mean) / data.std
+        validation = evaluate(
+            model, x_val, data.validation.y, distance=ec.distance, batch_size=ec.batch_size, device=device
+        )
     result: dict[str, Any] = {
-        "heldout": final,
-        "selection_metric": config.eval.metric,
+        "heldout": final,  # the unseen classes, with the selected weights
+        "validation": validation,  # the validation split (training classes), same weights
+        "selected_on": evaluation.split,  # "validation", or "heldout" (optimistic) with fraction 0
+        "selection_metric": ec.metric,
         "best_epoch": evaluation.best_epoch,
         "history": evaluation.history,
         "n_train": len(data.train),
+        "n_validation": len(data.validation) if data.validation is not None else 0,
         "n_heldout": len(data.test),
         "train_classes": sorted({data.train.class_names[i] for i in np.unique(data.train.y)}),
         "heldout_classes": sorted({data.test.class_names[i] for i in np.unique(data.test.y)}),
+        "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
     }
     matcher = index = None
     if config.export.index or config.export.matcher:
@@ -344,7 +433,8 @@ def build_search(
     emb: np.ndarray, y: np.ndarray, class_names: list[str], config: TrainConfig
 ) -> tuple[Any, Any, dict[str, Any]]:
     """An index of half the held-out samples (stratified) and, if configured, a matcher
-    calibrated on its pairs and evaluated on the other half.
+    calibrated on the index itself (open-set decisions, leave-one-out) and evaluated on the
+    other half.
 
     Open set: with three or more held-out classes, the last one is kept out of the index
     (an identity never enrolled), so the queries include unknowns and the matcher's
@@ -369,10 +459,21 @@ def build_search(
         return index, None, info
     from likewise.matching import Matcher
 
-    matcher = Matcher.calibrated(index, emb[gallery], names[gallery], target="f1", max_pairs=200_000)
+    # the gallery calibrates itself leave-one-out: each row's own index id is left out
+    matcher = Matcher.calibrated(index, emb[gallery], names[gallery], target="f1", ids=index.ids)
     info["threshold"] = matcher.threshold
+    info["calibration"] = matcher.calibration
     info["queries"] = {k: float(v) for k, v in matcher.evaluate(emb[queries], names[queries]).items()}
     return index, matcher, info
 
 
-__all__ = ["build_embedding_model", "build_loss", "build_search", "finish", "fit", "resolve_precision"]
+__all__ = [
+    "build_embedding_model",
+    "build_loss",
+    "build_search",
+    "check_accelerator",
+    "finish",
+    "fit",
+    "resolve_precision",
+    "skipped_line",
+]
