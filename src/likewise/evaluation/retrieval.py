@@ -142,6 +142,10 @@ def retrieval_metrics(
         ranks_fn = _TorchRanks(q, refs, q_codes, r_codes, ref_counts, metric, loo, dev)
     else:
         ranks_fn = _FaissRanks(q, refs, q_codes, r_codes, metric, loo, int(n_rel.max()), max(ks))
+        if batch_size is None:
+            # FAISS holds only the top K per query (ids, scores, ranks: ~48 bytes each) and
+            # tiles its own GEMM; small query blocks make it several times slower
+            batch_size = int(min(_FAISS_BLOCK, max(1, memory_budget // (48 * (ranks_fn.k + 1)))))
     per_query = _per_query_metrics(ranks_fn, evaluated, n_rel, ks, refs.shape[0], batch_size, memory_budget)
     if backend == "faiss":
         per_query["map"] = np.full(evaluated.size, np.nan)
@@ -249,6 +253,10 @@ class _TorchRanks:
         if self.loo:
             valid &= rel_idx != rows_t.unsqueeze(1)
         return relevant_ranks(S, rel_idx, valid, self.work)
+
+
+#: queries per FAISS search call (FAISS's own BLAS query block)
+_FAISS_BLOCK = 4096
 
 
 class _FaissRanks:
