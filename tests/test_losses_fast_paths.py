@@ -8,6 +8,7 @@ import torch
 import likewise.losses.triplet as triplet_module
 from likewise.losses import (
     ContrastiveLoss,
+    MultiSimilarityLoss,
     NTXentLoss,
     SoftNearestNeighborLoss,
     SupConLoss,
@@ -111,6 +112,22 @@ def test_softmax_kernels_equal_the_mask_path(make):
     y[0] = 99  # a singleton: an anchor without positives
     r, ry = data(b=9, classes=5, seed=4)
     loss = make()
+    for kw in ({}, {"ref_emb": r, "ref_labels": ry}):
+        fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
+        fast_stats = dict(loss.stats)
+        relevance = relation_masks(y, kw.get("ref_labels"))[0]
+        masked = value_and_grad(lambda a, kw=kw, rel=relevance: loss(a, y, relevance=rel, **kw), x)
+        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
+        assert fast_stats == pytest.approx(loss.stats, rel=1e-9, abs=1e-12)
+    assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"alpha": 5.0, "beta": 20.0, "base": 0.2}, {"distance": "dot"}])
+def test_multi_similarity_kernel_equals_the_mask_path(kwargs):
+    x, y = data(b=14, classes=5)
+    y[0] = 99  # a singleton: only the negative half
+    r, ry = data(b=9, classes=5, seed=4)
+    loss = MultiSimilarityLoss(**kwargs)
     for kw in ({}, {"ref_emb": r, "ref_labels": ry}):
         fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
         fast_stats = dict(loss.stats)

@@ -32,6 +32,7 @@ from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
 from likewise.losses.chunking import check_chunk_size, map_row_blocks
 from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.positives import batch_pairs
+from likewise.losses.row_softmax import gemm_loss, multi_similarity_kernel
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
 
 NegForm = Literal["hinge", "squared_hinge", "hinge_squared"]
@@ -545,6 +546,22 @@ class MultiSimilarityLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         chunked = self.chunk_size is not None and self.chunk_size < batch.embeddings.shape[0]
+        if not chunked and self.miner is None and batch.relevance is None and batch.labels.dim() == 1:
+            # class ids: one similarity buffer, no masks (likewise.losses.row_softmax)
+            pairs, selves = batch_pairs(batch)
+            x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
+            y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)
+            if self.distance == "cosine":
+                x = F.normalize(x, dim=1)
+                y = x if batch.same_set else F.normalize(y, dim=1)
+            kernel = multi_similarity_kernel(self.alpha, self.beta, self.base)
+            loss, stats = gemm_loss(x, y, kernel, pairs, selves)
+            self._record(
+                active_fraction=stats["active_fraction"],
+                mean_pos_similarity=stats["mean_pos_similarity"],
+                mean_neg_similarity=stats["mean_neg_similarity"],
+            )
+            return loss
         stats: dict[str, float] = {}
         if chunked and self.miner is None:
             # masks too are built block by block: nothing of size B x N is alive
