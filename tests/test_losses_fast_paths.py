@@ -7,6 +7,7 @@ import torch
 
 import likewise.losses.triplet as triplet_module
 from likewise.losses import (
+    CircleLoss,
     ContrastiveLoss,
     MultiSimilarityLoss,
     NTXentLoss,
@@ -136,3 +137,18 @@ def test_multi_similarity_kernel_equals_the_mask_path(kwargs):
         assert_same(fast, masked, rtol=1e-9, atol=1e-12)
         assert fast_stats == pytest.approx(loss.stats, rel=1e-9, abs=1e-12)
     assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"m": 0.25, "gamma": 30.0}])
+def test_circle_kernel_equals_the_mask_path(kwargs):
+    x, y = data(b=14, classes=5)
+    y[0] = 99  # a singleton: no positive, the row does not count
+    r, ry = data(b=9, classes=5, seed=4)
+    loss = CircleLoss(**kwargs)
+    for kw in ({}, {"ref_emb": r, "ref_labels": ry}):
+        fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
+        fast_stats = dict(loss.stats)
+        relevance = relation_masks(y, kw.get("ref_labels"))[0]
+        masked = value_and_grad(lambda a, kw=kw, rel=relevance: loss(a, y, relevance=rel, **kw), x)
+        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
+        assert fast_stats == pytest.approx(loss.stats, rel=1e-6)  # the mask path averages in float32

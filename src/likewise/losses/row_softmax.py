@@ -241,4 +241,61 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
     return kernel
 
 
-__all__ = ["gemm_loss", "multi_similarity_kernel", "ntxent_kernel", "snn_kernel", "supcon_kernel"]
+def circle_kernel(m: float, gamma: float) -> Kernel:
+    """Circle loss on cosine ``S`` (weights ``alpha`` without gradient), mean over non-zero rows.
+
+    ``L_i = softplus(lse_P(-g a_p (s_p - 1 + m)) + lse_N(g a_n (s_n - m)))`` with
+    ``a_p = [1 + m - s_p]_+``, ``a_n = [s_n + m]_+``; rows need a positive and a negative.
+    """
+
+    def kernel(sim: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
+        b, n = sim.shape
+        pr, pc = pairs
+        sum_all = _finite_sum(sim, selves)
+        s_pos = sim[pr, pc]
+        st = _pair_stats(sum_all, s_pos, pr, b, n, selves[0].numel(), 1.0)
+        n_pos = torch.bincount(pr, minlength=b)
+        n_neg = n - n_pos - torch.bincount(selves[0], minlength=b)
+        valid = (n_pos > 0) & (n_neg > 0)
+        # negatives: logit g a_n (s - m), positives and self pairs removed
+        a_n = (sim + m).clamp_min_(0)
+        x = sim.sub_(m).mul_(a_n).mul_(gamma)
+        x[pr, pc] = float("-inf")
+        x[selves] = float("-inf")
+        e, mx = _exp_rows(x, (pr[:0], pc[:0]))
+        z = e.sum(1)
+        lse_n = z.log() + mx
+        # positives on the index list
+        a_p = (1 + m - s_pos).clamp_min(0)
+        lp = -gamma * a_p * (s_pos - (1 - m))
+        lse_p = _pos_lse(lp, pr, b)
+        total = torch.where(valid, lse_p + lse_n, torch.zeros_like(z))
+        rows = torch.nn.functional.softplus(total)
+        active = valid & (rows > 0)
+        weight = active.to(sim.dtype) / active.sum().clamp_min(1)
+        loss = (rows * weight).sum()
+        stats = {
+            "active_rows": float(valid.sum()) / b,
+            "pos_sim": st["mean_pos_similarity"],
+            "neg_sim": st["mean_neg_similarity"],
+        }
+        grad = None
+        if want:
+            # d softplus, as F.softplus (linear above its threshold 20, as PML's)
+            outer = weight * torch.where(total > 20, torch.ones_like(total), torch.sigmoid(total))
+            grad = e.mul_(a_n).mul_((outer * gamma / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
+            soft_p = torch.exp(lp - torch.where(valid, lse_p, torch.zeros_like(lse_p))[pr])
+            grad[pr, pc] = -(outer[pr] * soft_p * gamma * a_p)
+        return loss, grad, stats
+
+    return kernel
+
+
+__all__ = [
+    "circle_kernel",
+    "gemm_loss",
+    "multi_similarity_kernel",
+    "ntxent_kernel",
+    "snn_kernel",
+    "supcon_kernel",
+]
