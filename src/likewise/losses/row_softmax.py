@@ -284,8 +284,8 @@ def circle_kernel(m: float, gamma: float) -> Kernel:
             # d softplus, as F.softplus (linear above its threshold 20, as PML's)
             outer = weight * torch.where(total > 20, torch.ones_like(total), torch.sigmoid(total))
             grad = e.mul_(a_n).mul_((outer * gamma / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
-            soft_p = torch.exp(lp - torch.where(valid, lse_p, torch.zeros_like(lse_p))[pr])
-            grad[pr, pc] = -(outer[pr] * soft_p * gamma * a_p)
+            soft_p = torch.exp(lp - lse_p[pr])  # lse_p is finite on every row with a positive
+            grad[pr, pc] = torch.where(valid[pr], -(outer[pr] * soft_p * gamma * a_p), 0.0)
         return loss, grad, stats
 
     return kernel
