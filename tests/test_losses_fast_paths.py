@@ -97,6 +97,21 @@ def test_npairs_pairs_from_labels_equal_the_mask_rule(seed):
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
+def assert_fast_path_equals_mask_path(loss, **approx):
+    """Class ids (fast path) vs the same relation given as ``relevance`` (mask path)."""
+    x, y = data(b=14, classes=5)
+    y[0] = 99  # a singleton
+    r, ry = data(b=9, classes=5, seed=4)
+    for kw in ({}, {"ref_emb": r, "ref_labels": ry}):
+        fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
+        fast_stats = dict(loss.stats)
+        relevance = relation_masks(y, kw.get("ref_labels"))[0]
+        masked = value_and_grad(lambda a, kw=kw, rel=relevance: loss(a, y, relevance=rel, **kw), x)
+        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
+        assert fast_stats == pytest.approx(loss.stats, **approx)
+    return x, y
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -109,46 +124,22 @@ def test_npairs_pairs_from_labels_equal_the_mask_rule(seed):
     ],
 )
 def test_softmax_kernels_equal_the_mask_path(make):
-    x, y = data(b=14, classes=5)
-    y[0] = 99  # a singleton: an anchor without positives
-    r, ry = data(b=9, classes=5, seed=4)
+    # sample 0 is a singleton: an anchor without positives
     loss = make()
-    for kw in ({}, {"ref_emb": r, "ref_labels": ry}):
-        fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
-        fast_stats = dict(loss.stats)
-        relevance = relation_masks(y, kw.get("ref_labels"))[0]
-        masked = value_and_grad(lambda a, kw=kw, rel=relevance: loss(a, y, relevance=rel, **kw), x)
-        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
-        assert fast_stats == pytest.approx(loss.stats, rel=1e-9, abs=1e-12)
+    x, y = assert_fast_path_equals_mask_path(loss, rel=1e-9, abs=1e-12)
     assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"alpha": 5.0, "beta": 20.0, "base": 0.2}, {"distance": "dot"}])
 def test_multi_similarity_kernel_equals_the_mask_path(kwargs):
-    x, y = data(b=14, classes=5)
-    y[0] = 99  # a singleton: only the negative half
-    r, ry = data(b=9, classes=5, seed=4)
+    # sample 0 is a singleton: only the negative half
     loss = MultiSimilarityLoss(**kwargs)
-    for kw in ({}, {"ref_emb": r, "ref_labels": ry}):
-        fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
-        fast_stats = dict(loss.stats)
-        relevance = relation_masks(y, kw.get("ref_labels"))[0]
-        masked = value_and_grad(lambda a, kw=kw, rel=relevance: loss(a, y, relevance=rel, **kw), x)
-        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
-        assert fast_stats == pytest.approx(loss.stats, rel=1e-9, abs=1e-12)
+    x, y = assert_fast_path_equals_mask_path(loss, rel=1e-9, abs=1e-12)
     assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"m": 0.25, "gamma": 30.0}])
 def test_circle_kernel_equals_the_mask_path(kwargs):
-    x, y = data(b=14, classes=5)
-    y[0] = 99  # a singleton: no positive, the row does not count
-    r, ry = data(b=9, classes=5, seed=4)
+    # sample 0 is a singleton: no positive, the row does not count
     loss = CircleLoss(**kwargs)
-    for kw in ({}, {"ref_emb": r, "ref_labels": ry}):
-        fast = value_and_grad(lambda a, kw=kw: loss(a, y, **kw), x)
-        fast_stats = dict(loss.stats)
-        relevance = relation_masks(y, kw.get("ref_labels"))[0]
-        masked = value_and_grad(lambda a, kw=kw, rel=relevance: loss(a, y, relevance=rel, **kw), x)
-        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
-        assert fast_stats == pytest.approx(loss.stats, rel=1e-6)  # the mask path averages in float32
+    x, y = assert_fast_path_equals_mask_path(loss, rel=1e-6)  # the mask path averages in float32

@@ -92,6 +92,15 @@ def _pair_stats(
     }
 
 
+def _positives_and_stats(
+    matrix: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor], scale: float
+) -> tuple[Tensor, dict[str, float]]:
+    """The positive entries of ``matrix`` and the pair statistics (before it is overwritten)."""
+    b, n = matrix.shape
+    l_pos = matrix[pairs]
+    return l_pos, _pair_stats(_finite_sum(matrix, selves), l_pos, pairs[0], b, n, selves[0].numel(), scale)
+
+
 def _row_sum(values: Tensor, rows: Tensor, b: int) -> Tensor:
     return values.new_zeros(b).index_add_(0, rows, values)
 
@@ -117,9 +126,7 @@ def ntxent_kernel(temperature: float) -> Kernel:
     def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
         b, n = logits.shape
         pr, pc = pairs
-        sum_all = _finite_sum(logits, selves)
-        l_pos = logits[pr, pc]
-        stats = _pair_stats(sum_all, l_pos, pr, b, n, selves[0].numel(), temperature)
+        l_pos, stats = _positives_and_stats(logits, pairs, selves, temperature)
         e, m = _exp_rows(logits, selves)
         e[pr, pc] = 0  # what is left in a row is its negatives
         log_neg = e.sum(1).log()  # -inf without negatives
@@ -144,9 +151,7 @@ def supcon_kernel(temperature: float, variant: str) -> Kernel:
     def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
         b, n = logits.shape
         pr, pc = pairs
-        sum_all = _finite_sum(logits, selves)
-        l_pos = logits[pr, pc]
-        stats = _pair_stats(sum_all, l_pos, pr, b, n, selves[0].numel(), temperature)
+        l_pos, stats = _positives_and_stats(logits, pairs, selves, temperature)
         e, m = _exp_rows(logits, selves)
         z = e.sum(1)  # [B] sum over all candidates (shifted)
         n_pos = torch.bincount(pr, minlength=b)
@@ -180,9 +185,7 @@ def snn_kernel(temperature: float, sim_scale: float) -> Kernel:
     def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
         b, n = logits.shape
         pr, pc = pairs
-        sum_all = _finite_sum(logits, selves)
-        l_pos = logits[pr, pc]
-        stats = _pair_stats(sum_all, l_pos, pr, b, n, selves[0].numel(), sim_scale)
+        l_pos, stats = _positives_and_stats(logits, pairs, selves, sim_scale)
         e, m = _exp_rows(logits, selves)
         z = e.sum(1)  # >= 1: the row maximum is a candidate
         pos_lse = _pos_lse(l_pos - m[pr], pr, b)
@@ -208,9 +211,7 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
     def kernel(sim: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
         b, n = sim.shape
         pr, pc = pairs
-        sum_all = _finite_sum(sim, selves)
-        s_pos = sim[pr, pc]
-        stats = _pair_stats(sum_all, s_pos, pr, b, n, selves[0].numel(), 1.0)
+        s_pos, stats = _positives_and_stats(sim, pairs, selves, 1.0)
         # negatives: beta (S - base), positives and self pairs removed, shifted by max(0, row max)
         x = sim.sub_(base).mul_(beta)
         x[pr, pc] = float("-inf")
@@ -251,9 +252,7 @@ def circle_kernel(m: float, gamma: float) -> Kernel:
     def kernel(sim: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
         b, n = sim.shape
         pr, pc = pairs
-        sum_all = _finite_sum(sim, selves)
-        s_pos = sim[pr, pc]
-        st = _pair_stats(sum_all, s_pos, pr, b, n, selves[0].numel(), 1.0)
+        s_pos, st = _positives_and_stats(sim, pairs, selves, 1.0)
         n_pos = torch.bincount(pr, minlength=b)
         n_neg = n - n_pos - torch.bincount(selves[0], minlength=b)
         valid = (n_pos > 0) & (n_neg > 0)
