@@ -221,6 +221,49 @@ def test_device_argument():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     X, y = blobs()
-    for cls in (NCA, LMNN):
-        a = cls(max_iter=5, device="cuda").fit(X, y).components_
-        np.testing.assert_allclose(a, cls(max_iter=5).fit(X, y).components_, rtol=1e-6, atol=1e-8)
+    for cls in (NCA, LMNN):  # float64: float32 sums in another order differ by more than 1e-6
+        a = cls(max_iter=5, device="cuda", dtype="float64").fit(X, y).components_
+        b = cls(max_iter=5, dtype="float64").fit(X, y).components_
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_itml_automatic_bounds_need_a_positive_distance():
+    from likewise.linear.itml import auto_bounds
+
+    with pytest.raises(ValueError, match="every squared distance between the constrained points is zero"):
+        auto_bounds(np.ones((6, 3)) * 7.0, np.eye(3))
+    u, l = auto_bounds(np.arange(12.0).reshape(4, 3), np.eye(3))
+    assert 0 < u <= l
+    # identical points everywhere: a clear error, not a NumPy one
+    X = np.ones((10, 3))
+    with pytest.raises(ValueError, match="identical points"):
+        ITML().fit(X, np.repeat([0, 1], 5))
+    # explicit bounds do not need the data's scale
+    pairs = np.array([[0, 1], [2, 3]])
+    X2 = np.vstack([np.ones((2, 3)), np.eye(2, 3)])
+    est = ITML(bounds=(0.5, 2.0), max_iter=5).fit_pairs(X2, pairs, [1, -1])
+    assert np.isfinite(est.components_).all()
+
+
+@pytest.mark.parametrize("cls", [NCA, LMNN])
+def test_dtype_option(cls):
+    X, y = blobs()
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        cls(dtype="float16").fit(X, y)
+    a = cls(max_iter=5, dtype="float32").fit(X, y)
+    b = cls(max_iter=5, dtype="float64").fit(X, y)
+    ka = KNeighborsClassifier(1).fit(a.transform(X), y).score(a.transform(X), y)
+    kb = KNeighborsClassifier(1).fit(b.transform(X), y).score(b.transform(X), y)
+    assert abs(ka - kb) <= 0.05
+
+
+@pytest.mark.parametrize("cls", [NCA, LMNN])
+def test_init_options(cls):
+    X, y = blobs(d=4)
+    for init in ("auto", "lda", "identity", "pca", "random", 0.5 * np.eye(4)):
+        est = cls(init=init, max_iter=3, random_state=0).fit(X, y)
+        assert est.components_.shape == (4, 4) and np.isfinite(est.components_).all()
+    with pytest.raises(ValueError, match="init must be one of"):
+        cls(init="nope").fit(X, y)
+    with pytest.raises(ValueError, match=r"init array must have shape \[4, 4\]"):
+        cls(init=np.eye(3)).fit(X, y)

@@ -74,6 +74,26 @@ def itml_bregman(
     return (M + M.T) / 2.0, sweep
 
 
+def auto_bounds(pts: np.ndarray, M0: np.ndarray, max_points: int = 2000) -> tuple[float, float]:
+    """``(u, l)``: the 5th / 95th percentile of the positive squared ``M0``-distances between the
+    points ``pts`` ``[n, D]`` (at most ``max_points`` of them, evenly spaced); a ValueError when every
+    such distance is zero (no scale to set the bounds from)."""
+    if len(pts) > max_points:
+        pts = pts[np.linspace(0, len(pts) - 1, max_points).astype(np.int64)]
+    pts = pts - pts.mean(0)  # distances do not see the mean; the round-off test below is relative
+    Q = pts @ M0
+    sq = np.einsum("ij,ij->i", Q, pts)
+    dd = (sq[:, None] + sq[None, :] - 2 * Q @ pts.T)[np.triu_indices(len(pts), 1)]
+    dd = dd[dd > 1e-12 * max(float(sq.max(initial=0.0)), 1e-300)]  # round-off of identical points
+    if len(dd) == 0:
+        raise ValueError(
+            "ITML cannot set bounds=None automatically: every squared distance between the constrained "
+            "points is zero under the prior; give bounds=(u, l) with 0 < u <= l"
+        )
+    u, l = np.percentile(dd, (5, 95))
+    return float(u), float(l)
+
+
 class ITML(MahalanobisTransformer):
     """Davis et al. (2007) information-theoretic metric learning.
 
@@ -83,7 +103,8 @@ class ITML(MahalanobisTransformer):
     prior : ``"identity"``, ``"covariance"`` (inverse covariance of ``X``, ridge-regularised) or a
         positive-definite ``[D, D]`` array ``M_0``.
     bounds : ``(u, l)`` for the similar / dissimilar squared distances, or ``None`` (5th / 95th
-        percentile of the prior squared distances between the constrained points).
+        percentile of the prior squared distances between the constrained points, :func:`auto_bounds`;
+        a ValueError when those are all zero).
     n_neighbors : for ``fit(X, y)``: pairs of each point with its ``n_neighbors`` nearest same-class
         (S) and other-class (D) points.
     max_iter, tol : sweeps over the constraints and convergence threshold on the dual variables.
@@ -149,12 +170,7 @@ class ITML(MahalanobisTransformer):
         if len(V) == 0:
             raise ValueError("every constraint pair joins two identical points")
         if self.bounds is None:
-            pts = X[np.unique(np.concatenate([a, b]))][:2000]
-            Q = pts @ M0
-            sq = np.einsum("ij,ij->i", Q, pts)
-            dd = sq[:, None] + sq[None, :] - 2 * Q @ pts.T
-            dd = dd[np.triu_indices(len(pts), 1)]
-            u, l = np.percentile(dd[dd > 0], (5, 95))
+            u, l = auto_bounds(X[np.unique(np.concatenate([a, b]))], M0)
         else:
             u, l = (float(t) for t in self.bounds)
             if not 0 < u <= l:

@@ -11,23 +11,31 @@ problems have the same minimisers up to scale):
 
     min_{M >= 0}  h(M) = <M, S_S> - log sum_{v in D} sqrt(v^T M v),   S_S = sum_{v in S} v v^T,
 
-by projected gradient (Barzilai-Borwein steps, projection onto the PSD cone by clipping the
-eigenvalues; for ``diagonal=True`` onto ``M = diag(m)``, ``m >= 0``).
+by spectral projected gradient (:mod:`likewise.linear.projected_gradient`: Barzilai-Borwein
+steps, one projection per iteration, onto the PSD cone by clipping the eigenvalues; for
+``diagonal=True`` onto ``M = diag(m)``, ``m >= 0``), from the best multiple of the identity.
 
 Xing's minimiser is typically of low rank (about the number of classes - 1 on digits), which
 throws away the directions a nearest-neighbour rule still needs. ``barrier`` (likewise's
 addition, not in the paper) adds the log-barrier of the PSD cone, ``- barrier / (2 D) log det M``:
 the minimiser stays full rank and, in directions no dissimilar pair favours, reduces to whitening
-by the similar-pair scatter. ``barrier=0`` is exactly Xing et al.'s problem. The solution is rescaled so
-that the dissimilar constraint is tight, ``sum_D d_M = 1``. Shapes: ``X`` ``[N, D]``, ``M``
+by the similar-pair scatter. ``barrier=0`` is exactly Xing et al.'s problem. With ``barrier > 0`` the
+iterates stay inside the cone (the line search refuses steps where ``M`` has no Cholesky factor),
+so no projection is needed and an iteration costs two ``[P_D, D] x [D, D]`` products and one
+Cholesky factorisation. The solution is rescaled so that the dissimilar constraint is tight,
+``sum_D d_M = 1``. Shapes: ``X`` ``[N, D]``, ``M``
 ``[D, D]``, ``components_`` ``[n_components, D]``.
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
+from scipy.linalg import solve_triangular
+from threadpoolctl import threadpool_limits
 
 from likewise.linear.base import MahalanobisTransformer, components_from_metric, span_basis
 from likewise.linear.pairs import check_pairs, label_pairs
@@ -40,6 +48,10 @@ def _psd_project(A: np.ndarray) -> np.ndarray:
     return (U * np.clip(w, 0.0, None)) @ U.T
 
 
+def _identity(A: np.ndarray) -> np.ndarray:
+    return A
+
+
 def mmc_objective(M: np.ndarray, VS: np.ndarray, VD: np.ndarray, eps: float = 0.0) -> float:
     """``h(M)`` for a full ``M`` ``[D, D]`` (or a diagonal given as ``[D]``); ``VS``/``VD``: ``[P, D]``."""
     if M.ndim == 1:
@@ -47,6 +59,61 @@ def mmc_objective(M: np.ndarray, VS: np.ndarray, VD: np.ndarray, eps: float = 0.
     s = np.einsum("pi,ij,pj->", VS, M, VS)
     d = np.einsum("pi,ij,pj->p", VD, M, VD)
     return float(s - np.log(np.sqrt(np.clip(d, 0, None) + eps).sum()))
+
+
+def mmc_problem(
+    VS: np.ndarray, VD: np.ndarray, barrier: float, diagonal: bool, ridge: float = 0.0, eps: float = 0.0
+) -> tuple[Callable, Callable, np.ndarray]:
+    """What MMC's solver minimises: ``(fun_grad, project, x0)``; ``VS`` ``[P_S, D]``, ``VD`` ``[P_D, D]``.
+
+    ``fun_grad(M) -> (f, grad)`` with ``f = h(M) + ridge tr(M) - lam log det M`` (``h``:
+    :func:`mmc_objective` with ``eps``; ``lam = barrier / (2 D)``; a diagonal ``M`` is given as its
+    ``[D]`` diagonal) and ``f = inf`` outside the barrier's domain. ``x0`` is the best multiple of
+    the identity: ``h + barrier`` along ``t I`` is ``t tr(S_S) - log t / 2 - lam D log t + const``.
+    """
+    D = VS.shape[1]
+    lam = float(barrier) / (2 * D)
+    if diagonal:
+        SS = np.einsum("pi,pi->i", VS, VS) + ridge
+        VD2 = VD * VD
+
+        def fun_grad(m):
+            if lam > 0 and m.min() <= 0:  # outside the barrier's domain
+                return np.inf, None
+            d = np.sqrt(np.clip(VD2 @ m, 0.0, None) + eps)
+            G = d.sum()
+            f, g = float(SS @ m - np.log(G)), SS - (VD2.T @ (0.5 / d)) / G
+            if lam > 0:
+                f, g = f - lam * np.log(m).sum(), g - lam / m
+            return f, g
+
+        def project(m):
+            return np.clip(m, 0.0, None)
+
+        return fun_grad, project, np.ones(D) * (0.5 + lam * D) / SS.sum()
+
+    SS = VS.T @ VS + ridge * np.eye(D)
+
+    def fun_grad(M):
+        if lam > 0:
+            try:
+                C = np.linalg.cholesky(M)
+            except np.linalg.LinAlgError:  # outside the barrier's domain
+                return np.inf, None
+        d = np.sqrt(np.clip(np.einsum("pi,pi->p", VD @ M, VD), 0.0, None) + eps)
+        G = d.sum()
+        grad = SS - (VD.T @ (VD * (0.5 / d)[:, None])) / G
+        f = float(np.vdot(SS, M) - np.log(G))
+        if lam > 0:
+            f -= 2.0 * lam * np.log(np.diag(C)).sum()  # log det M
+            Ci = solve_triangular(C, np.eye(D), lower=True)
+            grad -= lam * (Ci.T @ Ci)  # M^-1
+        return f, (grad + grad.T) / 2
+
+    # with the barrier the minimiser is interior and a step that leaves the cone is refused by the
+    # line search (f = inf there): no projection (no eigendecomposition) needed
+    project = _psd_project if lam == 0 else _identity
+    return fun_grad, project, np.eye(D) * (0.5 + lam * D) / np.trace(SS)
 
 
 class MMC(MahalanobisTransformer):
@@ -117,46 +184,11 @@ class MMC(MahalanobisTransformer):
         scale = (np.einsum("pi,pi->", VS, VS) / len(VS) + np.einsum("pi,pi->", VD, VD) / len(VD)) / D
         ridge = 1e-8 * scale * len(VS)  # keeps h bounded below along directions no similar pair spans
         eps = 1e-12 * scale  # smooths sqrt at 0
-        lam = float(self.barrier) / (2 * D)
-        if self.diagonal:
-            SS = np.einsum("pi,pi->i", VS, VS) + ridge
-            VD2 = VD * VD
-
-            def fun_grad(m):
-                d = np.sqrt(VD2 @ m + eps)
-                G = d.sum()
-                f, g = float(SS @ m - np.log(G)), SS - (VD2.T @ (0.5 / d)) / G
-                if lam > 0:
-                    if m.min() <= 0:
-                        return np.inf, g
-                    f, g = f - lam * np.log(m).sum(), g - lam / m
-                return f, g
-
-            def project(m):
-                return np.clip(m, 0.0, None)
-
-            x0 = np.ones(D)
-        else:
-            SS = VS.T @ VS + ridge * np.eye(D)
-
-            def fun_grad(M):
-                d = np.sqrt(np.einsum("pi,pi->p", VD @ M, VD) + eps)
-                G = d.sum()
-                grad = SS - (VD.T @ (VD * (0.5 / d)[:, None])) / G
-                f = float(np.vdot(SS, M) - np.log(G))
-                if lam > 0:
-                    w, U = np.linalg.eigh(M)
-                    if w.min() <= 0:
-                        return np.inf, grad
-                    f -= lam * np.log(w).sum()
-                    grad = grad - lam * (U / w) @ U.T
-                return f, (grad + grad.T) / 2
-
-            project = _psd_project
-            x0 = np.eye(D)
-        lin = float(np.vdot(SS, x0)) if not self.diagonal else float(SS @ x0)
-        x0 = x0 * (0.5 + lam * D) / lin  # the best multiple of the identity
-        x, _, self.n_iter_ = projected_gradient(fun_grad, x0, project, int(self.max_iter), float(self.tol))
+        fun_grad, project, x0 = mmc_problem(VS, VD, float(self.barrier), self.diagonal, ridge, eps)
+        with threadpool_limits(1, user_api="blas") if D <= 256 else nullcontext():  # small products
+            x, _, self.n_iter_ = projected_gradient(
+                fun_grad, x0, project, int(self.max_iter), float(self.tol)
+            )
         M = np.diag(x) if self.diagonal else x
         M = M / np.sqrt(np.clip(np.einsum("pi,ij,pj->p", VD, M, VD), 0, None)).sum() ** 2  # sum_D d_M = 1
         return components_from_metric(B @ M @ B.T, n_comp)

@@ -1,11 +1,18 @@
-"""Projected gradient descent with Barzilai-Borwein steps and Armijo backtracking.
+"""Spectral projected gradient (SPG; Birgin, Martinez & Raydan 2000), monotone variant.
 
-Minimises a smooth ``f`` over a closed convex set ``C`` given by its Euclidean projection:
+Minimises a smooth ``f`` over a closed convex set ``C`` given by its Euclidean projection. Each
+iteration projects once and searches along the segment to the projected point:
 
-    x_{t+1} = P_C(x_t - eta_t grad f(x_t)),   eta_t = <s, s> / <s, r> (Barzilai & Borwein 1988),
+    d_t = P_C(x_t - eta_t grad f(x_t)) - x_t,   x_{t+1} = x_t + lambda_t d_t,
 
-halving ``eta_t`` until ``f(x_{t+1}) <= f(x_t) + <grad, x_{t+1} - x_t> + ||x_{t+1} - x_t||^2 / (2 eta_t)``
-(the standard sufficient-decrease test for projected steps; Beck & Teboulle 2009).
+with the Barzilai-Borwein step ``eta_t = <s, s> / <s, r>`` (Barzilai & Borwein 1988; ``s``, ``r``:
+the last changes of ``x`` and of the gradient) and ``lambda_t`` from 1, halved until the Armijo
+test ``f(x_t + lambda d_t) <= f(x_t) + 1e-4 lambda <grad f(x_t), d_t>`` holds (the segment stays in
+``C``, so a shorter step needs no new projection: one eigendecomposition per iteration for the
+PSD cone). A point where ``f`` is infinite (outside a barrier's domain) fails the test.
+``memory > 1`` compares with the largest of the last ``memory`` values instead (the non-monotone
+test of Grippo, Lampariello & Lucidi 1986); the stopping rule below then fires too early on the
+ill-conditioned MMC problems, hence the monotone default.
 """
 
 from __future__ import annotations
@@ -21,29 +28,39 @@ def projected_gradient(
     project: Callable[[np.ndarray], np.ndarray],
     max_iter: int,
     tol: float,
+    memory: int = 1,
 ) -> tuple[np.ndarray, float, int]:
-    """Return ``(x, f(x), n_iter)``; stops when the relative decrease of ``f`` is below ``tol``."""
+    """Return ``(x, f(x), n_iter)`` (the best ``x`` seen); stops when an iteration changes ``f`` by less than
+    ``tol * max(1, |f|)``, or when no step along ``d_t`` decreases ``f`` (``x`` is stationary)."""
     x = project(x0)
     f, g = fun_grad(x)
     if not np.isfinite(f):
         raise FloatingPointError("projected gradient: the objective is not finite at the start point")
-    step = 1.0 / max(np.linalg.norm(g), 1e-300) * max(np.linalg.norm(x), 1.0)
+    eta = max(np.linalg.norm(x), 1.0) / max(np.linalg.norm(g), 1e-300)
+    recent, best = [f], (f, x)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is returned
+        d = project(x - eta * g) - x
+        slope = float(np.vdot(g, d))
+        if not slope < 0:
+            break  # the projected step is no descent direction: x is stationary
+        ref, lam = max(recent), 1.0
         for _ in range(60):
-            x_new = project(x - step * g)
+            x_new = x + lam * d
             f_new, g_new = fun_grad(x_new)
-            dx = x_new - x
-            if np.isfinite(f_new) and f_new <= f + np.vdot(g, dx) + np.vdot(dx, dx) / (2 * step):
+            if np.isfinite(f_new) and f_new <= ref + 1e-4 * lam * slope:
                 break
-            step *= 0.5
+            lam *= 0.5
         else:
-            break  # no decrease possible at machine precision: x is stationary
-        s, r = dx.ravel(), (g_new - g).ravel()
+            break  # no decrease representable at machine precision
+        s, r = (x_new - x).ravel(), (g_new - g).ravel()
         sr = float(s @ r)
-        step = float(s @ s) / sr if sr > 0 else step * 2.0
+        eta = float(s @ s) / sr if sr > 0 else 2.0 * eta
         done = abs(f - f_new) <= tol * max(1.0, abs(f_new))
         x, f, g = x_new, f_new, g_new
+        recent = (recent + [f])[-memory:]
+        if f < best[0]:
+            best = (f, x)
         if done:
             break
-    return x, float(f), n_iter
+    return best[1], float(best[0]), n_iter
