@@ -184,11 +184,19 @@ def arcface_loss(
     Shapes: ``embeddings [B, D]``, ``labels`` long ``[B]`` in ``[0, C)``,
     ``weight [D, C]`` (pytorch-metric-learning's ``W``). Memory ``O(B C)``.
     """
+    return _arcface(embeddings, labels, weight, margin, scale)[0]
+
+
+def _arcface(
+    embeddings: Tensor, labels: Tensor, weight: Tensor, margin: float, scale: float
+) -> tuple[Tensor, Tensor]:
+    """The loss and the plain cosines ``[B, C]`` (for statistics): one GEMM, the true
+    class's logit written into the scaled cosines in place."""
     cos = F.normalize(embeddings, dim=1) @ F.normalize(weight.to(embeddings.dtype), dim=0)  # [B, C]
-    target = F.one_hot(labels, weight.shape[1]).bool()
-    cos_y = cos.gather(1, labels[:, None])
-    logits = torch.where(target, arcface_target_logit(cos_y, math.radians(margin)), cos)
-    return F.cross_entropy(scale * logits, labels)
+    col = labels[:, None]
+    logits = cos * scale
+    logits.scatter_(1, col, scale * arcface_target_logit(cos.gather(1, col), math.radians(margin)))
+    return F.cross_entropy(logits, labels), cos
 
 
 class ArcFaceLoss(MetricLoss):
@@ -221,9 +229,9 @@ class ArcFaceLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         labels = _check_proxy_batch(batch, self.num_classes, self.embedding_size, "ArcFaceLoss")
-        loss = arcface_loss(batch.embeddings, labels, self.W, self.margin, self.scale)
+        loss, cos = _arcface(batch.embeddings, labels, self.W, self.margin, self.scale)
         with torch.no_grad():
-            cos = F.normalize(batch.embeddings, dim=1) @ F.normalize(self.W.to(batch.embeddings), dim=0)
+            cos = cos.detach()
             angle = torch.rad2deg(torch.acos(cos.gather(1, labels[:, None]).clamp(-1, 1)))
             self._record(mean_angle=angle.mean(), accuracy=(cos.argmax(1) == labels).float().mean())
         return loss
