@@ -9,6 +9,7 @@ import likewise.losses.triplet as triplet_module
 from likewise.losses import (
     CircleLoss,
     ContrastiveLoss,
+    LiftedStructureLoss,
     MultiSimilarityLoss,
     NTXentLoss,
     SoftNearestNeighborLoss,
@@ -143,3 +144,13 @@ def test_circle_kernel_equals_the_mask_path(kwargs):
     # sample 0 is a singleton: no positive, the row does not count
     loss = CircleLoss(**kwargs)
     x, y = assert_fast_path_equals_mask_path(loss, rel=1e-6)  # the mask path averages in float32
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"neg_margin": 0.4, "pos_margin": 0.1}, {"distance": "squared_euclidean"}]
+)
+def test_lifted_structure_without_masks_equals_the_mask_path(kwargs):
+    # sample 0 is a singleton: no positive pair of its own, still a negative of the others
+    loss = LiftedStructureLoss(**kwargs)
+    x, y = assert_fast_path_equals_mask_path(loss, rel=1e-9, abs=1e-12)
+    assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))

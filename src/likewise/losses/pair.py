@@ -400,6 +400,54 @@ def lifted_structure_loss(
     return total / (2 * valid.sum().clamp_min(1))
 
 
+def _lifted_sparse(
+    dist: Tensor,
+    pos_pairs: tuple[Tensor, Tensor],
+    self_pairs: tuple[Tensor, Tensor],
+    neg_margin: float,
+    pos_margin: float,
+) -> tuple[Tensor, dict[str, float]]:
+    """Lifted structure loss from index lists of the positive and self pairs (class ids).
+
+    Needs bounded distances (L2-normalised embeddings: ``d <= 2``, or 4 squared), so that
+    ``E = exp(-d)`` neither over- nor underflows: then ``log sum_N exp(m - d) = m + log R``
+    with ``R`` the row (``C``: column) sums of ``E`` over the negatives, and
+    ``J_ij = m + log(R_i + C_j) + d_ij - m_p``. Gradient, written down with ``g_ij =
+    [J_ij]_+ / |P|``: ``g_ij`` at a positive pair, ``-E_ab (u_a + v_b)`` at a negative one,
+    ``u_a = sum_j g_aj / (R_a + C_j)``, ``v_b = sum_i g_ib / (R_i + C_b)``.
+    """
+    pr, pc = pos_pairs
+    xr, xc = torch.cat([pr, self_pairs[0]]), torch.cat([pc, self_pairs[1]])
+    b, n = dist.shape
+    want_grad = needs_grad(dist)
+    with torch.no_grad():
+        e = torch.neg(dist).exp_()
+        e[xr, xc] = 0  # only the negatives are left
+        r, c = e.sum(1), e.sum(0)
+        den = r[pr] + c[pc]
+        valid = den > 0  # the pair has a negative on one side or the other
+        d_pos = dist[pr, pc]
+        j = neg_margin + den.clamp_min(torch.finfo(dist.dtype).tiny).log() + d_pos - pos_margin
+        hinge = torch.where(valid, j.clamp_min(0), 0.0)
+        n_valid = int(valid.sum())
+        loss = hinge.pow(2).sum() / (2 * max(n_valid, 1))
+        grad = None
+        if want_grad:
+            g = hinge / max(n_valid, 1)
+            w = torch.where(valid, g / den.clamp_min(torch.finfo(dist.dtype).tiny), 0.0)
+            u = dist.new_zeros(b).index_add_(0, pr, w)
+            v = dist.new_zeros(n).index_add_(0, pc, w)
+            grad = e.mul_(-(u.unsqueeze(1) + v.unsqueeze(0)))
+            grad[pr, pc] = g
+        n_neg = b * n - pr.numel() - self_pairs[0].numel()
+        stats = {
+            "active_fraction": float((hinge > 0).sum()) / max(1, n_valid),
+            "mean_pos_distance": float(d_pos.sum()) / max(1, pr.numel()),
+            "mean_neg_distance": float(dist.sum(dtype=torch.float64) - dist[xr, xc].sum()) / max(1, n_neg),
+        }
+    return with_gradient(dist, loss, grad), stats
+
+
 class LiftedStructureLoss(MetricLoss):
     """Lifted structured embedding loss, smooth form (Song et al. 2016).
 
@@ -427,6 +475,17 @@ class LiftedStructureLoss(MetricLoss):
         self.normalize_embeddings = bool(normalize_embeddings)
 
     def compute(self, batch: Batch) -> Tensor:
+        bounded = self.normalize_embeddings and self.distance in ("euclidean", "squared_euclidean")
+        if bounded and self.miner is None and batch.relevance is None and batch.labels.dim() == 1:
+            pairs, selves = batch_pairs(batch)
+            b, n = batch.embeddings.shape[0], batch.ref_emb.shape[0]
+            if pairs[0].numel() == 0 or pairs[0].numel() + selves[0].numel() == b * n:
+                self._record(active_fraction=0.0)
+                return zero_loss(batch.embeddings, batch.ref_emb)
+            dist = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=False)
+            loss, stats = _lifted_sparse(dist, pairs, selves, self.neg_margin, self.pos_margin)
+            self._record(**stats)
+            return loss
         pos, neg = self.pair_masks(batch)
         if not pos.any() or not neg.any():
             self._record(active_fraction=0.0)
