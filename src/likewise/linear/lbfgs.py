@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
+from likewise.linear.projected_gradient import armijo_step
+
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -123,17 +125,13 @@ def lbfgs(
         if not slope < 0:  # not a descent direction (round-off): restart from steepest descent
             S.clear(), Y.clear(), rho.clear()
             d, slope = -g, -(g @ g)
-        for _ in range(40):
-            x_new = x + step * d
-            f_new, g_new = fg(x_new)
-            if np.isfinite(f_new) and f_new <= f + 1e-4 * step * slope:
-                break
-            step *= 0.5
-        else:  # no decrease representable: x is stationary at this precision
+        found = armijo_step(fg, x, d, f, slope, step, 40)
+        if found is None:  # no decrease representable: x is stationary at this precision
             if refresh is None or not refresh(x.reshape(shape), True):
                 break
             f, g = fg(x)
             continue
+        x_new, f_new, g_new = found
         n_iter += 1
         s, y = x_new - x, g_new - g
         sy = s @ y

@@ -22,6 +22,23 @@ from collections.abc import Callable
 import numpy as np
 
 
+def armijo_step(
+    fun_grad: Callable, x: np.ndarray, d: np.ndarray, ref: float, slope: float, step: float, halvings: int
+) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """Backtracking along ``d``: halve ``step`` until ``f(x + step d) <= ref + 1e-4 step slope``.
+
+    Returns ``(x_new, f_new, grad_new)``, or ``None`` when ``halvings`` halvings found no such step
+    (no decrease representable at this precision). A non-finite ``f`` fails the test.
+    """
+    for _ in range(halvings):
+        x_new = x + step * d
+        f_new, g_new = fun_grad(x_new)
+        if np.isfinite(f_new) and f_new <= ref + 1e-4 * step * slope:
+            return x_new, f_new, g_new
+        step *= 0.5
+    return None
+
+
 def projected_gradient(
     fun_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
     x0: np.ndarray,
@@ -44,15 +61,10 @@ def projected_gradient(
         slope = float(np.vdot(g, d))
         if not slope < 0:
             break  # the projected step is no descent direction: x is stationary
-        ref, lam = max(recent), 1.0
-        for _ in range(60):
-            x_new = x + lam * d
-            f_new, g_new = fun_grad(x_new)
-            if np.isfinite(f_new) and f_new <= ref + 1e-4 * lam * slope:
-                break
-            lam *= 0.5
-        else:
+        found = armijo_step(fun_grad, x, d, max(recent), slope, 1.0, 60)
+        if found is None:
             break  # no decrease representable at machine precision
+        x_new, f_new, g_new = found
         s, r = (x_new - x).ravel(), (g_new - g).ravel()
         sr = float(s @ r)
         eta = float(s @ s) / sr if sr > 0 else 2.0 * eta
