@@ -24,7 +24,7 @@ from torch import Tensor
 
 from likewise.losses.base import Batch, MetricLoss, zero_loss
 from likewise.losses.pair import check_number
-from likewise.losses.positives import batch_pairs
+from likewise.losses.positives import fast_pairs
 from likewise.losses.proxy import masked_logsumexp
 from likewise.losses.row_softmax import circle_kernel, gemm_loss
 from likewise.similarity import pairwise_similarity
@@ -96,9 +96,10 @@ class CircleLoss(MetricLoss):
         self.gamma = check_number(gamma, "gamma", positive=True)
 
     def compute(self, batch: Batch) -> Tensor:
-        if self.miner is None and batch.relevance is None and batch.labels.dim() == 1:
+        fast = fast_pairs(batch, self.miner)
+        if fast is not None:
             # class ids: one similarity buffer, no masks (likewise.losses.row_softmax)
-            pairs, selves = batch_pairs(batch)
+            pairs, selves = fast
             x = F.normalize(batch.embeddings, dim=1)
             y = x if batch.same_set else F.normalize(batch.ref_emb, dim=1)
             loss, stats = gemm_loss(x, y, circle_kernel(self.m, self.gamma), pairs, selves)

@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
 from likewise.losses.chunking import check_chunk_size, map_row_blocks
 from likewise.losses.fused import needs_grad, with_gradient
-from likewise.losses.positives import batch_pairs
+from likewise.losses.positives import fast_pairs, pair_means
 from likewise.losses.row_softmax import gemm_loss, multi_similarity_kernel
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
 
@@ -244,12 +244,13 @@ def _contrastive_sparse(
         b, n = mat.shape
         n_pos = pr.numel()
         n_neg = b * n - n_pos - self_pairs[0].numel()
+        mean_pos, mean_neg = pair_means(mat, pos_pairs, self_pairs)
         unit = "similarity" if similarity else "distance"
         stats = {
             "pos_active_fraction": int(n_pos_active) / max(1, n_pos),
             "neg_active_fraction": int(n_neg_active) / max(1, n_neg),
-            f"mean_pos_{unit}": float(p_vals.sum()) / max(1, n_pos),
-            f"mean_neg_{unit}": float(mat.sum() - mat[xr, xc].sum()) / max(1, n_neg),
+            f"mean_pos_{unit}": mean_pos,
+            f"mean_neg_{unit}": mean_neg,
         }
     return with_gradient(mat, pos_loss + neg_loss, grad), stats
 
@@ -319,9 +320,10 @@ class ContrastiveLoss(MetricLoss):
         self.normalize_embeddings = bool(normalize_embeddings)
 
     def compute(self, batch: Batch) -> Tensor:
-        if self.miner is None and batch.relevance is None and batch.labels.dim() == 1:
+        fast = fast_pairs(batch, self.miner)
+        if fast is not None:
             # class ids: index lists of the few positive and self pairs, no [B, N] masks
-            pairs, selves = batch_pairs(batch)
+            pairs, selves = fast
             b, n = batch.embeddings.shape[0], batch.ref_emb.shape[0]
             if pairs[0].numel() == 0 and selves[0].numel() == b * n:
                 self._record(pos_active_fraction=0.0, neg_active_fraction=0.0)
@@ -439,11 +441,11 @@ def _lifted_sparse(
             v = dist.new_zeros(n).index_add_(0, pc, w)
             grad = e.mul_(-(u.unsqueeze(1) + v.unsqueeze(0)))
             grad[pr, pc] = g
-        n_neg = b * n - pr.numel() - self_pairs[0].numel()
+        mean_pos, mean_neg = pair_means(dist, pos_pairs, self_pairs)
         stats = {
             "active_fraction": float((hinge > 0).sum()) / max(1, n_valid),
-            "mean_pos_distance": float(d_pos.sum()) / max(1, pr.numel()),
-            "mean_neg_distance": float(dist.sum(dtype=torch.float64) - dist[xr, xc].sum()) / max(1, n_neg),
+            "mean_pos_distance": mean_pos,
+            "mean_neg_distance": mean_neg,
         }
     return with_gradient(dist, loss, grad), stats
 
@@ -476,8 +478,9 @@ class LiftedStructureLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         bounded = self.normalize_embeddings and self.distance in ("euclidean", "squared_euclidean")
-        if bounded and self.miner is None and batch.relevance is None and batch.labels.dim() == 1:
-            pairs, selves = batch_pairs(batch)
+        fast = fast_pairs(batch, self.miner) if bounded else None
+        if fast is not None:
+            pairs, selves = fast
             b, n = batch.embeddings.shape[0], batch.ref_emb.shape[0]
             if pairs[0].numel() == 0 or pairs[0].numel() + selves[0].numel() == b * n:
                 self._record(active_fraction=0.0)
@@ -605,9 +608,10 @@ class MultiSimilarityLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         chunked = self.chunk_size is not None and self.chunk_size < batch.embeddings.shape[0]
-        if not chunked and self.miner is None and batch.relevance is None and batch.labels.dim() == 1:
+        fast = None if chunked else fast_pairs(batch, self.miner)
+        if fast is not None:
             # class ids: one similarity buffer, no masks (likewise.losses.row_softmax)
-            pairs, selves = batch_pairs(batch)
+            pairs, selves = fast
             x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
             y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)
             if self.distance == "cosine":

@@ -11,6 +11,8 @@ Cost: one ``argsort`` of the reference labels and two ``searchsorted`` calls,
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -66,4 +68,28 @@ def batch_pairs(batch: Batch) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tens
     return pairs, selves
 
 
-__all__ = ["batch_pairs", "positive_pairs", "self_pairs"]
+def fast_pairs(batch: Batch, miner: Any) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None:
+    """The index lists of the mask-free loss paths, or ``None`` where they do not apply.
+
+    They apply to class-id labels without a miner or a relevance matrix; everything else
+    (multi-label, relevance, mined pairs) takes the general path on boolean masks.
+    """
+    if miner is not None or batch.relevance is not None or batch.labels is None or batch.labels.dim() != 1:
+        return None
+    return batch_pairs(batch)
+
+
+def pair_means(
+    matrix: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
+) -> tuple[float, float]:
+    """Means of ``matrix`` over the positive pairs and over the negatives (every other pair but
+    the self pairs), from float64 sums and the index lists: no mask."""
+    b, n = matrix.shape
+    pos_sum = matrix[pairs].sum(dtype=torch.float64)
+    out_sum = pos_sum + matrix[selves].sum(dtype=torch.float64)
+    n_pos = pairs[0].numel()
+    n_neg = b * n - n_pos - selves[0].numel()
+    return float(pos_sum) / max(1, n_pos), float(matrix.sum(dtype=torch.float64) - out_sum) / max(1, n_neg)
+
+
+__all__ = ["batch_pairs", "fast_pairs", "pair_means", "positive_pairs", "self_pairs"]

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from likewise.losses.positives import pair_means
+
 # kernel(logits [B, N] (owned, may be overwritten), pairs, selves) -> (loss, grad [B, N] | None, stats)
 Kernel = Callable[[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], bool], tuple[Tensor, Any, dict]]
 
@@ -78,27 +80,17 @@ def _exp_rows(logits: Tensor, selves: tuple[Tensor, Tensor]) -> tuple[Tensor, Te
     return logits.sub_(m.unsqueeze(1)).exp_(), m
 
 
-def _pair_stats(
-    sum_all: Tensor, l_pos: Tensor, pr: Tensor, b: int, n: int, n_self: int, scale: float
-) -> dict[str, float]:
-    n_pos = pr.numel()
-    n_neg = b * n - n_pos - n_self
-    pos_sum = float(l_pos.sum(dtype=torch.float64))
-    return {
-        "pos_pairs": float(n_pos),
-        "anchors_with_pos": float(torch.unique(pr).numel()) / b,
-        "mean_pos_similarity": pos_sum * scale / max(n_pos, 1),
-        "mean_neg_similarity": (float(sum_all) - pos_sum) * scale / max(n_neg, 1),
-    }
-
-
 def _positives_and_stats(
     matrix: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor], scale: float
 ) -> tuple[Tensor, dict[str, float]]:
     """The positive entries of ``matrix`` and the pair statistics (before it is overwritten)."""
-    b, n = matrix.shape
-    l_pos = matrix[pairs]
-    return l_pos, _pair_stats(_finite_sum(matrix, selves), l_pos, pairs[0], b, n, selves[0].numel(), scale)
+    mean_pos, mean_neg = pair_means(matrix, pairs, selves)
+    return matrix[pairs], {
+        "pos_pairs": float(pairs[0].numel()),
+        "anchors_with_pos": float(torch.unique(pairs[0]).numel()) / matrix.shape[0],
+        "mean_pos_similarity": mean_pos * scale,
+        "mean_neg_similarity": mean_neg * scale,
+    }
 
 
 def _row_sum(values: Tensor, rows: Tensor, b: int) -> Tensor:
@@ -110,11 +102,6 @@ def _pos_lse(l_pos: Tensor, pr: Tensor, b: int) -> Tensor:
     top = l_pos.new_full((b,), float("-inf")).scatter_reduce_(0, pr, l_pos, "amax")
     safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     return _row_sum(torch.exp(l_pos - safe[pr]), pr, b).log() + safe
-
-
-def _finite_sum(logits: Tensor, selves: tuple[Tensor, Tensor]) -> Tensor:
-    """Sum of the logits but the self pairs (before they are set to ``-inf``)."""
-    return logits.sum(dtype=torch.float64) - logits[selves].sum(dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------- kernels

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from likewise.losses.base import Batch, MetricLoss, check_batch, zero_loss
 from likewise.losses.chunking import check_chunk_size, map_row_blocks
-from likewise.losses.positives import batch_pairs
+from likewise.losses.positives import fast_pairs
 from likewise.losses.row_softmax import gemm_loss, ntxent_kernel, snn_kernel, supcon_kernel
 from likewise.similarity import check_metric, pairwise_similarity
 
@@ -125,19 +125,16 @@ def scaled_factors(x: Tensor, y: Tensor | None, distance: str, temperature: floa
     return xa, ya
 
 
-def fast_path(batch: Batch, miner: Any, chunk_size: int | None) -> bool:
-    """Whether the mask-free kernels of :mod:`likewise.losses.row_softmax` apply."""
-    return (
-        miner is None
-        and batch.relevance is None
-        and batch.labels is not None
-        and batch.labels.dim() == 1
-        and (chunk_size is None or chunk_size >= batch.embeddings.shape[0])
-    )
-
-
-def _fast_loss(batch: Batch, kernel: Any, distance: str, temperature: float) -> tuple[Tensor, dict]:
-    pairs, selves = batch_pairs(batch)
+def _fast_loss(
+    batch: Batch, miner: Any, chunk_size: int | None, kernel: Any, distance: str, temperature: float
+) -> tuple[Tensor, dict] | None:
+    """The loss by a mask-free kernel of :mod:`likewise.losses.row_softmax` (``None``: the general
+    path applies: a miner, relevance, multi-label or chunking)."""
+    chunked = chunk_size is not None and chunk_size < batch.embeddings.shape[0]
+    fast = None if chunked else fast_pairs(batch, miner)
+    if fast is None:
+        return None
+    pairs, selves = fast
     refs = None if batch.same_set else batch.ref_emb
     xa, ya = scaled_factors(batch.embeddings, refs, distance, temperature)
     loss, stats = gemm_loss(xa, ya, kernel, pairs, selves)
@@ -306,10 +303,13 @@ class NTXentLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         # the mask-free kernel shifts rows by their max: safe while cosine logits span < 80
-        if fast_path(batch, self.miner, self.chunk_size) and 2 / self.temperature < 80:
-            loss, stats = _fast_loss(batch, ntxent_kernel(self.temperature), "cosine", self.temperature)
-            self._record(**stats)
-            return loss
+        fast = None
+        if 2 / self.temperature < 80:
+            kernel = ntxent_kernel(self.temperature)
+            fast = _fast_loss(batch, self.miner, self.chunk_size, kernel, "cosine", self.temperature)
+        if fast is not None:
+            self._record(**fast[1])
+            return fast[0]
         masks = None if self.miner is None else self.pair_masks(batch)
         loss, stats = _row_loss(batch, ntxent_rows, self.temperature, "cosine", self.chunk_size, masks)
         self._record(**stats)
@@ -402,11 +402,11 @@ class SupConLoss(MetricLoss):
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
 
     def compute(self, batch: Batch) -> Tensor:
-        if fast_path(batch, self.miner, self.chunk_size):
-            kernel = supcon_kernel(self.temperature, self.variant)
-            loss, stats = _fast_loss(batch, kernel, "cosine", self.temperature)
-            self._record(**stats)
-            return loss
+        kernel = supcon_kernel(self.temperature, self.variant)
+        fast = _fast_loss(batch, self.miner, self.chunk_size, kernel, "cosine", self.temperature)
+        if fast is not None:
+            self._record(**fast[1])
+            return fast[0]
         masks = None if self.miner is None else self.pair_masks(batch)
         rule = supcon_rows(self.variant)
         loss, stats = _row_loss(batch, rule, self.temperature, "cosine", self.chunk_size, masks)
@@ -475,11 +475,13 @@ class SoftNearestNeighborLoss(MetricLoss):
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
 
     def compute(self, batch: Batch) -> Tensor:
-        if fast_path(batch, self.miner, self.chunk_size) and self.distance != "euclidean":
+        fast = None
+        if self.distance != "euclidean":  # no GEMM factors for the plain Euclidean distance
             kernel = snn_kernel(self.temperature, self.temperature)
-            loss, stats = _fast_loss(batch, kernel, self.distance, self.temperature)
-            self._record(**stats)
-            return loss
+            fast = _fast_loss(batch, self.miner, self.chunk_size, kernel, self.distance, self.temperature)
+        if fast is not None:
+            self._record(**fast[1])
+            return fast[0]
         masks = None if self.miner is None else self.pair_masks(batch)
         loss, stats = _row_loss(batch, snn_rows, self.temperature, self.distance, self.chunk_size, masks)
         self._record(**stats)

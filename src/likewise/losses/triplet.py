@@ -42,7 +42,7 @@ from torch.utils.checkpoint import checkpoint
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
 from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import check_number, distance_matrix, prepare
-from likewise.losses.positives import batch_pairs
+from likewise.losses.positives import fast_pairs, pair_means
 from likewise.mined import PairMask, Triplets, to_pair_mask
 from likewise.similarity import check_metric, is_similarity, pairwise_similarity
 
@@ -301,14 +301,10 @@ class TripletMarginLoss(MetricLoss):
         x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
         y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)
         b, n = x.shape[0], y.shape[0]
-        if (
-            self.miner is None
-            and batch.relevance is None
-            and batch.labels.dim() == 1
-            and self.triplets_per_anchor == "all"
-            and not (self.swap or self.smooth_loss)
-        ):
-            loss = self._all_triplets_of_class_ids(batch, x, y)
+        hinge_all = self.triplets_per_anchor == "all" and not (self.swap or self.smooth_loss)
+        fast = fast_pairs(batch, self.miner) if hinge_all else None
+        if fast is not None:
+            loss = self._all_triplets_of_class_ids(batch, x, y, *fast)
             if loss is not None:
                 return loss
         mined = self.mine(batch)
@@ -341,9 +337,10 @@ class TripletMarginLoss(MetricLoss):
         self._record_stats(dist, pos, neg, n_triplets, int(active))
         return total / active.clamp_min(1).to(total.dtype)
 
-    def _all_triplets_of_class_ids(self, batch: Batch, x: Tensor, y: Tensor) -> Tensor | None:
-        """Hinge loss over all triplets of class-id labels, no masks (``None``: not applicable)."""
-        pairs, selves = batch_pairs(batch)
+    def _all_triplets_of_class_ids(
+        self, batch: Batch, x: Tensor, y: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
+    ) -> Tensor | None:
+        """Hinge loss over all triplets of class-id labels, no masks (``None``: too many positives)."""
         b, n = x.shape[0], y.shape[0]
         counts = torch.bincount(pairs[0], minlength=b)
         if counts.numel() and int(counts.max()) > SLOTS_MAX:
@@ -360,17 +357,11 @@ class TripletMarginLoss(MetricLoss):
         sign = -1.0 if is_similarity(self.distance) else 1.0
         unit = "similarity" if sign < 0 else "distance"
         with torch.no_grad():
-            xr, xc = torch.cat([pairs[0], selves[0]]), torch.cat([pairs[1], selves[1]])
-            p_sum = float(dist[pairs[0], pairs[1]].sum())
-            n_sum = float(dist.sum() - dist[xr, xc].sum())
-            n_neg = b * n - pairs[0].numel() - selves[0].numel()
+            mean_pos, mean_neg = pair_means(dist, pairs, selves)
             self._record(
                 num_triplets=n_triplets,
                 active_fraction=float(active) / n_triplets,
-                **{
-                    f"mean_pos_{unit}": sign * p_sum / max(1, pairs[0].numel()),
-                    f"mean_neg_{unit}": sign * n_sum / max(1, n_neg),
-                },
+                **{f"mean_pos_{unit}": sign * mean_pos, f"mean_neg_{unit}": sign * mean_neg},
             )
         return loss
 
