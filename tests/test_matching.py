@@ -83,13 +83,13 @@ def test_calibrate_threshold_errors():
         calibrate_threshold([0.1, 0.2], [2, 0])
 
 
-def test_calibrate_on_pairs_is_a_deprecated_alias_of_calibrate_threshold():
+def test_calibrate_on_pair_scores_points_to_calibrate_threshold():
     rng = np.random.default_rng(3)
     y = rng.random(200) < 0.3
     s = rng.normal(np.where(y, 1.0, 0.0), 0.8)
-    with pytest.warns(DeprecationWarning, match="use calibrate_threshold"):
-        legacy = calibrate(s, y, target="far", far=0.05)
-    assert legacy == calibrate_threshold(s, y, target="far", far=0.05) == _naive_threshold(s, y, "far", 0.05)
+    expected = r"calibrate takes an Index .* use calibrate_threshold\(scores, is_same\)"
+    with pytest.raises(TypeError, match=expected):
+        calibrate(s, y, target="far", far=0.05)
 
 
 def _world(seed=0, d=16):

@@ -61,7 +61,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -374,8 +373,8 @@ def _rates(accepted: float, correct: float, false_accepts: float, n_known: int, 
 
 
 def calibrate(
-    index: Any,
-    embeddings: Any = None,
+    index: Index,
+    embeddings: Any,
     labels: Any = None,
     *,
     target: str = "f1",
@@ -400,22 +399,18 @@ def calibrate(
         the matcher; :attr:`Matcher.calibration` holds the target, the threshold and the
         precision, recall, false-accept rate (...) measured on the validation trials.
 
-    The deprecated form ``calibrate(scores, is_same, target=..., far=...)`` still returns
-    :func:`calibrate_threshold`'s pair-level float.
+    For a threshold on pair scores (``scores, is_same``) use :func:`calibrate_threshold`.
     """
-    if not isinstance(index, Index) and labels is None and embeddings is not None:
-        warnings.warn(
-            "calibrate(scores, is_same) is deprecated: use calibrate_threshold(scores, is_same) for a "
-            "pair-level threshold, or calibrate(index, embeddings, labels) for a Matcher",
-            DeprecationWarning,
-            stacklevel=2,
+    if not isinstance(index, Index):
+        raise TypeError(
+            f"calibrate takes an Index of the known identities, got {type(index).__name__}; "
+            "for a threshold on pair scores use calibrate_threshold(scores, is_same)"
         )
-        return calibrate_threshold(index, embeddings, target=target, far=far)  # type: ignore[return-value]
+    if labels is None:
+        raise TypeError("calibrate needs the labels of the validation embeddings")
     _check_target(target, far)
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    if embeddings is None or labels is None:
-        raise TypeError("calibrate needs the index, validation embeddings and their labels")
     trials = _open_set_trials(index, embeddings, labels, int(k), ids)
     g, u = trials.n_known, trials.impostor.size
     if g == 0 and target != "far":
@@ -503,25 +498,9 @@ class Matcher:
         far: float = 1e-3,
         k: int = 1,
         ids: Any = None,
-        **legacy: Any,
     ) -> Matcher:
         """:func:`calibrate`: a matcher whose open-set threshold is calibrated on labelled
-        validation embeddings.
-
-        The pair-sampling options of earlier versions (``max_pairs``, ``balanced``,
-        ``seed``) are accepted with a ``DeprecationWarning`` and ignored: every
-        validation embedding is one trial.
-        """
-        unknown = set(legacy) - {"max_pairs", "balanced", "seed"}
-        if unknown:
-            raise TypeError(f"Matcher.calibrated() got unexpected keyword arguments {sorted(unknown)}")
-        if legacy:
-            warnings.warn(
-                f"Matcher.calibrated: {', '.join(sorted(legacy))} no longer apply (the calibration "
-                "uses every validation embedding as a trial, not sampled pairs) and are ignored",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+        validation embeddings."""
         return calibrate(index, embeddings, labels, target=target, far=far, k=k, ids=ids)
 
     def __repr__(self) -> str:
