@@ -250,7 +250,7 @@ def test_calibration_errors():
         calibrate(index, v, vy[:3])
     with pytest.raises(TypeError, match="both be integers or both strings"):
         calibrate(index, v, [f"x{i}" for i in vy])
-    with pytest.raises(ValueError, match="embeddings has 8 dimensions|8"):
+    with pytest.raises(ValueError, match="embeddings have 8 dimensions"):
         calibrate(index, v[:, :8], vy)
     with pytest.raises(ValueError, match="none of the labels is enrolled"):
         calibrate(index, v, vy + 1000, target="f1")
@@ -261,7 +261,7 @@ def test_calibration_errors():
         calibrate(index, v, vy, ids=np.arange(10) + 10_000)
     with pytest.raises(ValueError, match="same index entry"):
         calibrate(index, v, vy, ids=np.zeros(10, dtype=int))
-    with pytest.raises(ValueError, match=r"ids\[1\] = 1 is stored with label 0 but labels\[1\] is 0|stored"):
+    with pytest.raises(ValueError, match=r"ids\[1\] = 1 is stored with label .*0.* but labels\[1\] is .*7"):
         calibrate(index, v, np.r_[vy[:1], 7, vy[2:]], ids=np.arange(10))
     with pytest.raises(TypeError, match="ids must be integers"):
         calibrate(index, v, vy, ids=np.zeros(10))

@@ -77,7 +77,6 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     assert per_epoch > 9
     kill_step = per_epoch + 7  # in the second epoch, after its first evaluation
     kill_step += kill_step % 4 == 0  # not on a checkpoint step: the last checkpoint is older
-    assert kill_step % 4 != 0
 
     done = _train(config, tmp_path / "a")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -274,10 +274,11 @@ def _open_set_trials(index: Index, embeddings: Any, labels: Any, k: int, ids: An
     own = np.full(n, -1, dtype=np.int64) if ids is None else _own_ids(ids, n, index, y)
     guess_own = ids is None
 
-    if index.metric == "cosine":  # search-time normalisation, for the self-similarity below
-        norms = np.linalg.norm(q, axis=1, keepdims=True)
-        q = q / np.where(norms > 0, norms, 1.0).astype(np.float32)
-    self_s, tol = _self_similarity(index, q)
+    if guess_own:  # the score a row would get against its own copy in the index
+        if index.metric == "cosine":  # the search normalises the same way
+            norms = np.linalg.norm(q, axis=1, keepdims=True)
+            q = q / np.where(norms > 0, norms, 1.0).astype(np.float32)
+        self_s, tol = _self_similarity(index, q)
 
     impostor = np.full(n, -np.inf)
     top_s = np.full((n, k), -np.inf)

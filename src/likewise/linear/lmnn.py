@@ -100,7 +100,7 @@ class SparseLMNN:
     def __init__(self, targets: torch.Tensor, valid: torch.Tensor, impostors, mu: float, margin: float = 1.0):
         N, k = targets.shape
         self.N, self.k, self.mu, self.margin = N, k, float(mu), float(margin)
-        self.targets, self.valid = targets, valid
+        self.valid = valid
         self.ii, self.ll = impostors
         rows = torch.arange(N, device=targets.device).repeat_interleave(k)
         self.r = torch.cat([rows, self.ii])
@@ -149,16 +149,13 @@ def lmnn_objective(
     valid: torch.Tensor,
     mu: float,
     margin: float = 1.0,
-    impostors: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f, df/dZ)`` for ``Z`` ``[N, d]``, labels ``y`` ``[N]``, ``targets``/``valid`` ``[N, k]``.
 
-    ``impostors``: the ``(i, l)`` pairs to evaluate the hinge terms on; ``None``: every pair that can
-    be active (:func:`candidate_impostors`, one pass over the ``[N, N]`` distances), so the value is
-    exact. A given list gives ``f`` restricted to it (exact as long as it holds every active pair).
+    The hinge terms run over every pair that can be active (:func:`candidate_impostors`, one pass
+    over the ``[N, N]`` distances), so the value is exact.
     """
-    if impostors is None:
-        impostors = candidate_impostors(Z, y, targets, valid, margin)
+    impostors = candidate_impostors(Z, y, targets, valid, margin)
     return SparseLMNN(targets, valid, impostors, mu, margin)(Z)
 
 

@@ -9,10 +9,10 @@ with the Barzilai-Borwein step ``eta_t = <s, s> / <s, r>`` (Barzilai & Borwein 1
 the last changes of ``x`` and of the gradient) and ``lambda_t`` from 1, halved until the Armijo
 test ``f(x_t + lambda d_t) <= f(x_t) + 1e-4 lambda <grad f(x_t), d_t>`` holds (the segment stays in
 ``C``, so a shorter step needs no new projection: one eigendecomposition per iteration for the
-PSD cone). A point where ``f`` is infinite (outside a barrier's domain) fails the test.
-``memory > 1`` compares with the largest of the last ``memory`` values instead (the non-monotone
-test of Grippo, Lampariello & Lucidi 1986); the stopping rule below then fires too early on the
-ill-conditioned MMC problems, hence the monotone default.
+PSD cone). A point where ``f`` is infinite (outside a barrier's domain) fails the test. The
+non-monotone test of Grippo, Lampariello & Lucidi (1986) made the stopping rule below fire too
+early on the ill-conditioned MMC problems, hence this monotone one: every accepted step decreases
+``f``, so the last point is the best.
 """
 
 from __future__ import annotations
@@ -45,23 +45,21 @@ def projected_gradient(
     project: Callable[[np.ndarray], np.ndarray],
     max_iter: int,
     tol: float,
-    memory: int = 1,
 ) -> tuple[np.ndarray, float, int]:
-    """Return ``(x, f(x), n_iter)`` (the best ``x`` seen); stops when an iteration changes ``f`` by less than
+    """Return ``(x, f(x), n_iter)``; stops when an iteration changes ``f`` by less than
     ``tol * max(1, |f|)``, or when no step along ``d_t`` decreases ``f`` (``x`` is stationary)."""
     x = project(x0)
     f, g = fun_grad(x)
     if not np.isfinite(f):
         raise FloatingPointError("projected gradient: the objective is not finite at the start point")
     eta = max(np.linalg.norm(x), 1.0) / max(np.linalg.norm(g), 1e-300)
-    recent, best = [f], (f, x)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is returned
         d = project(x - eta * g) - x
         slope = float(np.vdot(g, d))
         if not slope < 0:
             break  # the projected step is no descent direction: x is stationary
-        found = armijo_step(fun_grad, x, d, max(recent), slope, 1.0, 60)
+        found = armijo_step(fun_grad, x, d, f, slope, 1.0, 60)
         if found is None:
             break  # no decrease representable at machine precision
         x_new, f_new, g_new = found
@@ -70,9 +68,6 @@ def projected_gradient(
         eta = float(s @ s) / sr if sr > 0 else 2.0 * eta
         done = abs(f - f_new) <= tol * max(1.0, abs(f_new))
         x, f, g = x_new, f_new, g_new
-        recent = (recent + [f])[-memory:]
-        if f < best[0]:
-            best = (f, x)
         if done:
             break
-    return best[1], float(best[0]), n_iter
+    return x, float(f), n_iter
