@@ -31,10 +31,10 @@ import math
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from likewise.mined import Mined, PairMask, Triplets
+from likewise.normalize import l2_normalize
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
 
 
@@ -67,8 +67,8 @@ class Miner(nn.Module):
             pos, neg = batch.masks()
             x, y = batch.embeddings, batch.ref_emb
             if self.normalize_embeddings and self.distance != "cosine":
-                x = F.normalize(x, dim=1)
-                y = x if batch.same_set else F.normalize(y, dim=1)
+                x = l2_normalize(x, dim=1)
+                y = x if batch.same_set else l2_normalize(y, dim=1)
             return self.mine(x, y, pos, neg)
 
     def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> Mined:  # pragma: no cover

@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from likewise.normalize import l2_normalize
 
 Metric = Literal["cosine", "dot", "euclidean", "squared_euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "dot", "euclidean", "squared_euclidean")
@@ -128,7 +129,7 @@ def pairwise_similarity(
     check_metric(metric)
     y = x if y is None else y
     if metric == "cosine":
-        return F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
+        return l2_normalize(x, dim=1) @ l2_normalize(y, dim=1).T
     if metric == "dot":
         return x @ y.T
     return -pairwise_distance(x, y, metric)

@@ -27,6 +27,7 @@ from likewise.losses.pair import check_number
 from likewise.losses.positives import fast_pairs
 from likewise.losses.proxy import masked_logsumexp
 from likewise.losses.row_softmax import circle_kernel, gemm_loss
+from likewise.normalize import l2_normalize
 from likewise.similarity import pairwise_similarity
 
 
@@ -100,8 +101,8 @@ class CircleLoss(MetricLoss):
         if fast is not None:
             # class ids: one similarity buffer, no masks (likewise.losses.row_softmax)
             pairs, selves = fast
-            x = F.normalize(batch.embeddings, dim=1)
-            y = x if batch.same_set else F.normalize(batch.ref_emb, dim=1)
+            x = l2_normalize(batch.embeddings, dim=1)
+            y = x if batch.same_set else l2_normalize(batch.ref_emb, dim=1)
             loss, stats = gemm_loss(x, y, circle_kernel(self.m, self.gamma), pairs, selves)
             self._record(**stats)
             if not loss.requires_grad and not bool(loss):  # nothing active: keep the graph

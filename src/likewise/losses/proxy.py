@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from likewise.losses.base import Batch, MetricLoss
+from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import check_number
+from likewise.normalize import l2_normalize
 
 
 def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, add_one: bool = False) -> Tensor:
@@ -89,6 +90,54 @@ def _check_sizes(num_classes: int, embedding_size: int, min_classes: int = 1) ->
         )
 
 
+def _class_logsumexp(values: Tensor, classes: Tensor, num_classes: int) -> Tensor:
+    """``log sum_{x : classes[x] = c} exp(values[x])`` per class ``[C]`` (``-inf``: none)."""
+    top = values.new_full((num_classes,), float("-inf")).scatter_reduce_(0, classes, values, "amax")
+    safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    sums = values.new_zeros(num_classes).index_add_(0, classes, torch.exp(values - safe[classes]))
+    return sums.log() + safe
+
+
+def _proxy_anchor(
+    embeddings: Tensor, labels: Tensor, proxies: Tensor, margin: float, alpha: float
+) -> tuple[Tensor, dict[str, float]]:
+    """The loss (gradient computed with it) and the statistics of one call."""
+    sim = l2_normalize(embeddings, dim=1) @ l2_normalize(proxies.to(embeddings.dtype), dim=1).T  # [B, C]
+    want = needs_grad(sim)
+    b, c = sim.shape
+    rows = torch.arange(b, device=sim.device)
+    with torch.no_grad():
+        s_pos = sim[rows, labels]  # [B]: each sample with its own proxy
+        # positive term of each proxy with samples: log(1 + sum_x exp(z_x)), z = -alpha (s - margin)
+        z = -alpha * (s_pos - margin)
+        lse_pos = _class_logsumexp(z, labels, c)  # [C]
+        n_with_pos = int(torch.isfinite(lse_pos).sum())
+        # negative term of every proxy: log(1 + sum_{x not in class} exp(alpha (s + margin)))
+        e = torch.mul(sim, alpha).add_(alpha * margin)
+        e[rows, labels] = float("-inf")
+        top = e.amax(0)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        e.sub_(top).exp_()  # [B, C], 0 at the positives
+        col_sum = e.sum(0)
+        lse_neg = col_sum.log() + top  # -inf for a proxy without negatives
+        zero = torch.zeros_like(lse_neg)
+        pos_part = torch.logaddexp(lse_pos, zero).sum() / max(n_with_pos, 1)
+        loss = pos_part + torch.logaddexp(lse_neg, zero).sum() / c
+        grad = None
+        if want:
+            # d/dl of log(1 + sum exp(l)) is exp(l) / (1 + sum exp(l)) = exp(l - logaddexp(lse, 0))
+            col_scale = torch.where(col_sum > 0, torch.exp(top - torch.logaddexp(lse_neg, zero)), zero)
+            grad = e.mul_(col_scale.mul_(alpha / c))
+            pos_den = torch.logaddexp(lse_pos, zero)[labels]
+            grad[rows, labels] = torch.exp(z - pos_den) * (-alpha / max(n_with_pos, 1))
+        stats = {
+            "pos_sim": float(s_pos.mean()),
+            "neg_sim": float((sim.sum() - s_pos.sum()) / (b * c - b)) if c > 1 else 0.0,
+            "proxies_with_pos": float(n_with_pos),
+        }
+    return with_gradient(sim, loss, grad), stats
+
+
 def proxy_anchor_loss(
     embeddings: Tensor, labels: Tensor, proxies: Tensor, margin: float = 0.1, alpha: float = 32.0
 ) -> Tensor:
@@ -102,14 +151,11 @@ def proxy_anchor_loss(
           + 1/|P|   sum_{p in P}   log(1 + sum_{x in X_p^-} exp( alpha (s(x, p) + margin)))
 
     Shapes: ``embeddings [B, D]``, ``labels`` long ``[B]`` in ``[0, C)``,
-    ``proxies [C, D]``. Memory ``O(B C)``.
+    ``proxies [C, D]``. Memory ``O(B C)``: one ``[B, C]`` buffer holds the exponentials
+    of the negative term and then ``dL/dS`` (each proxy's softmax weights, scaled, with
+    the positive entries written in), so backward is the GEMMs of ``S`` only.
     """
-    sim = F.normalize(embeddings, dim=1) @ F.normalize(proxies.to(embeddings.dtype), dim=1).T  # [B, C]
-    pos = F.one_hot(labels, proxies.shape[0]).bool()
-    pos_term = masked_logsumexp(-alpha * (sim - margin), pos, dim=0, add_one=True)  # [C]
-    neg_term = masked_logsumexp(alpha * (sim + margin), ~pos, dim=0, add_one=True)  # [C]
-    with_pos = pos.any(dim=0)
-    return pos_term[with_pos].sum() / with_pos.sum() + neg_term.sum() / proxies.shape[0]
+    return _proxy_anchor(embeddings, labels, proxies, margin, alpha)[0]
 
 
 class ProxyAnchorLoss(MetricLoss):
@@ -135,17 +181,8 @@ class ProxyAnchorLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         labels = _check_proxy_batch(batch, self.num_classes, self.embedding_size, "ProxyAnchorLoss")
-        loss = proxy_anchor_loss(batch.embeddings, labels, self.proxies, self.margin, self.alpha)
-        with torch.no_grad():
-            sim = (
-                F.normalize(batch.embeddings, dim=1) @ F.normalize(self.proxies.to(batch.embeddings), dim=1).T
-            )
-            pos = F.one_hot(labels, self.num_classes).bool()
-            self._record(
-                pos_sim=sim[pos].mean(),
-                neg_sim=sim[~pos].mean() if self.num_classes > 1 else 0.0,
-                proxies_with_pos=pos.any(0).sum(),
-            )
+        loss, stats = _proxy_anchor(batch.embeddings, labels, self.proxies, self.margin, self.alpha)
+        self._record(**stats)
         return loss
 
 
@@ -189,14 +226,37 @@ def arcface_loss(
 
 def _arcface(
     embeddings: Tensor, labels: Tensor, weight: Tensor, margin: float, scale: float
-) -> tuple[Tensor, Tensor]:
-    """The loss and the plain cosines ``[B, C]`` (for statistics): one GEMM, the true
-    class's logit written into the scaled cosines in place."""
-    cos = F.normalize(embeddings, dim=1) @ F.normalize(weight.to(embeddings.dtype), dim=0)  # [B, C]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The loss, each sample's cosine to its own class ``[B]`` and whether that class has the
+    highest cosine ``[B]``.
+
+    One GEMM gives the cosines ``[B, C]``; one buffer holds the scaled logits, then their
+    softmax, then ``dL/dcos`` (``scale (p_c - 1[c = y]) / B``, the true class's entry times
+    the derivative of its margin logit), so backward is the GEMMs of the cosines only.
+    """
+    cos = l2_normalize(embeddings, dim=1) @ l2_normalize(weight.to(embeddings.dtype), dim=0)  # [B, C]
+    want = needs_grad(cos)
+    b = cos.shape[0]
     col = labels[:, None]
-    logits = cos * scale
-    logits.scatter_(1, col, scale * arcface_target_logit(cos.gather(1, col), math.radians(margin)))
-    return F.cross_entropy(logits, labels), cos
+    with torch.no_grad():
+        cos_y = cos.gather(1, col)  # [B, 1]
+        correct = cos_y.squeeze(1) >= cos.amax(1)
+        with torch.enable_grad():  # the margin logit and its derivative, on B numbers
+            leaf = cos_y.detach().requires_grad_(True)
+            target = arcface_target_logit(leaf, math.radians(margin))
+            (d_target,) = torch.autograd.grad(target.sum(), leaf)
+        target = target.detach() * scale
+        e = torch.mul(cos, scale).scatter_(1, col, target)
+        top = e.amax(1, keepdim=True)
+        e.sub_(top).exp_()
+        row_sum = e.sum(1, keepdim=True)
+        loss = (row_sum.log() + top - target).mean()
+        grad = None
+        if want:
+            p_y = e.gather(1, col) / row_sum
+            grad = e.mul_(scale / b / row_sum)
+            grad.scatter_(1, col, (p_y - 1) * d_target * (scale / b))
+    return with_gradient(cos, loss, grad), cos_y.squeeze(1), correct
 
 
 class ArcFaceLoss(MetricLoss):
@@ -207,9 +267,9 @@ class ArcFaceLoss(MetricLoss):
     initialisation (standard normal) are kept. After copying ``W`` the value and
     gradients agree, except within machine epsilon of ``cos = +-1`` (see
     :func:`arcface_target_logit`). Call ``loss(embeddings [B, D], labels [B])``;
-    stats: ``mean_angle`` (degrees, to the true class), ``accuracy`` (argmax of
-    the plain cosines). ``num_classes >= 2``, ``scale`` a finite number ``> 0``,
-    ``margin`` in ``[0, 180)``.
+    stats: ``mean_angle`` (degrees, to the true class), ``accuracy`` (fraction of
+    samples whose true class has the highest plain cosine). ``num_classes >= 2``,
+    ``scale`` a finite number ``> 0``, ``margin`` in ``[0, 180)``.
     """
 
     def __init__(
@@ -229,11 +289,9 @@ class ArcFaceLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         labels = _check_proxy_batch(batch, self.num_classes, self.embedding_size, "ArcFaceLoss")
-        loss, cos = _arcface(batch.embeddings, labels, self.W, self.margin, self.scale)
-        with torch.no_grad():
-            cos = cos.detach()
-            angle = torch.rad2deg(torch.acos(cos.gather(1, labels[:, None]).clamp(-1, 1)))
-            self._record(mean_angle=angle.mean(), accuracy=(cos.argmax(1) == labels).float().mean())
+        loss, cos_y, correct = _arcface(batch.embeddings, labels, self.W, self.margin, self.scale)
+        angle = torch.rad2deg(torch.acos(cos_y.clamp(-1, 1)))
+        self._record(mean_angle=angle.mean(), accuracy=correct.float().mean())
         return loss
 
 

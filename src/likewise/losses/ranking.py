@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from likewise.losses.base import Batch, MetricLoss, zero_loss
+from likewise.normalize import l2_normalize
 from likewise.similarity import squared_euclidean
 
 
@@ -144,7 +144,7 @@ class FastAPLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         pos, neg = batch.masks()
-        dist = squared_euclidean(F.normalize(batch.embeddings, dim=1), F.normalize(batch.ref_emb, dim=1))
+        dist = squared_euclidean(l2_normalize(batch.embeddings, dim=1), l2_normalize(batch.ref_emb, dim=1))
         has_pos = pos.any(1)
         if not bool(has_pos.any()):
             self._record(fast_ap=0.0, queries_with_pos=0.0)

@@ -75,7 +75,7 @@ def gemm_loss(
 def _exp_rows(logits: Tensor, selves: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Self pairs to ``-inf``, row max ``m [B]`` (0 for an empty row), ``E = exp(L - m)`` in place."""
     logits[selves] = float("-inf")
-    m = logits.max(1).values
+    m = logits.amax(1)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     return logits.sub_(m.unsqueeze(1)).exp_(), m
 
@@ -203,7 +203,7 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
         x = sim.sub_(base).mul_(beta)
         x[pr, pc] = float("-inf")
         x[selves] = float("-inf")
-        m = x.max(1).values.clamp_min(0)
+        m = x.amax(1).clamp_min(0)
         e = x.sub_(m.unsqueeze(1)).exp_()
         neg_den = torch.exp(-m) + e.sum(1)  # (1 + sum_N e^{beta(S - base)}) e^{-m}
         neg_part = (m + neg_den.log()) / beta

@@ -34,6 +34,7 @@ from likewise.losses.base import Batch, MetricLoss, check_batch, zero_loss
 from likewise.losses.chunking import check_chunk_size, map_row_blocks
 from likewise.losses.positives import fast_pairs
 from likewise.losses.row_softmax import gemm_loss, ntxent_kernel, snn_kernel, supcon_kernel
+from likewise.normalize import l2_normalize
 from likewise.similarity import check_metric, pairwise_similarity
 
 
@@ -110,8 +111,8 @@ def scaled_factors(x: Tensor, y: Tensor | None, distance: str, temperature: floa
     See :func:`scaled_similarity` (``y=None``: ``y = x``).
     """
     if distance == "cosine":
-        xn = F.normalize(x, dim=1)
-        yn = xn if y is None else F.normalize(y, dim=1)
+        xn = l2_normalize(x, dim=1)
+        yn = xn if y is None else l2_normalize(y, dim=1)
         return xn / temperature, yn
     y = x if y is None else y
     if distance == "dot":
@@ -554,7 +555,7 @@ def npairs_loss(
 
 def _npairs_logits(a: Tensor, p: Tensor, normalize_embeddings: bool) -> Tensor:
     if normalize_embeddings:
-        a, p = F.normalize(a, dim=1), F.normalize(p, dim=1)
+        a, p = l2_normalize(a, dim=1), l2_normalize(p, dim=1)
     return a @ p.T
 
 

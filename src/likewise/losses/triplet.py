@@ -44,6 +44,7 @@ from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import check_number, distance_matrix, prepare
 from likewise.losses.positives import fast_pairs, pair_means
 from likewise.mined import PairMask, Triplets, to_pair_mask
+from likewise.normalize import l2_normalize
 from likewise.similarity import check_metric, is_similarity, pairwise_similarity
 
 SwapDist = Tensor | Callable[[Tensor], Tensor] | None
@@ -61,7 +62,7 @@ def distance_like(x: Tensor, y: Tensor, metric: str) -> Tensor:
 def rowwise_distance_like(u: Tensor, v: Tensor, metric: str) -> Tensor:
     """``[T]`` distances between matching rows of ``u, v [T, D]`` (same convention)."""
     if metric == "cosine":
-        return -(F.normalize(u, dim=1) * F.normalize(v, dim=1)).sum(1)
+        return -(l2_normalize(u, dim=1) * l2_normalize(v, dim=1)).sum(1)
     if metric == "dot":
         return -(u * v).sum(1)
     d2 = (u - v).pow(2).sum(1)
