@@ -9,6 +9,7 @@ import likewise.losses.triplet as triplet_module
 from likewise.losses import (
     CircleLoss,
     ContrastiveLoss,
+    FastAPLoss,
     LiftedStructureLoss,
     MultiSimilarityLoss,
     NTXentLoss,
@@ -152,5 +153,13 @@ def test_circle_kernel_equals_the_mask_path(kwargs):
 def test_lifted_structure_without_masks_equals_the_mask_path(kwargs):
     # sample 0 is a singleton: no positive pair of its own, still a negative of the others
     loss = LiftedStructureLoss(**kwargs)
+    x, y = assert_fast_path_equals_mask_path(loss, rel=1e-9, abs=1e-12)
+    assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("num_bins", [3, 10])
+def test_fast_ap_scatter_histograms_equal_the_mask_path(num_bins):
+    # sample 0 is a singleton: a query without positives, left out of the mean
+    loss = FastAPLoss(num_bins=num_bins)
     x, y = assert_fast_path_equals_mask_path(loss, rel=1e-9, abs=1e-12)
     assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from likewise.losses.log_ratio import LogRatioLoss, log_ratio_loss
+from likewise.losses.log_ratio import LogRatioLoss, label_log_distance, log_ratio_loss
 
 EPS = 1e-6
 
@@ -46,6 +46,21 @@ def label_sqdist(y, y_ref=None):
 
 
 # ---------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("width", [1, 3, 12])  # 12 > DIRECT_LABEL_COLUMNS: the float64 GEMM form
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_label_log_distance_matches_a_loop(width, dtype):
+    g = torch.Generator().manual_seed(width)
+    y = torch.randn(7, width, generator=g, dtype=dtype)
+    y_ref = torch.randn(5, width, generator=g, dtype=dtype)
+    y_ref[0] = y[2] + 1e-4  # a close pair: its small distance must survive
+    got = label_log_distance(y, y_ref, EPS, dtype)
+    expected = (label_sqdist(y.double(), y_ref.double()) + EPS).log().to(dtype)
+    assert got.dtype == dtype
+    # the wide (GEMM) form loses ~1e-10 relative at the close pair: cancellation, bounded by float64
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-12}
+    torch.testing.assert_close(got, expected, **tol)
 
 
 def test_label_vectors_match_triple_loop():

@@ -26,9 +26,41 @@ import torch
 from torch import Tensor
 
 from likewise.losses.base import INDICES_TUPLE_MESSAGE, MetricLoss, _check_float_matrix, zero_loss
-from likewise.similarity import self_pair_mask, squared_euclidean
+from likewise.losses.fused import needs_grad, with_gradient
+from likewise.losses.pair import distance_matrix
+from likewise.losses.positives import self_pairs
+from likewise.similarity import squared_euclidean
 
 EPS = 1e-6
+
+
+def _log_ratio(
+    emb_dist: Tensor, label_log: Tensor, excluded: tuple[Tensor, Tensor], eps: float
+) -> tuple[Tensor, float]:
+    """The loss of ``emb_dist [B, N]`` (in the graph) against ``label_log = log(D_y + eps)``
+    ``[B, N]`` (overwritten), leaving out the pairs ``excluded = (rows, cols)`` (each at most
+    once); and the number of triples it averages.
+
+    One buffer: ``u = log(D + eps) - label_log``, zeroed at the excluded pairs, centred per
+    row (``dev``), and then the gradient ``dL/dD = 2 n_a dev_ai / ((D_ai + eps) P)``
+    (``P`` = number of triples; the row mean's own derivative cancels since ``sum_i dev = 0``).
+    """
+    b, n = emb_dist.shape
+    want = needs_grad(emb_dist)
+    count = (n - torch.bincount(excluded[0], minlength=b)).to(emb_dist.dtype)  # candidates per anchor
+    num_pairs = float((count * (count - 1) / 2).sum())
+    if num_pairs == 0:
+        return zero_loss(emb_dist), 0.0
+    with torch.no_grad():
+        shifted = emb_dist.detach() + eps
+        dev = torch.log(shifted).sub_(label_log)
+        dev[excluded] = 0
+        dev.sub_((dev.sum(1) / count.clamp_min(1)).unsqueeze(1))
+        dev[excluded] = 0
+        pair_sums = count * torch.linalg.vector_norm(dev, dim=1).square()  # n sum_i dev_i^2, per anchor
+        loss = pair_sums.sum() / num_pairs
+        grad = dev.div_(shifted).mul_((count * (2 / num_pairs)).unsqueeze(1)) if want else None
+    return with_gradient(emb_dist, loss, grad), num_pairs
 
 
 def log_ratio_loss(
@@ -42,18 +74,36 @@ def log_ratio_loss(
     ``(u_i - u_j)^2`` over every anchor's unordered candidate pairs; 0 (in the
     graph) when no anchor has two candidates.
     """
+    label_log = torch.log(label_dist.to(emb_dist.dtype) + eps)
     if valid is None:
-        valid = torch.ones_like(emb_dist, dtype=torch.bool)
-    u = torch.log(emb_dist + eps) - torch.log(label_dist.to(emb_dist.dtype) + eps)
-    u = torch.where(valid, u, torch.zeros_like(u))
-    n = valid.sum(1).to(emb_dist.dtype)  # [B]
-    mean_u = u.sum(1) / n.clamp_min(1)
-    dev = torch.where(valid, u - mean_u[:, None], torch.zeros_like(u))
-    pair_sums = n * dev.pow(2).sum(1)  # sum over unordered pairs of (u_i - u_j)^2, per anchor
-    num_pairs = (n * (n - 1) / 2).sum()
-    if float(num_pairs) == 0:
-        return zero_loss(emb_dist)
-    return pair_sums.sum() / num_pairs
+        empty = torch.zeros(0, dtype=torch.long, device=emb_dist.device)
+        excluded = (empty, empty)
+    else:
+        excluded = (~valid).nonzero(as_tuple=True)
+    return _log_ratio(emb_dist, label_log, excluded, eps)[0]
+
+
+#: label vectors up to this width get their distances from per-column differences
+#: (exact to rounding); wider ones from the GEMM expansion in float64
+DIRECT_LABEL_COLUMNS = 8
+
+
+def label_log_distance(y: Tensor, y_ref: Tensor, eps: float, dtype: torch.dtype) -> Tensor:
+    """``log(|y_i - y_ref_j|^2 + eps)`` ``[B, N]`` in ``dtype`` for label vectors ``[B, L]``, ``[N, L]``.
+
+    Up to ``DIRECT_LABEL_COLUMNS`` columns the squared differences are summed column by column
+    in the labels' dtype (no cancellation: close labels keep their small distance); wider
+    labels use ``|y|^2 + |y'|^2 - 2 y y'^T`` in float64.
+    """
+    if y.shape[1] > DIRECT_LABEL_COLUMNS:
+        d = squared_euclidean(y.double(), y_ref.double()).to(dtype)
+    else:
+        d = None
+        for col in range(y.shape[1]):
+            diff = torch.sub(y[:, col, None], y_ref[None, :, col]).to(dtype)
+            d = diff.square_() if d is None else d.addcmul_(diff, diff)
+        assert d is not None
+    return d.add_(eps).log_()
 
 
 def _check_continuous_labels(labels: Any, n: int, name: str, rows_name: str) -> Tensor:
@@ -67,7 +117,8 @@ def _check_continuous_labels(labels: Any, n: int, name: str, rows_name: str) -> 
         raise TypeError(f"{name} must be real-valued (float) label vectors, got dtype {labels.dtype}")
     if labels.shape[0] != n:
         raise ValueError(f"{name} has {labels.shape[0]} rows but {rows_name} has {n}")
-    labels = labels.to(torch.float64)
+    if labels.dtype not in (torch.float32, torch.float64):
+        labels = labels.to(torch.float64)
     if not torch.isfinite(labels).all():
         raise ValueError(f"{name} contain NaN or inf")
     return labels if labels.dim() == 2 else labels[:, None]
@@ -134,7 +185,7 @@ class LogRatioLoss(MetricLoss):
                 raise ValueError("label_dist must be finite and non-negative")
             if ref_labels is not None:
                 raise ValueError("pass either label_dist or labels/ref_labels, not both")
-            ldist = label_dist.to(embeddings.device)
+            label_log = torch.log(label_dist.to(device=embeddings.device, dtype=embeddings.dtype) + self.eps)
         else:
             y = _check_continuous_labels(labels, b, "labels", "embeddings")
             if same_set:
@@ -145,10 +196,9 @@ class LogRatioLoss(MetricLoss):
                 y_ref = _check_continuous_labels(ref_labels, n, "ref_labels", "ref_emb")
                 if y_ref.shape[1] != y.shape[1]:
                     raise ValueError(f"labels have {y.shape[1]} columns but ref_labels have {y_ref.shape[1]}")
-            ldist = squared_euclidean(y, y_ref).to(device=embeddings.device)
-        valid = torch.ones(b, n, dtype=torch.bool, device=embeddings.device)
+            label_log = label_log_distance(y, y_ref, self.eps, embeddings.dtype).to(embeddings.device)
         if same_set:
-            valid &= ~torch.eye(b, n, dtype=torch.bool, device=embeddings.device)
+            excluded = self_pairs(None, b, True, embeddings.device)
         elif ref_self_index is not None:
             if not isinstance(ref_self_index, Tensor) or ref_self_index.dtype not in (
                 torch.int32,
@@ -159,11 +209,13 @@ class LogRatioLoss(MetricLoss):
                 ((ref_self_index < -1) | (ref_self_index >= n)).any()
             ):
                 raise ValueError(f"ref_self_index must have shape {(b,)} with entries in [-1, {n - 1}]")
-            valid &= ~self_pair_mask(ref_self_index.to(embeddings.device).long(), n)
-        loss = log_ratio_loss(squared_euclidean(embeddings, refs), ldist, valid, self.eps)
-        k = valid.sum(1).double()
-        self._record(triples=(k * (k - 1) / 2).sum(), loss=loss.detach())
+            excluded = self_pairs(ref_self_index.to(embeddings.device).long(), b, False, embeddings.device)
+        else:
+            excluded = self_pairs(None, b, False, embeddings.device)
+        emb_dist = distance_matrix(embeddings, refs, "squared_euclidean")
+        loss, triples = _log_ratio(emb_dist, label_log, excluded, self.eps)
+        self._record(triples=triples, loss=loss.detach())
         return loss
 
 
-__all__ = ["LogRatioLoss", "log_ratio_loss"]
+__all__ = ["LogRatioLoss", "label_log_distance", "log_ratio_loss"]

@@ -90,16 +90,16 @@ class _EuclideanDistance(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         x, y, d = ctx.saved_tensors
         if ctx.squared:
-            w = grad * 2
+            w, scale = grad, 2.0  # the factor 2 goes into the GEMMs, not through a [B, N] pass
         else:
             # zero gradient at zero distance: x / 0 is +-inf or nan there, and nan_to_num_ is one
             # cheap float pass (a boolean mask and masked_fill_ cost ten times more on CPU)
-            w = torch.div(grad, d).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            w, scale = torch.div(grad, d).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), 1.0
         gx = gy = None
         if ctx.needs_input_grad[0]:
-            gx = torch.addmm(w.sum(1, keepdim=True) * x, w, y, beta=1.0, alpha=-1.0)
+            gx = torch.addmm(w.sum(1, keepdim=True) * x, w, y, beta=scale, alpha=-scale)
         if ctx.needs_input_grad[1]:
-            gy = torch.addmm(w.sum(0).unsqueeze(1) * y, w.T, x, beta=1.0, alpha=-1.0)
+            gy = torch.addmm(w.sum(0).unsqueeze(1) * y, w.T, x, beta=scale, alpha=-scale)
         return gx, gy, None
 
 

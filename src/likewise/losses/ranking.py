@@ -17,6 +17,9 @@ import torch
 from torch import Tensor
 
 from likewise.losses.base import Batch, MetricLoss, zero_loss
+from likewise.losses.fused import needs_grad, with_gradient
+from likewise.losses.pair import distance_matrix
+from likewise.losses.positives import fast_pairs
 from likewise.normalize import l2_normalize
 from likewise.similarity import squared_euclidean
 
@@ -82,6 +85,22 @@ def soft_histograms(
     return _SoftHistogram.apply(dist, pos.bool(), neg.bool(), centres, delta)
 
 
+def fast_ap_from_histograms(h_pos: Tensor, h_neg: Tensor, n_pos: Tensor) -> Tensor:
+    """FastAP of each query ``[B]`` from its soft histograms ``[B, E]`` and positive count ``[B]``.
+
+    ``FastAP_i = 1/N+_i sum_e h+_e H+_e / H_e`` with ``H`` the cumulative sums and
+    ``h = h+ + h-``; terms with ``h+_e H+_e = 0`` or ``H_e = 0`` are skipped.
+    """
+    cum_pos = torch.cumsum(h_pos, dim=1)
+    cum_all = torch.cumsum(h_pos + h_neg, dim=1)
+    num = h_pos * cum_pos
+    safe = (num > 0) & (cum_all > 0)
+    terms = torch.where(
+        safe, num / torch.where(safe, cum_all, torch.ones_like(cum_all)), torch.zeros_like(num)
+    )
+    return terms.sum(1) / n_pos.to(h_pos.dtype).clamp_min(1)
+
+
 def fast_ap_per_row(
     dist: Tensor, pos: Tensor, neg: Tensor, num_bins: int = 10, max_dist: float = 4.0
 ) -> Tensor:
@@ -95,15 +114,73 @@ def fast_ap_per_row(
     ``N+_i`` = number of positives of row ``i``. Shapes: ``dist [B, N]``, masks bool ``[B, N]``.
     """
     h_pos, h_neg = soft_histograms(dist, pos, neg, num_bins, max_dist)
-    cum_pos = torch.cumsum(h_pos, dim=1)
-    cum_all = torch.cumsum(h_pos + h_neg, dim=1)
-    num = h_pos * cum_pos
-    safe = (num > 0) & (cum_all > 0)
-    terms = torch.where(
-        safe, num / torch.where(safe, cum_all, torch.ones_like(cum_all)), torch.zeros_like(num)
-    )
-    n_pos = pos.sum(1).to(dist.dtype)
-    return terms.sum(1) / n_pos.clamp_min(1)
+    return fast_ap_from_histograms(h_pos, h_neg, pos.sum(1))
+
+
+def _fast_ap_of_class_ids(
+    dist: Tensor,
+    pairs: tuple[Tensor, Tensor],
+    selves: tuple[Tensor, Tensor],
+    num_bins: int,
+    max_dist: float = 4.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``1 - FastAP`` (mean over queries with a positive) of class-id labels, without masks.
+
+    Every entry of ``dist [B, N]`` sits between centres ``k = floor(d / delta)`` and
+    ``k + 1`` with the fraction ``f = d / delta - k``: it adds ``1 - f`` to bin ``k`` and
+    ``f`` to bin ``k + 1``. One pass of two ``scatter_add_`` builds the histogram of all
+    entries; the self pairs are taken out and the positive pairs moved to their own
+    histogram from the index lists. The AP is differentiated on the ``[B, E]`` histograms,
+    and ``dL/dd = (g_{k+1} - g_k) / delta`` (``g`` of the entry's histogram) is one
+    ``gather``. A distance beyond ``max_dist`` (only by rounding: squared distances of unit
+    vectors) counts as ``max_dist``; at a centre exactly the slope is the one-sided one from
+    above (autograd's kernel takes 0 at its kinks).
+    Returns the loss (with its gradient attached), FastAP per query ``[B]`` and the mask of
+    queries with a positive ``[B]``.
+    """
+    b = dist.shape[0]
+    e = num_bins + 1
+    delta = max_dist / num_bins
+    pr, pc = pairs
+    want = needs_grad(dist)
+    with torch.no_grad():
+        # d >= 0; clamped at max_dist (beyond it only by rounding), k = E - 1 votes 0 into an
+        # overflow bin E that is dropped
+        scaled = torch.div(dist, delta).clamp_(max=num_bins)
+        frac = scaled.frac()  # weight of bin k + 1
+        k = scaled.long()  # truncation = floor for d >= 0
+        hist = dist.new_zeros(b, e + 1)
+        hist.scatter_add_(1, k, torch.rsub(frac, 1.0))
+        hist[:, 1:].scatter_add_(1, k, frac)
+        k_pos, f_pos = k[pairs], frac[pairs]
+        k_self, f_self = k[selves], frac[selves]
+        h_pos = _two_bin_votes(dist.new_zeros(b, e + 1), pr, k_pos, f_pos)
+        h_neg = _two_bin_votes(hist - h_pos, selves[0], k_self, f_self, sign=-1.0)[:, :e]
+        h_pos = h_pos[:, :e]
+        n_pos = torch.bincount(pr, minlength=b)
+        has_pos = n_pos > 0
+        with torch.enable_grad():  # differentiate the AP on the [B, E] histograms
+            hp, hn = h_pos.requires_grad_(True), h_neg.requires_grad_(True)
+            ap = fast_ap_from_histograms(hp, hn, n_pos)
+            loss = (1 - ap[has_pos]).mean()
+            g_pos, g_neg = torch.autograd.grad(loss, (hp, hn)) if want else (None, None)
+        grad = None
+        if want:
+            # slope of bin k's entries: (g_{k+1} - g_k) / delta, g_E = 0 (the dropped overflow bin)
+            slope_neg = torch.diff(g_neg, dim=1, append=g_neg.new_zeros(b, 1)).div_(delta)
+            slope_pos = torch.diff(g_pos, dim=1, append=g_pos.new_zeros(b, 1)).div_(delta)
+            grad = slope_neg.gather(1, k)
+            grad[selves] = 0
+            grad[pr, pc] = slope_pos[pr, k_pos]
+    return with_gradient(dist, loss.detach(), grad), ap.detach(), has_pos
+
+
+def _two_bin_votes(hist: Tensor, rows: Tensor, k: Tensor, frac: Tensor, sign: float = 1.0) -> Tensor:
+    """Add (``sign = -1``: take out) the votes ``1 - f`` to bin ``k`` and ``f`` to ``k + 1`` of a few
+    entries ``rows, k, frac [P]`` in ``hist [B, E]``."""
+    hist.index_put_((rows, k), (1 - frac) * sign, accumulate=True)
+    hist.index_put_((rows, k + 1), frac * sign, accumulate=True)
+    return hist
 
 
 def fast_ap_loss(dist: Tensor, pos: Tensor, neg: Tensor, num_bins: int = 10, max_dist: float = 4.0) -> Tensor:
@@ -143,16 +220,23 @@ class FastAPLoss(MetricLoss):
         self.num_bins = int(num_bins)
 
     def compute(self, batch: Batch) -> Tensor:
-        pos, neg = batch.masks()
-        dist = squared_euclidean(l2_normalize(batch.embeddings, dim=1), l2_normalize(batch.ref_emb, dim=1))
-        has_pos = pos.any(1)
+        x = l2_normalize(batch.embeddings, dim=1)
+        y = x if batch.same_set else l2_normalize(batch.ref_emb, dim=1)
+        fast = fast_pairs(batch, None)
+        if fast is not None:
+            dist = distance_matrix(x, y, "squared_euclidean")
+            loss, ap, has_pos = _fast_ap_of_class_ids(dist, *fast, self.num_bins)
+        else:
+            pos, neg = batch.masks()
+            has_pos = pos.any(1)
+            if bool(has_pos.any()):
+                ap = fast_ap_per_row(squared_euclidean(x, y), pos, neg, self.num_bins)
+                loss = (1 - ap[has_pos]).mean()
         if not bool(has_pos.any()):
             self._record(fast_ap=0.0, queries_with_pos=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
-        ap = fast_ap_per_row(dist, pos, neg, self.num_bins)
-        loss = (1 - ap[has_pos]).mean()
         self._record(fast_ap=ap[has_pos].detach().mean(), queries_with_pos=has_pos.float().mean())
         return loss
 
 
-__all__ = ["FastAPLoss", "fast_ap_loss", "fast_ap_per_row", "soft_histograms"]
+__all__ = ["FastAPLoss", "fast_ap_from_histograms", "fast_ap_loss", "fast_ap_per_row", "soft_histograms"]
