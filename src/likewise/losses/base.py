@@ -123,8 +123,7 @@ def check_batch(
         ref_emb = _check_float_matrix(ref_emb, "ref_emb")
         if ref_emb.shape[1] != embeddings.shape[1]:
             raise ValueError(
-                f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have "
-                f"{embeddings.shape[1]}"
+                f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have {embeddings.shape[1]}"
             )
     same_set = ref_emb is None
     n = b if same_set else ref_emb.shape[0]
