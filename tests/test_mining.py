@@ -283,6 +283,81 @@ def test_semihard_picks_hardest_of_pml_semihard_triplets(seed):
     assert ours == {(ai, pi, ni) for (ai, pi), ni in best.items()}
 
 
+def _class_id_inputs(x, labels, ref=None, ref_labels=None, self_index=None):
+    """The loss's view of a batch: normalised Euclidean distances and the relation index lists."""
+    from likewise.losses.positives import positive_pairs, self_pairs
+
+    xn = torch.nn.functional.normalize(x, dim=1)
+    yn = xn if ref is None else torch.nn.functional.normalize(ref, dim=1)
+    d = torch.cdist(xn, yn)
+    pairs = positive_pairs(labels, ref_labels, self_index)
+    selves = self_pairs(self_index, len(labels), ref is None, x.device)
+    return d, pairs, selves
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("with_refs", [False, True])
+def test_semihard_on_the_loss_matrix_matches_brute_force(seed, with_refs, monkeypatch):
+    monkeypatch.setattr(mining, "_use_dense", lambda max_pos, n_refs: True)  # ~6 positives per anchor
+    x, labels = data(b=18, seed=seed, classes=3)
+    ref = ref_labels = self_index = None
+    if with_refs:  # the batch inside a larger reference set, its own rows marked
+        past, past_labels = data(b=9, seed=seed + 10, classes=4)
+        ref, ref_labels = torch.cat([past, x]), torch.cat([past_labels, labels])
+        self_index = torch.arange(18) + 9
+    margin = 0.1 if seed % 2 else 0.4
+    d, pairs, selves = _class_id_inputs(x, labels, ref, ref_labels, self_index)
+    miner = SemiHardMiner(margin)
+    got = miner.mine_class_ids(d, pairs, selves)
+    expected = brute_semihard(
+        brute_dist(x, ref), *brute_relations(labels, ref_labels, self_index), margin, False
+    )
+    assert expected  # the case is not vacuous
+    assert triplet_set(got) == expected and len(got) == len(expected)
+    assert miner.stats["num_triplets"] == len(expected)
+
+
+def test_semihard_on_the_loss_matrix_keeps_exact_ties_out():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [-1.0, 0.1]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 2])  # anchor 0: positive 1 and negative 2 at the same distance
+    d, pairs, selves = _class_id_inputs(x, labels)
+    got = triplet_set(SemiHardMiner(0.5).mine_class_ids(d, pairs, selves))
+    assert not any(a == 0 and p == 1 for a, p, _ in got)
+    assert got == triplet_set(SemiHardMiner(0.5)(x, labels))
+
+
+def test_semihard_on_the_loss_matrix_declines_what_it_does_not_cover(monkeypatch):
+    x, labels = data(b=12, seed=0, classes=2)
+    d, pairs, selves = _class_id_inputs(x, labels)
+    assert SemiHardMiner(0.2, hard_fallback=True).mine_class_ids(d, pairs, selves) is None
+    monkeypatch.setattr(mining, "_use_dense", lambda max_pos, n_refs: False)
+    assert SemiHardMiner(0.2).mine_class_ids(d, pairs, selves) is None
+    assert BatchHardMiner().mine_class_ids(d, pairs, selves) is None  # not implemented there
+
+
+def test_triplet_loss_with_semihard_miner_equals_the_mask_path():
+    from likewise.losses.triplet import TripletMarginLoss
+
+    x, _ = data(b=20, d=6, seed=3)
+    labels = torch.arange(20) % 5  # 3 positives per anchor: the class-id search applies
+    miner = SemiHardMiner(0.2)
+    searched = []
+    original = miner.mine_class_ids
+    miner.mine_class_ids = lambda *args: searched.append(original(*args)) or searched[-1]
+    loss = TripletMarginLoss(margin=0.2, miner=miner)
+    relevance = labels[:, None] == labels[None, :]  # the same relation, through the mask path
+    for kwargs in ({}, {"relevance": relevance}):
+        a = x.clone().requires_grad_(True)
+        value = loss(a, labels, **kwargs)
+        value.backward()
+        if not kwargs:
+            fast_value, fast_grad, fast_stats = value, a.grad, dict(loss.stats)
+    assert len(searched) == 1 and len(searched[0]) > 0  # the first call took the class-id search
+    torch.testing.assert_close(fast_value, value, rtol=1e-12, atol=0)
+    torch.testing.assert_close(fast_grad, a.grad, rtol=1e-10, atol=1e-12)
+    assert fast_stats == pytest.approx(loss.stats, rel=1e-12)
+
+
 # ---------------------------------------------------------------------- distance weighted
 
 

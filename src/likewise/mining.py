@@ -79,6 +79,16 @@ class Miner(nn.Module):
         """``[B, N]`` distances in the chosen metric (smaller = closer)."""
         return pairwise_distance(x, y, self.distance)
 
+    def mine_class_ids(
+        self, d: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
+    ) -> Mined | None:
+        """What :meth:`forward` returns, from a distance matrix ``d [B, N]`` in this miner's
+        metric (of the embeddings it would normalise) and class-id relations given as index
+        lists (:func:`likewise.losses.positives.batch_pairs`): every other non-self pair is a
+        negative. A loss that has ``d`` already uses it to skip a second GEMM and the
+        ``[B, N]`` masks. ``None``: not available for this miner or these settings."""
+        return None
+
     def _record_triplets(self, triplets: Triplets, d: Tensor, n_queries: int) -> Triplets:
         t = len(triplets)
         d_ap = d[triplets.anchor, triplets.positive]
@@ -288,6 +298,46 @@ class SemiHardMiner(Miner):
             keep, col = band | inside, torch.where(inside, near_col, far_col)
         triplets = Triplets(a[keep], p[keep], col[keep])
         self._record_triplets(triplets, d, x.shape[0])
+        self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0
+        return triplets
+
+    def mine_class_ids(
+        self, d: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
+    ) -> Triplets | None:
+        """Semi-hard triplets of class-id relations given as index lists (see the base class).
+
+        Per positive slot ``j`` of every anchor, ``1 / (d_an - d_ap_j)`` is positive exactly
+        for the references farther than the positive, and largest for the nearest of them:
+        one ``max`` over ``[B, P_max, N]`` finds it, after the positive and self pairs are set
+        to ``-inf`` (float passes only; no boolean masks). Without ``hard_fallback`` and for
+        ``P_max <= log2 N``; otherwise ``None``.
+        """
+        pr, pc = pairs
+        b, n = d.shape
+        counts = torch.bincount(pr, minlength=b)
+        max_pos = int(counts.max()) if pr.numel() else 0
+        if self.hard_fallback or not _use_dense(max_pos, n):
+            return None
+        slot = torch.arange(pr.numel(), device=d.device) - (counts.cumsum(0) - counts)[pr]
+        d_pos = d[pr, pc]
+        d_ap = d.new_full((b, max(max_pos, 1)), math.nan)
+        d_ap[pr, slot] = d_pos
+        best = d.new_empty(d_ap.shape)
+        best_col = torch.empty(d_ap.shape, dtype=torch.long, device=d.device)
+        not_neg_rows, not_neg_cols = torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]])
+        step = max(1, _BLOCK_ELEMENTS // max(1, d_ap.shape[1] * n))
+        for start in range(0, b, step):
+            stop = min(b, start + step)
+            inv = torch.sub(d[start:stop].unsqueeze(1), d_ap[start:stop].unsqueeze(2)).reciprocal_()
+            inside = (not_neg_rows >= start) & (not_neg_rows < stop)
+            inv[not_neg_rows[inside] - start, :, not_neg_cols[inside]] = -math.inf
+            # 1/(+0) = inf: a tie is not farther; NaN: a padding slot (never read)
+            inv.nan_to_num_(nan=-1.0, posinf=-1.0)
+            best[start:stop], best_col[start:stop] = inv.max(dim=2)
+        col = best_col[pr, slot]
+        band = (best[pr, slot] > 0) & (d[pr, col] < d_pos + self.margin)
+        triplets = Triplets(pr[band], pc[band], col[band])
+        self._record_triplets(triplets, d, b)
         self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0
         return triplets
 

@@ -308,6 +308,10 @@ class TripletMarginLoss(MetricLoss):
             loss = self._all_triplets_of_class_ids(batch, x, y, *fast)
             if loss is not None:
                 return loss
+        if self.miner is not None and self.triplets_per_anchor == "all":
+            loss = self._mined_on_one_matrix(batch, x, y)
+            if loss is not None:
+                return loss
         mined = self.mine(batch)
         triplets = None
         if isinstance(mined, Triplets):
@@ -322,7 +326,7 @@ class TripletMarginLoss(MetricLoss):
                 triplets = sample_triplets(pos, neg, int(self.triplets_per_anchor))
 
         if triplets is not None:
-            return self._from_triplets(batch, x, y, triplets)
+            return self._from_triplets(batch, distance_like(x, y, self.distance), y, triplets)
         n_triplets = int((pos.sum(1) * neg.sum(1)).sum())
         if n_triplets == 0:
             self._record(num_triplets=0, active_fraction=0.0)
@@ -366,12 +370,31 @@ class TripletMarginLoss(MetricLoss):
             )
         return loss
 
-    def _from_triplets(self, batch: Batch, x: Tensor, y: Tensor, t: Triplets) -> Tensor:
+    def _mined_on_one_matrix(self, batch: Batch, x: Tensor, y: Tensor) -> Tensor | None:
+        """Class ids and a miner of the same Euclidean distance: the miner searches the loss's
+        own distance matrix (:meth:`likewise.mining.Miner.mine_class_ids`), so the batch costs
+        one GEMM and no masks. ``None`` where that does not apply."""
+        miner = self.miner
+        same_distance = (
+            getattr(miner, "distance", None) == self.distance
+            and getattr(miner, "normalize_embeddings", None) == self.normalize_embeddings
+            and not is_similarity(self.distance)
+        )
+        fast = fast_pairs(batch, None) if same_distance and hasattr(miner, "mine_class_ids") else None
+        if fast is None:
+            return None
+        dist = distance_like(x, y, self.distance)
+        mined = miner.mine_class_ids(dist.detach(), *fast)
+        if mined is None:
+            return None
+        return self._from_triplets(batch, dist, y, _check_triplets(mined, x.shape[0], y.shape[0]))
+
+    def _from_triplets(self, batch: Batch, dist: Tensor, y: Tensor, t: Triplets) -> Tensor:
+        """The loss of given triplets on the distance matrix ``dist [B, N]``."""
         if len(t) == 0:
             self._record(num_triplets=0, active_fraction=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
         a, p, n = t.anchor.long(), t.positive.long(), t.negative.long()
-        dist = distance_like(x, y, self.distance)
         d_ap, d_an = dist[a, p], dist[a, n]
         if self.swap:
             d_an = torch.minimum(d_an, rowwise_distance_like(y[p], y[n], self.distance))
