@@ -163,3 +163,32 @@ def test_fast_ap_scatter_histograms_equal_the_mask_path(num_bins):
     loss = FastAPLoss(num_bins=num_bins)
     x, y = assert_fast_path_equals_mask_path(loss, rel=1e-9, abs=1e-12)
     assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("dtype, floor", [(torch.float32, -80.0), (torch.float64, -700.0)])
+def test_exp_clamps_only_below_the_normal_range(dtype, floor):
+    from likewise.losses.fused import exp_
+
+    x = torch.tensor([0.0, -1.0, -79.0, -699.0, -900.0, float("-inf")], dtype=dtype)
+    got = exp_(x.clone())
+    expected = torch.exp(x.clamp_min(floor))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert bool((got > 0).all()) and float(got.min()) >= torch.finfo(dtype).tiny  # no subnormal
+
+
+@pytest.mark.parametrize(
+    "make",
+    [  # logits spread over ~1,000: past float64's -700 floor, most exps would be subnormal
+        lambda: NTXentLoss(temperature=0.002),
+        lambda: SupConLoss(temperature=0.002),
+        lambda: MultiSimilarityLoss(beta=800.0),
+        lambda: CircleLoss(gamma=1200.0),
+    ],
+)
+def test_kernels_keep_their_values_when_most_exps_underflow(make):
+    x, y = data(b=14, classes=5)
+    loss = make()
+    fast = value_and_grad(lambda a: loss(a, y), x)
+    relevance = y.unsqueeze(1) == y.unsqueeze(0)
+    masked = value_and_grad(lambda a: loss(a, y, relevance=relevance), x)
+    assert_same(fast, masked, rtol=1e-9, atol=1e-12)

@@ -49,4 +49,17 @@ def with_gradient(matrix: Tensor, value: Tensor, grad: Tensor | None) -> Tensor:
     return _WithGradient.apply(matrix, value, grad)
 
 
-__all__ = ["needs_grad", "with_gradient"]
+def exp_(x: Tensor) -> Tensor:
+    """``e^x`` in place for ``x <= 0`` (shifted logits), with ``x`` first clamped at the smallest
+    exponent whose ``e^x`` is still a normal float (-80 for float32, -700 for float64).
+
+    On a CPU ``exp`` is ten to twenty times slower when its results are subnormal (measured:
+    1 ms against 9-17 ms for 10^6 logits spread over [-300, 0], which a temperature of 0.01 or
+    an ArcFace scale of 64 produces). Each clamped term adds at most ``e^-80 ~ 2e-35`` to a
+    row sum that is at least 1 (the row maximum's own term): far below rounding.
+    """
+    floor = -80.0 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else -700.0
+    return x.clamp_min_(floor).exp_()
+
+
+__all__ = ["exp_", "needs_grad", "with_gradient"]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.losses.base import Batch, MetricLoss
-from likewise.losses.fused import needs_grad, with_gradient
+from likewise.losses.fused import exp_, needs_grad, with_gradient
 from likewise.losses.pair import check_number
 from likewise.normalize import l2_normalize
 
@@ -117,7 +117,8 @@ def _proxy_anchor(
         e[rows, labels] = float("-inf")
         top = e.amax(0)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        e.sub_(top).exp_()  # [B, C], 0 at the positives
+        exp_(e.sub_(top))
+        e[rows, labels] = 0  # the negatives only (exp_ clamps -inf to a tiny normal number)
         col_sum = e.sum(0)
         lse_neg = col_sum.log() + top  # -inf for a proxy without negatives
         zero = torch.zeros_like(lse_neg)
@@ -248,7 +249,7 @@ def _arcface(
         target = target.detach() * scale
         e = torch.mul(cos, scale).scatter_(1, col, target)
         top = e.amax(1, keepdim=True)
-        e.sub_(top).exp_()
+        exp_(e.sub_(top))
         row_sum = e.sum(1, keepdim=True)
         loss = (row_sum.log() + top - target).mean()
         grad = None

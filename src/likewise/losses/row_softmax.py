@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from likewise.losses.fused import exp_
 from likewise.losses.positives import pair_means
 
 # kernel(logits [B, N] (owned, may be overwritten), pairs, selves) -> (loss, grad [B, N] | None, stats)
@@ -72,12 +73,15 @@ def gemm_loss(
 # --------------------------------------------------------------------------- shared steps
 
 
-def _exp_rows(logits: Tensor, selves: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """Self pairs to ``-inf``, row max ``m [B]`` (0 for an empty row), ``E = exp(L - m)`` in place."""
-    logits[selves] = float("-inf")
+def _exp_rows(logits: Tensor, excluded: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Row max ``m [B]`` over all but the ``excluded`` pairs (0 for an empty row) and
+    ``E = exp(L - m)`` in place, 0 at the excluded pairs."""
+    logits[excluded] = float("-inf")
     m = logits.amax(1)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return logits.sub_(m.unsqueeze(1)).exp_(), m
+    e = exp_(logits.sub_(m.unsqueeze(1)))
+    e[excluded] = 0  # exp_ clamps -inf to a tiny normal number
+    return e, m
 
 
 def _positives_and_stats(
@@ -204,7 +208,9 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
         x[pr, pc] = float("-inf")
         x[selves] = float("-inf")
         m = x.amax(1).clamp_min(0)
-        e = x.sub_(m.unsqueeze(1)).exp_()
+        e = exp_(x.sub_(m.unsqueeze(1)))
+        e[pr, pc] = 0  # exp_ clamps -inf to a tiny normal number
+        e[selves] = 0
         neg_den = torch.exp(-m) + e.sum(1)  # (1 + sum_N e^{beta(S - base)}) e^{-m}
         neg_part = (m + neg_den.log()) / beta
         # positives: 1/alpha log(1 + sum_P e^{-alpha (S - base)}), on the index list
@@ -246,9 +252,7 @@ def circle_kernel(m: float, gamma: float) -> Kernel:
         # negatives: logit g a_n (s - m), positives and self pairs removed
         a_n = (sim + m).clamp_min_(0)
         x = sim.sub_(m).mul_(a_n).mul_(gamma)
-        x[pr, pc] = float("-inf")
-        x[selves] = float("-inf")
-        e, mx = _exp_rows(x, (pr[:0], pc[:0]))
+        e, mx = _exp_rows(x, (torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]])))
         z = e.sum(1)
         lse_n = z.log() + mx
         # positives on the index list
