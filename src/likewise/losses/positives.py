@@ -83,13 +83,14 @@ def pair_means(
     matrix: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
 ) -> tuple[float, float]:
     """Means of ``matrix`` over the positive pairs and over the negatives (every other pair but
-    the self pairs), from float64 sums and the index lists: no mask."""
+    the self pairs), from the index lists: no mask. (Row sums in the matrix's dtype, added in
+    float64: ``sum(dtype=float64)`` would first copy the whole ``[B, N]`` matrix to float64.)"""
     b, n = matrix.shape
-    pos_sum = matrix[pairs].sum(dtype=torch.float64)
-    out_sum = pos_sum + matrix[selves].sum(dtype=torch.float64)
+    pos_sum = float(matrix[pairs].sum(dtype=torch.float64))
+    out_sum = pos_sum + float(matrix[selves].sum(dtype=torch.float64))
     n_pos = pairs[0].numel()
     n_neg = b * n - n_pos - selves[0].numel()
-    return float(pos_sum) / max(1, n_pos), float(matrix.sum(dtype=torch.float64) - out_sum) / max(1, n_neg)
+    return pos_sum / max(1, n_pos), (float(matrix.sum(1).sum(dtype=torch.float64)) - out_sum) / max(1, n_neg)
 
 
 __all__ = ["batch_pairs", "fast_pairs", "pair_means", "positive_pairs", "self_pairs"]

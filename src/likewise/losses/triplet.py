@@ -40,7 +40,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
-from likewise.losses.fused import needs_grad, with_gradient
+from likewise.losses.fused import with_gradient
 from likewise.losses.pair import check_number, distance_matrix, prepare
 from likewise.losses.positives import fast_pairs, pair_means
 from likewise.mined import PairMask, Triplets, to_pair_mask
@@ -97,14 +97,20 @@ def _slotted_hinge(
     self_pairs: tuple[Tensor, Tensor],
     margin: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """All-triplet hinge sum, count of non-zero terms and ``d sum / d dist`` (class ids).
+    """All-triplet hinge mean over the non-zero terms, their count and ``d mean / d dist``
+    (class ids).
 
-    For anchors with few positives: slot ``j`` holds each anchor's ``j``-th positive
-    (``-inf`` for an anchor with fewer), and ``t_j = [d_ap_j + m - d_a.]_+`` is one
-    ``[B, N]`` pass, zeroed again at the positive and self pairs (everything else is a
-    negative of class-id labels). The gradient is counted in the same passes:
-    ``d/d d_an = -#{j : t_j > 0}``, ``d/d d_ap_j = #{n : t_j > 0}``. Nothing is recorded
-    for autograd; ``O(k_max * B * N)`` time, ``O(B * N)`` memory.
+    For anchors with few positives: slot ``j`` holds each anchor's ``j``-th positive with
+    threshold ``t_j = d_ap_j + m`` (``-inf`` for an anchor with fewer), and the term
+    ``[t_j - d_an]_+`` is non-zero exactly where ``d_an < t_j``. One comparison pass per
+    slot, written as 0/1 floats (a float output costs a sixth of a boolean one on CPU) and
+    zeroed at the positive and self pairs, gives the count ``c_an = #{j : d_an < t_j}`` and
+    each slot's active count ``k_aj``; the slot's hinge sum is one more pass in the same
+    buffer. The gradient of the sum::
+
+        d sum / d d_an = -c_an,   d sum / d d_ap_j = k_aj
+
+    Nothing is recorded for autograd; ``O(k_max * B * N)`` time, two ``[B, N]`` buffers.
     """
     pr, pc = pos_pairs
     xr, xc = torch.cat([pr, self_pairs[0]]), torch.cat([pc, self_pairs[1]])
@@ -113,22 +119,29 @@ def _slotted_hinge(
         counts = torch.bincount(pr, minlength=b)
         first = torch.cumsum(counts, 0) - counts
         slot = torch.arange(pr.numel(), device=pr.device) - first[pr]  # rank within the row
-        k_max = int(counts.max()) if b else 0
-        d_ap = dist.new_full((b, max(k_max, 1)), float("-inf"))
-        d_ap[pr, slot] = dist[pr, pc]
-        total = dist.new_zeros(())
-        grad = torch.zeros_like(dist)
-        ap_active = dist.new_zeros(d_ap.shape)
+        k_max = max(int(counts.max()) if b else 0, 1)
+        threshold = dist.new_full((b, k_max), float("-inf"))
+        threshold[pr, slot] = dist[pr, pc] + margin
+        active = dist.new_zeros(b, k_max)  # k_aj
+        c = torch.empty_like(dist)
+        one = torch.empty_like(dist) if k_max > 1 else c
+        total = 0.0
         for j in range(k_max):
-            t = torch.sub(d_ap[:, j : j + 1] + margin, dist).clamp_min_(0)
-            t[xr, xc] = 0
-            total += t.sum()
-            active = t.sign_()
-            ap_active[:, j] = active.sum(1)
-            grad.sub_(active)
-        grad[pr, pc] += ap_active[pr, slot]
-        count = ap_active.sum()
-    return total, count, grad
+            out = c if j == 0 else one
+            t_j = threshold[:, j : j + 1]
+            hinge = torch.sub(t_j, dist, out=out).clamp_min_(0)
+            hinge[xr, xc] = 0
+            total += float(hinge.sum())
+            torch.lt(dist, t_j, out=out)
+            out[xr, xc] = 0
+            active[:, j] = out.sum(1)
+            if j:
+                c.add_(one)
+        count = active.sum()
+        scale = 1.0 / max(float(count), 1.0)
+        grad = c.mul_(-scale)
+        grad[pr, pc] = active[pr, slot] * scale
+    return dist.new_tensor(total * scale), count, grad
 
 
 def _blocked(
@@ -356,9 +369,8 @@ class TripletMarginLoss(MetricLoss):
             self._record(num_triplets=0, active_fraction=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
         dist = distance_like(x, y, self.distance)
-        total, active, grad = _slotted_hinge(dist, pairs, selves, self.margin)
-        scale = 1 / active.clamp_min(1)
-        loss = with_gradient(dist, total * scale, grad.mul_(scale) if needs_grad(dist) else None)
+        mean, active, grad = _slotted_hinge(dist, pairs, selves, self.margin)
+        loss = with_gradient(dist, mean, grad)
         sign = -1.0 if is_similarity(self.distance) else 1.0
         unit = "similarity" if sign < 0 else "distance"
         with torch.no_grad():
