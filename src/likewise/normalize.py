@@ -37,8 +37,8 @@ class _L2Normalize(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         y, norm = ctx.saved_tensors
         # the projection away from y applies only where the norm was not clamped
-        along = (y * grad).sum(ctx.dim, keepdim=True).mul_(norm > ctx.eps)
-        return (grad - y * along) / norm.clamp_min(ctx.eps), None, None
+        along = torch.mul(y, grad).sum(ctx.dim, keepdim=True).mul_(norm > ctx.eps)
+        return torch.addcmul(grad, y, along, value=-1.0).div_(norm.clamp_min(ctx.eps)), None, None
 
 
 def l2_normalize(x: Tensor, dim: int = 1, eps: float = 1e-12) -> Tensor:
