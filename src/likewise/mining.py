@@ -307,10 +307,10 @@ class SemiHardMiner(Miner):
         """Semi-hard triplets of class-id relations given as index lists (see the base class).
 
         Per positive slot ``j`` of every anchor, ``1 / (d_an - d_ap_j)`` is positive exactly
-        for the references farther than the positive, and largest for the nearest of them:
-        one ``max`` over ``[B, P_max, N]`` finds it, after the positive and self pairs are set
-        to ``-inf`` (float passes only; no boolean masks). Without ``hard_fallback`` and for
-        ``P_max <= log2 N``; otherwise ``None``.
+        for the references farther than the positive, and largest for the nearest of them
+        (the positive and self pairs set to ``-inf``); its column is the first where the row
+        maximum is reached. Float passes over two reused ``[B, N]`` buffers, no boolean masks.
+        Without ``hard_fallback`` and for ``P_max <= log2 N``; otherwise ``None``.
         """
         pr, pc = pairs
         b, n = d.shape
@@ -325,15 +325,18 @@ class SemiHardMiner(Miner):
         best = d.new_empty(d_ap.shape)
         best_col = torch.empty(d_ap.shape, dtype=torch.long, device=d.device)
         not_neg_rows, not_neg_cols = torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]])
-        step = max(1, _BLOCK_ELEMENTS // max(1, d_ap.shape[1] * n))
-        for start in range(0, b, step):
-            stop = min(b, start + step)
-            inv = torch.sub(d[start:stop].unsqueeze(1), d_ap[start:stop].unsqueeze(2)).reciprocal_()
-            inside = (not_neg_rows >= start) & (not_neg_rows < stop)
-            inv[not_neg_rows[inside] - start, :, not_neg_cols[inside]] = -math.inf
+        inv, hit = torch.empty_like(d), torch.empty_like(d)
+        # N-1 ... 0: the largest of (hit * reversed) is the first column that hits
+        reversed_cols = torch.arange(n - 1, -1, -1, device=d.device, dtype=d.dtype)
+        for j in range(d_ap.shape[1]):
+            torch.sub(d, d_ap[:, j : j + 1], out=inv).reciprocal_()
+            inv[not_neg_rows, not_neg_cols] = -math.inf
             # 1/(+0) = inf: a tie is not farther; NaN: a padding slot (never read)
             inv.nan_to_num_(nan=-1.0, posinf=-1.0)
-            best[start:stop], best_col[start:stop] = inv.max(dim=2)
+            # the column of each row's maximum by float passes (amax is ~30x faster than max(dim))
+            best[:, j] = top = inv.amax(1)
+            torch.eq(inv, top.unsqueeze(1), out=hit).mul_(reversed_cols)
+            best_col[:, j] = (n - 1) - hit.amax(1).long()
         col = best_col[pr, slot]
         band = (best[pr, slot] > 0) & (d[pr, col] < d_pos + self.margin)
         triplets = Triplets(pr[band], pc[band], col[band])

@@ -85,20 +85,24 @@ def soft_histograms(
     return _SoftHistogram.apply(dist, pos.bool(), neg.bool(), centres, delta)
 
 
-def fast_ap_from_histograms(h_pos: Tensor, h_neg: Tensor, n_pos: Tensor) -> Tensor:
-    """FastAP of each query ``[B]`` from its soft histograms ``[B, E]`` and positive count ``[B]``.
-
-    ``FastAP_i = 1/N+_i sum_e h+_e H+_e / H_e`` with ``H`` the cumulative sums and
-    ``h = h+ + h-``; terms with ``h+_e H+_e = 0`` or ``H_e = 0`` are skipped.
-    """
-    cum_pos = torch.cumsum(h_pos, dim=1)
-    cum_all = torch.cumsum(h_pos + h_neg, dim=1)
+def fast_ap_from_cumulative(h_pos: Tensor, cum_pos: Tensor, cum_all: Tensor, n_pos: Tensor) -> Tensor:
+    """FastAP of each query ``[B]`` from the positives' histogram ``h+`` and cumulative
+    histogram ``H+``, the cumulative histogram of all references ``H`` (each ``[B, E]``) and
+    the positive count ``[B]``: ``FastAP_i = 1/N+_i sum_e h+_e H+_e / H_e`` (terms with
+    ``h+_e H+_e = 0`` or ``H_e = 0`` skipped)."""
     num = h_pos * cum_pos
     safe = (num > 0) & (cum_all > 0)
     terms = torch.where(
         safe, num / torch.where(safe, cum_all, torch.ones_like(cum_all)), torch.zeros_like(num)
     )
     return terms.sum(1) / n_pos.to(h_pos.dtype).clamp_min(1)
+
+
+def fast_ap_from_histograms(h_pos: Tensor, h_neg: Tensor, n_pos: Tensor) -> Tensor:
+    """FastAP of each query ``[B]`` from its soft histograms ``[B, E]`` and positive count ``[B]``
+    (``H`` the cumulative sums, ``h = h+ + h-``; see :func:`fast_ap_from_cumulative`)."""
+    cum_pos = torch.cumsum(h_pos, dim=1)
+    return fast_ap_from_cumulative(h_pos, cum_pos, torch.cumsum(h_pos + h_neg, dim=1), n_pos)
 
 
 def fast_ap_per_row(
@@ -126,37 +130,43 @@ def _fast_ap_of_class_ids(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``1 - FastAP`` (mean over queries with a positive) of class-id labels, without masks.
 
-    Every entry of ``dist [B, N]`` sits between centres ``k = floor(d / delta)`` and
-    ``k + 1`` with the fraction ``f = d / delta - k``: it adds ``1 - f`` to bin ``k`` and
-    ``f`` to bin ``k + 1``. One pass of two ``scatter_add_`` builds the histogram of all
+    Every entry of ``dist [B, N]`` sits between centres ``k = floor(q)`` and ``k + 1``
+    (``q = d / delta``) with the fraction ``f = q - k``: it adds ``1 - f`` to bin ``k`` and
+    ``f`` to bin ``k + 1``. With the flat bin number ``row (E + 1) + k`` as ``int32``, two
+    ``bincount`` calls (the count and the sum of ``f`` per bin) give the histogram of all
     entries; the self pairs are taken out and the positive pairs moved to their own
     histogram from the index lists. The AP is differentiated on the ``[B, E]`` histograms,
     and ``dL/dd = (g_{k+1} - g_k) / delta`` (``g`` of the entry's histogram) is one
-    ``gather``. A distance beyond ``max_dist`` (only by rounding: squared distances of unit
-    vectors) counts as ``max_dist``; at a centre exactly the slope is the one-sided one from
-    above (autograd's kernel takes 0 at its kinks).
-    Returns the loss (with its gradient attached), FastAP per query ``[B]`` and the mask of
-    queries with a positive ``[B]``.
+    ``index_select`` of that flat table. (``int64`` indices, ``scatter_add_`` and ``gather``
+    over ``[B, N]`` cost several times more on a CPU.) Column ``E`` of each row is an
+    overflow bin that is dropped: it receives the ``f`` of entries in ``(max_dist,
+    max_dist + delta)``, exactly as the kernel has no centre there; ``q`` is capped at
+    ``num_bins + 1/2`` (squared distances of unit vectors exceed ``max_dist`` only by
+    rounding). At a centre exactly the slope is the one-sided one from above (autograd's
+    kernel takes 0 at its kinks). Returns the loss (with its gradient attached), FastAP per
+    query ``[B]`` and the mask of queries with a positive ``[B]``.
     """
     b = dist.shape[0]
     e = num_bins + 1
+    width = e + 1  # bins 0..E-1 and the overflow bin E
     delta = max_dist / num_bins
     pr, pc = pairs
     want = needs_grad(dist)
     with torch.no_grad():
-        # d >= 0; clamped at max_dist (beyond it only by rounding), k = E - 1 votes 0 into an
-        # overflow bin E that is dropped
-        scaled = torch.div(dist, delta).clamp_(max=num_bins)
-        frac = scaled.frac()  # weight of bin k + 1
-        k = scaled.long()  # truncation = floor for d >= 0
-        hist = dist.new_zeros(b, e + 1)
-        hist.scatter_add_(1, k, torch.rsub(frac, 1.0))
-        hist[:, 1:].scatter_add_(1, k, frac)
-        k_pos, f_pos = k[pairs], frac[pairs]
-        k_self, f_self = k[selves], frac[selves]
-        h_pos = _two_bin_votes(dist.new_zeros(b, e + 1), pr, k_pos, f_pos)
-        h_neg = _two_bin_votes(hist - h_pos, selves[0], k_self, f_self, sign=-1.0)[:, :e]
-        h_pos = h_pos[:, :e]
+        frac = torch.div(dist, delta).clamp_(max=num_bins + 0.5)
+        low = frac.floor()
+        frac.sub_(low)  # weight of bin k + 1
+        offsets = torch.arange(0, b * width, width, device=dist.device, dtype=dist.dtype).unsqueeze(1)
+        flat = low.add_(offsets).to(torch.int32).view(-1)  # row * (E + 1) + k, exact below 2^24
+        count = torch.bincount(flat, minlength=b * width).view(b, width).to(dist.dtype)
+        upper = torch.bincount(flat, weights=frac.view(-1), minlength=b * width).view(b, width)
+        hist = count - upper  # the 1 - f votes of bin k
+        hist[:, 1:] += upper[:, :-1]  # the f votes of bin k + 1
+        k_pos, f_pos = (flat.view(b, -1)[pairs] % width).long(), frac[pairs]
+        k_self, f_self = (flat.view(b, -1)[selves] % width).long(), frac[selves]
+        h_pos = _two_bin_votes(dist.new_zeros(b, width + 1), pr, k_pos, f_pos)[:, :e]
+        h_self = _two_bin_votes(dist.new_zeros(b, width + 1), selves[0], k_self, f_self)[:, :e]
+        h_neg = hist[:, :e] - h_pos - h_self
         n_pos = torch.bincount(pr, minlength=b)
         has_pos = n_pos > 0
         with torch.enable_grad():  # differentiate the AP on the [B, E] histograms
@@ -166,20 +176,21 @@ def _fast_ap_of_class_ids(
             g_pos, g_neg = torch.autograd.grad(loss, (hp, hn)) if want else (None, None)
         grad = None
         if want:
-            # slope of bin k's entries: (g_{k+1} - g_k) / delta, g_E = 0 (the dropped overflow bin)
-            slope_neg = torch.diff(g_neg, dim=1, append=g_neg.new_zeros(b, 1)).div_(delta)
-            slope_pos = torch.diff(g_pos, dim=1, append=g_pos.new_zeros(b, 1)).div_(delta)
-            grad = slope_neg.gather(1, k)
+            # slope of bin k's entries: (g_{k+1} - g_k) / delta, g = 0 past bin E - 1
+            zeros = g_neg.new_zeros(b, 2)
+            slope_neg = torch.diff(torch.cat([g_neg, zeros], 1), dim=1).div_(delta)  # [B, E + 1]
+            slope_pos = torch.diff(torch.cat([g_pos, zeros], 1), dim=1).div_(delta)
+            grad = slope_neg.view(-1).index_select(0, flat).view(b, -1)
             grad[selves] = 0
             grad[pr, pc] = slope_pos[pr, k_pos]
     return with_gradient(dist, loss.detach(), grad), ap.detach(), has_pos
 
 
-def _two_bin_votes(hist: Tensor, rows: Tensor, k: Tensor, frac: Tensor, sign: float = 1.0) -> Tensor:
-    """Add (``sign = -1``: take out) the votes ``1 - f`` to bin ``k`` and ``f`` to ``k + 1`` of a few
-    entries ``rows, k, frac [P]`` in ``hist [B, E]``."""
-    hist.index_put_((rows, k), (1 - frac) * sign, accumulate=True)
-    hist.index_put_((rows, k + 1), frac * sign, accumulate=True)
+def _two_bin_votes(hist: Tensor, rows: Tensor, k: Tensor, frac: Tensor) -> Tensor:
+    """Add the votes ``1 - f`` to bin ``k`` and ``f`` to ``k + 1`` of a few entries
+    ``rows, k, frac [P]`` to ``hist [B, E']``."""
+    hist.index_put_((rows, k), 1 - frac, accumulate=True)
+    hist.index_put_((rows, k + 1), frac, accumulate=True)
     return hist
 
 
