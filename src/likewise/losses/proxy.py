@@ -187,6 +187,23 @@ class ProxyAnchorLoss(MetricLoss):
         return loss
 
 
+def _arcface_margin(cos: Tensor, margin_rad: float) -> tuple[Tensor, Tensor]:
+    """The margin logit of :func:`arcface_target_logit` and its derivative in ``cos``.
+
+    ``d/dc cos(acos(c) + m) = sin(theta + m) / sin(theta)``; ``d/dc (cos(acos(c)) - m sin m) = 1``;
+    0 outside the clamp ``[-1 + eps, 1 - eps]`` (as autograd's ``clamp``: inclusive bounds).
+    """
+    eps = torch.finfo(cos.dtype).eps
+    clamped = cos.clamp(-1 + eps, 1 - eps)
+    theta = torch.acos(clamped)
+    with_margin = theta <= math.pi - margin_rad
+    logit = torch.where(
+        with_margin, torch.cos(theta + margin_rad), torch.cos(theta) - margin_rad * math.sin(margin_rad)
+    )
+    slope = torch.where(with_margin, torch.sin(theta + margin_rad) / torch.sin(theta), 1.0)
+    return logit, slope * (clamped == cos)
+
+
 def arcface_target_logit(cos: Tensor, margin_rad: float) -> Tensor:
     """``cos(theta + m)`` where ``theta + m <= pi``, else ``cos(theta) - m sin(m)`` (monotone).
 
@@ -196,13 +213,7 @@ def arcface_target_logit(cos: Tensor, margin_rad: float) -> Tensor:
     returns inf/NaN gradients at exactly ``|c| = 1``; the two agree elsewhere
     except within ``eps`` of ``+-1``, where our gradient is zero (the clamp).
     """
-    eps = torch.finfo(cos.dtype).eps
-    theta = torch.acos(cos.clamp(-1 + eps, 1 - eps))
-    return torch.where(
-        theta <= math.pi - margin_rad,
-        torch.cos(theta + margin_rad),
-        torch.cos(theta) - margin_rad * math.sin(margin_rad),
-    )
+    return _arcface_margin(cos, margin_rad)[0]
 
 
 def arcface_loss(
@@ -242,11 +253,8 @@ def _arcface(
     with torch.no_grad():
         cos_y = cos.gather(1, col)  # [B, 1]
         correct = cos_y.squeeze(1) >= cos.amax(1)
-        with torch.enable_grad():  # the margin logit and its derivative, on B numbers
-            leaf = cos_y.detach().requires_grad_(True)
-            target = arcface_target_logit(leaf, math.radians(margin))
-            (d_target,) = torch.autograd.grad(target.sum(), leaf)
-        target = target.detach() * scale
+        target, d_target = _arcface_margin(cos_y, math.radians(margin))  # on B numbers
+        target = target * scale
         e = torch.mul(cos, scale).scatter_(1, col, target)
         top = e.amax(1, keepdim=True)
         exp_(e.sub_(top))
