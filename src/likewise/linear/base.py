@@ -19,6 +19,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import ThreadpoolController
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -46,6 +47,22 @@ def span_basis(V: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
     w, U = np.linalg.eigh(V.T @ V)
     keep = w > rtol * max(w.max(), 1e-300)
     return U[:, keep]
+
+
+_BLAS_CONTROLLER: ThreadpoolController | None = None
+
+
+def one_blas_thread():
+    """Context manager: BLAS on one thread, for loops of small products (ITML's rank-one updates,
+    MMC's ``[P, D] x [D, D]`` products), where threads only add overhead.
+
+    ``threadpool_limits`` scans the loaded libraries on every call (1-4 ms, as long as MMC's whole
+    diagonal solve); the scan is done once here, on first use, after NumPy, SciPy and torch loaded.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -16,8 +16,17 @@ each a rank-one update that keeps ``M`` positive definite: with ``v = x_i - x_j`
     xi_c <- 1 / (1/xi_c + delta alpha / gamma),   lambda_c <- lambda_c - alpha,
     M <- M + beta (M v)(M v)^T.
 
+The constraints are visited alternately, similar and dissimilar (:func:`interleave`). In blocks
+(all of S, then all of D, as metric-learn's loop does) the 1-NN accuracy swings from sweep to
+sweep (mnist5k, local pairs: 0.920 after 25 sweeps, 0.915 after 50, 0.936 after 100, 0.949 after
+200); alternated it settles early (0.941, 0.940, 0.943, 0.943). Each projection is
+three BLAS calls on ``M``'s upper triangle (``dsymv``, ``ddot``, ``dsyr``): the loop is Python, and
+per constraint its cost is the calls' overhead, about half that of NumPy's ``M @ v`` / ``np.outer``.
+
 Default bounds ``u``/``l``: the 5th / 95th percentile of the squared prior distances between the
-points the constraints use (the paper's choice). Shapes: ``X`` ``[N, D]``, ``M``, ``M_0`` ``[D, D]``.
+points the constraints use (the paper's choice; metric-learn 0.7.0 takes the percentiles of the
+unsquared distances and compares them with squared ones). Shapes: ``X`` ``[N, D]``, ``M``, ``M_0``
+``[D, D]``.
 """
 
 from __future__ import annotations
@@ -25,10 +34,22 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from scipy.linalg.blas import ddot, dsymv, dsyr
 
-from likewise.linear.base import MahalanobisTransformer, components_from_metric
+from likewise.linear.base import MahalanobisTransformer, components_from_metric, one_blas_thread
 from likewise.linear.pairs import check_pairs, label_pairs
+
+
+def interleave(sign: np.ndarray) -> np.ndarray:
+    """Visiting order ``[P]`` of constraints with signs ``sign`` ``[P]`` (+1 S, -1 D): each set in its
+    given order, merged by relative position so that the two kinds alternate (the larger set's
+    extra constraints spread evenly between)."""
+    S, D = np.flatnonzero(sign > 0), np.flatnonzero(sign <= 0)
+    # rank of each constraint within its set, scaled to [0, 1): a stable merge on it alternates them
+    key = np.empty(len(sign))
+    key[S] = (np.arange(len(S)) + 0.5) / max(len(S), 1)
+    key[D] = (np.arange(len(D)) + 0.5) / max(len(D), 1)
+    return np.argsort(key, kind="stable")
 
 
 def itml_bregman(
@@ -40,38 +61,39 @@ def itml_bregman(
     max_iter: int,
     tol: float,
 ) -> tuple[np.ndarray, int]:
-    """Cyclic Bregman projections (Davis et al. 2007, Algorithm 1).
+    """Cyclic Bregman projections (Davis et al. 2007, Algorithm 1), in the order given.
 
     ``V`` ``[P, D]`` constraint differences, ``sign`` ``[P]`` (+1: d^2 <= bound, -1: d^2 >= bound),
     ``bounds`` ``[P]``, ``M0`` ``[D, D]`` positive definite. Returns ``(M, sweeps)``; stops when the
     relative change of the dual variables over a sweep is below ``tol``.
     """
-    M = np.array(M0, dtype=np.float64, order="C")
-    lam = np.zeros(len(V))
-    xi = bounds.astype(np.float64).copy()
-    rows = [np.ascontiguousarray(v) for v in V]
-    signs, g = sign.tolist(), float(gamma)
+    M = np.array(M0, dtype=np.float64, order="F")  # BLAS updates its upper triangle in place
+    lam = [0.0] * len(V)
+    xi = np.asarray(bounds, dtype=np.float64).tolist()
+    rows = [np.ascontiguousarray(v, dtype=np.float64) for v in V]
+    signs, g = np.asarray(sign, dtype=np.float64).tolist(), float(gamma)
     gp = g / (g + 1.0)
     sweep = 0
     for sweep in range(1, max_iter + 1):  # noqa: B007 - returned
-        lam_old = lam.copy()
+        lam_old = np.array(lam)
         for c, v in enumerate(rows):
-            Mv = M @ v
-            p = float(v @ Mv)
+            Mv = dsymv(1.0, M, v)
+            p = ddot(v, Mv)
             if p <= 1e-300:
                 continue
-            delta = signs[c]
-            alpha = min(lam[c], delta * gp * (1.0 / p - 1.0 / xi[c]))
+            delta, x = signs[c], xi[c]
+            alpha = min(lam[c], delta * gp * (1.0 / p - 1.0 / x))
             if alpha == 0.0:
                 continue
-            beta = delta * alpha / (1.0 - delta * alpha * p)
-            xi[c] = 1.0 / (1.0 / xi[c] + delta * alpha / g)
+            xi[c] = 1.0 / (1.0 / x + delta * alpha / g)
             lam[c] -= alpha
-            M += beta * np.outer(Mv, Mv)
-        denom = np.linalg.norm(lam) + np.linalg.norm(lam_old)
-        if denom == 0 or np.abs(lam - lam_old).sum() / denom < tol:
+            M = dsyr(delta * alpha / (1.0 - delta * alpha * p), Mv, a=M, overwrite_a=1)  # + beta Mv Mv^T
+        new = np.array(lam)
+        denom = np.linalg.norm(new) + np.linalg.norm(lam_old)
+        if denom == 0 or np.abs(new - lam_old).sum() / denom < tol:
             break
-    return (M + M.T) / 2.0, sweep
+    M = np.triu(M)
+    return M + np.triu(M, 1).T, sweep
 
 
 def auto_bounds(pts: np.ndarray, M0: np.ndarray, max_points: int = 2000) -> tuple[float, float]:
@@ -107,7 +129,11 @@ class ITML(MahalanobisTransformer):
         a ValueError when those are all zero).
     n_neighbors : for ``fit(X, y)``: pairs of each point with its ``n_neighbors`` nearest same-class
         (S) and other-class (D) points.
-    max_iter, tol : sweeps over the constraints and convergence threshold on the dual variables.
+    max_iter, tol : sweeps over the constraints (at most), and the threshold on the relative change
+        of the dual variables over a sweep (metric-learn's rule and ``tol``; its ``max_iter`` is
+        1000). With local pairs the duals keep drifting long after the metric has settled: after 50
+        sweeps the relative change is still 0.16-0.27 on digits and mnist5k, while the 1-NN
+        accuracy moves by at most 0.005 from 50 to 200 sweeps.
     n_components : keep the top eigen-directions of ``M`` (``None``: all).
     """
 
@@ -176,8 +202,10 @@ class ITML(MahalanobisTransformer):
             if not 0 < u <= l:
                 raise ValueError(f"bounds must be (u, l) with 0 < u <= l, got {self.bounds!r}")
         self.bounds_ = (float(u), float(l))
+        order = interleave(sign)
+        V, sign = V[order], sign[order]
         bnd = np.where(sign > 0, u, l)
-        with threadpool_limits(1, user_api="blas"):  # many tiny products: threads only add overhead
+        with one_blas_thread():  # many tiny products: threads only add overhead
             M, self.n_iter_ = itml_bregman(
                 V, sign, bnd, M0, float(self.gamma), int(self.max_iter), float(self.tol)
             )

@@ -35,9 +35,8 @@ from contextlib import nullcontext
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from threadpoolctl import threadpool_limits
 
-from likewise.linear.base import MahalanobisTransformer, components_from_metric, span_basis
+from likewise.linear.base import MahalanobisTransformer, components_from_metric, one_blas_thread, span_basis
 from likewise.linear.pairs import check_pairs, label_pairs
 from likewise.linear.projected_gradient import projected_gradient
 
@@ -123,8 +122,13 @@ class MMC(MahalanobisTransformer):
     ----------
     diagonal : learn a diagonal ``M`` (feature weights) instead of a full one.
     barrier : weight of the log-det barrier (0: Xing et al.'s problem exactly; 1: equal weight).
-    n_neighbors : for ``fit(X, y)``, the pairs are each point with its ``n_neighbors`` nearest
-        same-class points (S) and nearest other-class points (D).
+    n_neighbors, n_anchors : for ``fit(X, y)``, the pairs are each of ``n_anchors`` anchor points
+        (spread evenly over the classes; ``None``: every point) with its ``n_neighbors`` nearest
+        same-class points (S) and nearest other-class points (D), :func:`~likewise.linear.pairs.label_pairs`.
+        ``"auto"`` (default): 128 anchors for a diagonal ``M`` (``D`` unknowns: about 12 pairs per
+        unknown for ``D <= 64``), 256 for a full one. The search costs ``n_anchors x N`` distances;
+        with every point (``N^2``) it took longer than the solve on mnist5k (3,500 points), and the
+        1-NN accuracy was no better (digits, mnist5k, wine, breast cancer: within 0.01 either way).
     max_iter, tol : projected-gradient iterations and relative decrease of ``h`` to stop at.
     n_components : keep the top eigen-directions of ``M`` (``None``: all).
     """
@@ -133,6 +137,7 @@ class MMC(MahalanobisTransformer):
         self,
         diagonal: bool = False,
         n_neighbors: int = 3,
+        n_anchors="auto",
         barrier: float = 1.0,
         max_iter: int = 1000,
         tol: float = 1e-5,
@@ -141,12 +146,18 @@ class MMC(MahalanobisTransformer):
         self.diagonal = diagonal
         self.barrier = barrier
         self.n_neighbors = n_neighbors
+        self.n_anchors = n_anchors
         self.max_iter = max_iter
         self.tol = tol
         self.n_components = n_components
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        a, b, sign = label_pairs(X, y, self.n_neighbors)
+        anchors = self.n_anchors
+        if isinstance(anchors, str):
+            if anchors != "auto":
+                raise ValueError(f"n_anchors must be 'auto', a positive int or None, got {anchors!r}")
+            anchors = 128 if self.diagonal else 256
+        a, b, sign = label_pairs(X, y, self.n_neighbors, anchors)
         return self._fit_constraints(X, a, b, sign)
 
     def fit_pairs(self, X, pairs, y_pairs) -> MMC:
@@ -163,32 +174,38 @@ class MMC(MahalanobisTransformer):
         if not isinstance(self.barrier, numbers.Real) or not self.barrier >= 0:
             raise ValueError(f"barrier must be a non-negative number, got {self.barrier!r}")
         n_comp = self._check_n_components(X.shape[1])
-        V = X[a] - X[b]
-        VS, VD = V[sign > 0], V[sign < 0]
+        S, Dm = sign > 0, sign < 0
+        VS, VD = X[a[S]] - X[b[S]], X[a[Dm]] - X[b[Dm]]
         if len(VS) == 0 or len(VD) == 0:
             raise ValueError(
                 f"MMC needs both similar (+1) and dissimilar (-1) pairs; got {len(VS)} similar "
                 f"and {len(VD)} dissimilar"
             )
-        VD = VD[np.einsum("pi,pi->p", VD, VD) > 0]  # identical points carry no information
+        VD = VD[VD.any(1)]  # identical points carry no information
         if len(VD) == 0:
             raise ValueError("every dissimilar pair joins two identical points: no metric can separate them")
         # solve in the span of the pair differences: constant, duplicated or rank-deficient features
         # get M = 0 in the directions no pair sees
-        if self.diagonal:  # keep M diagonal: drop the features no pair varies in
-            B = np.eye(X.shape[1])[:, (np.einsum("pi,pi->i", VS, VS) + np.einsum("pi,pi->i", VD, VD)) > 0]
+        if self.diagonal:  # keep M diagonal: drop the features no pair varies in (no product needed)
+            keep = np.flatnonzero(VS.any(0) | VD.any(0))
+            if len(keep) < X.shape[1]:
+                VS, VD = VS[:, keep], VD[:, keep]
         else:
             B = span_basis(np.vstack([VS, VD]))
-        VS, VD = VS @ B, VD @ B
-        D = B.shape[1]
+            VS, VD = VS @ B, VD @ B
+        D = VS.shape[1]
         scale = (np.einsum("pi,pi->", VS, VS) / len(VS) + np.einsum("pi,pi->", VD, VD) / len(VD)) / D
         ridge = 1e-8 * scale * len(VS)  # keeps h bounded below along directions no similar pair spans
         eps = 1e-12 * scale  # smooths sqrt at 0
         fun_grad, project, x0 = mmc_problem(VS, VD, float(self.barrier), self.diagonal, ridge, eps)
-        with threadpool_limits(1, user_api="blas") if D <= 256 else nullcontext():  # small products
+        with one_blas_thread() if D <= 256 else nullcontext():  # small products
             x, _, self.n_iter_ = projected_gradient(
                 fun_grad, x0, project, int(self.max_iter), float(self.tol)
             )
-        M = np.diag(x) if self.diagonal else x
-        M = M / np.sqrt(np.clip(np.einsum("pi,ij,pj->p", VD, M, VD), 0, None)).sum() ** 2  # sum_D d_M = 1
+        if self.diagonal:  # M = diag(m): L's rows are sqrt(m_i) e_i, largest first
+            m = np.zeros(X.shape[1])
+            m[keep] = x / np.sqrt(np.clip((VD * VD) @ x, 0, None)).sum() ** 2  # sum_D d_M = 1
+            top = np.argsort(-m, kind="stable")[:n_comp]
+            return np.sqrt(m[top])[:, None] * np.eye(X.shape[1])[top]
+        M = x / np.sqrt(np.clip(np.einsum("pi,pi->p", VD @ x, VD), 0, None)).sum() ** 2  # sum_D d_M = 1
         return components_from_metric(B @ M @ B.T, n_comp)

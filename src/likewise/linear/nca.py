@@ -52,7 +52,9 @@ def class_blocks(counts: list[int], budget: int = 1 << 19) -> list[tuple[int, in
     return blocks
 
 
-def nca_objective(Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def nca_objective(
+    Z: torch.Tensor, y: torch.Tensor, blocks: list | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(-sum_i p_i, d/dZ)`` for embedded points ``Z`` ``[N, d]`` and labels ``y`` ``[N]``.
 
     Runs in ``Z``'s dtype, over blocks of rows of the class-sorted points (:func:`class_blocks`:
@@ -61,16 +63,20 @@ def nca_objective(Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     the distances are never formed), the softmax, ``W = P (m - p_i)`` as one scaling pass plus the
     same-class rectangles, and two GEMMs for the gradient ``2 (diag(W^T 1) - W - W^T) Z`` (the rows
     of ``W`` sum to 0).
+
+    ``blocks``: :func:`class_blocks` of the class-sorted ``y``, when the caller has them (``y`` must
+    then be sorted; :class:`NCA` computes them once per fit); else found here.
     """
     order = None
-    if len(y) > 1 and not bool((y[1:] >= y[:-1]).all()):
-        order = torch.argsort(y, stable=True)
-        Z, y = Z[order], y[order]
+    if blocks is None:
+        if len(y) > 1 and not bool((y[1:] >= y[:-1]).all()):
+            order = torch.argsort(y, stable=True)
+            Z, y = Z[order], y[order]
+        blocks = class_blocks(torch.unique_consecutive(y, return_counts=True)[1].tolist())
     sq = (Z * Z).sum(1)
     WZ, WtZ, deg = torch.empty_like(Z), torch.zeros_like(Z), torch.zeros_like(sq)
     f = torch.zeros((), dtype=torch.float64, device=Z.device)
-    counts = torch.unique_consecutive(y, return_counts=True)[1].tolist()
-    for s, e, parts in class_blocks(counts):
+    for s, e, parts in blocks:
         P = torch.addmm(sq[None, :], Z[s:e], Z.T, beta=-1.0, alpha=2.0)
         P[:, s:e].fill_diagonal_(-float("inf"))
         P = torch.softmax(P, dim=1)  # p_ij, p_ii = 0
@@ -137,8 +143,9 @@ class NCA(MahalanobisTransformer):
         L0 = initial_components(self.init, X, self._check_n_components(X.shape[1]), self.random_state, y)
         order = np.argsort(y, kind="stable")  # class-sorted: same-class entries form rectangles
         Xt = torch.tensor((X - X.mean(0))[order], dtype=dt, device=dev)  # distances do not see the mean
+        blocks = class_blocks(np.bincount(y).tolist())  # y is fixed: its class blocks are found once
         yt = torch.as_tensor(y[order], device=dev)
         L, self.objective_, self.n_iter_ = minimize_on_L(
-            lambda Z: nca_objective(Z, yt), Xt, L0, self.max_iter, self.tol
+            lambda Z: nca_objective(Z, yt, blocks), Xt, L0, self.max_iter, self.tol
         )
         return L
