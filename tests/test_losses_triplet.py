@@ -175,6 +175,9 @@ def test_gradcheck_with_refs_and_mined():
     t = mined_triplets(y, ry, seed=1)
     mined = TripletMarginLoss(margin=0.3, swap=True, smooth_loss=True, miner=FixedMiner(t))
     assert torch.autograd.gradcheck(lambda a, b: mined(a, y, ref_emb=b, ref_labels=ry), (x, r))
+    for smooth in (False, True):  # given triplets without swap: the gradient is written by the loss
+        mined = TripletMarginLoss(margin=0.3, smooth_loss=smooth, miner=FixedMiner(t))
+        assert torch.autograd.gradcheck(lambda a, b, m=mined: m(a, y, ref_emb=b, ref_labels=ry), (x, r))
 
 
 # ----------------------------------------------------------------------------- PML agreement

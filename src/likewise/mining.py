@@ -117,6 +117,9 @@ def _sorted_negatives(d: Tensor, neg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return values, cols, neg.sum(dim=1)
 
 
+#: added to the distances that are not candidates of a search by float passes (``> any distance``)
+_FAR = 1e30
+
 #: work budget (elements) of one block of the dense per-positive search
 _BLOCK_ELEMENTS = 1 << 22
 
@@ -306,11 +309,11 @@ class SemiHardMiner(Miner):
     ) -> Triplets | None:
         """Semi-hard triplets of class-id relations given as index lists (see the base class).
 
-        Per positive slot ``j`` of every anchor, ``1 / (d_an - d_ap_j)`` is positive exactly
-        for the references farther than the positive, and largest for the nearest of them
-        (the positive and self pairs set to ``-inf``); its column is the first where the row
-        maximum is reached. Float passes over two reused ``[B, N]`` buffers, no boolean masks.
-        Without ``hard_fallback`` and for ``P_max <= log2 N``; otherwise ``None``.
+        Per positive slot ``j`` of every anchor, the negatives' distances with ``FAR`` added
+        where ``d_an <= d_ap_j`` (the positive and self pairs at ``+inf``) have their row minimum
+        at the nearest negative farther than the positive; its column is the first where the
+        minimum is reached. Float passes over two ``[B, N]`` buffers, no boolean masks, no
+        ``min(dim)``. Without ``hard_fallback`` and for ``P_max <= log2 N``; otherwise ``None``.
         """
         pr, pc = pairs
         b, n = d.shape
@@ -324,21 +327,21 @@ class SemiHardMiner(Miner):
         d_ap[pr, slot] = d_pos
         best = d.new_empty(d_ap.shape)
         best_col = torch.empty(d_ap.shape, dtype=torch.long, device=d.device)
-        not_neg_rows, not_neg_cols = torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]])
-        inv, hit = torch.empty_like(d), torch.empty_like(d)
+        d_neg = d.clone()  # the negatives' distances, +inf at the positive and self pairs
+        d_neg[torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]])] = math.inf
+        work = torch.empty_like(d)
         # N-1 ... 0: the largest of (hit * reversed) is the first column that hits
         reversed_cols = torch.arange(n - 1, -1, -1, device=d.device, dtype=d.dtype)
         for j in range(d_ap.shape[1]):
-            torch.sub(d, d_ap[:, j : j + 1], out=inv).reciprocal_()
-            inv[not_neg_rows, not_neg_cols] = -math.inf
-            # 1/(+0) = inf: a tie is not farther; NaN: a padding slot (never read)
-            inv.nan_to_num_(nan=-1.0, posinf=-1.0)
-            # the column of each row's maximum by float passes (amax is ~30x faster than max(dim))
-            best[:, j] = top = inv.amax(1)
-            torch.eq(inv, top.unsqueeze(1), out=hit).mul_(reversed_cols)
-            best_col[:, j] = (n - 1) - hit.amax(1).long()
+            # d_an, or d_an + FAR where d_an <= d_ap_j (not farther; NaN padding slots: never read)
+            torch.le(d_neg, d_ap[:, j : j + 1], out=work)
+            torch.addcmul(d_neg, work, work, value=_FAR, out=work)
+            best[:, j] = low = work.amin(1)
+            # the column of the minimum by float passes (min(dim) is ~30x slower than amin)
+            torch.eq(work, low.unsqueeze(1), out=work).mul_(reversed_cols)
+            best_col[:, j] = (n - 1) - work.amax(1).long()
         col = best_col[pr, slot]
-        band = (best[pr, slot] > 0) & (d[pr, col] < d_pos + self.margin)
+        band = best[pr, slot] < d_pos + self.margin  # >= FAR or inf when no negative is farther
         triplets = Triplets(pr[band], pc[band], col[band])
         self._record_triplets(triplets, d, b)
         self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0

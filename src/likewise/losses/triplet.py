@@ -40,7 +40,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
-from likewise.losses.fused import with_gradient
+from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import check_number, distance_matrix, prepare
 from likewise.losses.positives import fast_pairs, pair_means
 from likewise.mined import PairMask, Triplets, to_pair_mask
@@ -407,12 +407,15 @@ class TripletMarginLoss(MetricLoss):
             self._record(num_triplets=0, active_fraction=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
         a, p, n = t.anchor.long(), t.positive.long(), t.negative.long()
-        d_ap, d_an = dist[a, p], dist[a, n]
         if self.swap:
+            d_ap, d_an = dist[a, p], dist[a, n]
             d_an = torch.minimum(d_an, rowwise_distance_like(y[p], y[n], self.distance))
-        v = d_ap - d_an + self.margin
-        losses = F.softplus(v) if self.smooth_loss else F.relu(v)
-        active = losses > 0
+            v = d_ap - d_an + self.margin
+            losses = F.softplus(v) if self.smooth_loss else F.relu(v)
+            active = losses > 0
+            loss = masked_mean(losses, active)
+        else:  # the gradient written into one [B, N] buffer, nothing recorded for autograd
+            loss, active, d_ap, d_an = self._gathered_triplets(dist, a, p, n)
         sign = -1.0 if is_similarity(self.distance) else 1.0
         unit = "similarity" if sign < 0 else "distance"
         self._record(
@@ -423,7 +426,30 @@ class TripletMarginLoss(MetricLoss):
                 f"mean_neg_{unit}": sign * float(d_an.detach().mean()),
             },
         )
-        return masked_mean(losses, active)
+        return loss
+
+    def _gathered_triplets(
+        self, dist: Tensor, a: Tensor, p: Tensor, n: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Mean loss of the triplets ``(a, p, n) [T]`` over the non-zero ones, with ``dL/d dist``
+        attached: ``+w`` at ``(a, p)``, ``-w`` at ``(a, n)``, ``w`` the term's slope over the count
+        (1 for the hinge, ``sigmoid(v)`` for the softplus, linear above 20 as ``F.softplus``)."""
+        want = needs_grad(dist)  # (False inside no_grad)
+        with torch.no_grad():
+            d_ap, d_an = dist[a, p], dist[a, n]
+            v = d_ap - d_an + self.margin
+            losses = F.softplus(v) if self.smooth_loss else F.relu(v)
+            active = losses > 0
+            count = max(int(active.sum()), 1)
+            loss = torch.where(active, losses, 0.0).sum() / count
+            grad = None
+            if want:
+                slope = torch.where(v > 20, 1.0, torch.sigmoid(v)) if self.smooth_loss else 1.0
+                w = active.to(dist.dtype).mul_(slope).div_(count)
+                grad = torch.zeros_like(dist)
+                grad.index_put_((a, p), w, accumulate=True)
+                grad.index_put_((a, n), -w, accumulate=True)
+        return with_gradient(dist, loss, grad), active, d_ap, d_an
 
     def _record_stats(self, dist: Tensor, pos: Tensor, neg: Tensor, n_triplets: int, active: int) -> None:
         sign = -1.0 if is_similarity(self.distance) else 1.0
