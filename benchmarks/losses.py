@@ -20,11 +20,12 @@ Every measurement runs in its own forked child process (imports are shared, so n
 cost) with an address-space cap (``--mem-cap-gb``, default 16) and a time limit
 (``--limit-s``, default 60 s for the first pass): a child that runs out of memory reports
 "out of memory", one that runs past the limit is stopped and reported as "> 60 s", and the
-benchmark goes on. Time: one warm-up pass, then the median of repeated passes (at least 3,
-until ``--budget-s`` seconds; a warm-up over 5 s is used alone). Peak memory: the child's
-peak resident set size (``getrusage`` max RSS) above its level after building the inputs.
-The three measurements of one (loss, B) run back to back, so the ratios compare like with like
-on a noisy machine.
+benchmark goes on. Time: warm-up passes (three when a pass takes under 0.5 s), then the median
+of repeated passes (at least 3, until ``--budget-s`` seconds, at most 60; a first pass over
+5 s is used alone). The floor is timed in likewise's child, its passes alternating with the
+loss's, so the ``likewise/floor`` ratio compares the two under the same machine state; PML
+runs right after in its own child. Peak memory: the child's peak resident set size
+(``getrusage`` max RSS) above its level after building the inputs, taken before the floor runs.
 
     python benchmarks/losses.py                                  # everything (~10-15 min)
     python benchmarks/losses.py --sizes 1024 --losses ntxent,circle
@@ -180,8 +181,19 @@ def _alarm(signum: int, frame: Any) -> None:
     raise TimeoutError
 
 
-def measure(build: Callable[[], Callable[[], None]], limit_s: float, budget_s: float) -> dict[str, Any]:
-    """Run in the child: build, warm up (under the time limit), then time repeats."""
+def measure(
+    build: Callable[[], Callable[[], None]],
+    limit_s: float,
+    budget_s: float,
+    build_floor: Callable[[], Callable[[], None]] | None = None,
+) -> dict[str, Any]:
+    """Run in the child: build, warm up (under the time limit), then time repeats.
+
+    With ``build_floor`` the floor is timed in the same process, its passes alternating with
+    the loss's, so that both medians see the same machine state (``floor_seconds``). Peak
+    memory is taken after the loss's warm-up, before the floor runs.
+    """
+    floor = build_floor() if build_floor is not None else None
     step = build()
     base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     signal.signal(signal.SIGALRM, _alarm)
@@ -193,12 +205,26 @@ def measure(build: Callable[[], Callable[[], None]], limit_s: float, budget_s: f
     finally:
         signal.alarm(0)
     times = [first] if first > 5 else []
-    while not times or (len(times) < 3 or sum(times) < budget_s) and len(times) < 20 and first <= 5:
+    if first <= 0.5:  # fast steps: two more warm-up passes (allocator, caches, thread pool)
+        step()
+        step()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    floor_times: list[float] = []
+    if floor is not None:
+        floor()
+        floor()
+    while not times or (len(times) < 3 or sum(times) < budget_s) and len(times) < 60 and first <= 5:
+        if floor is not None:
+            t0 = time.perf_counter()
+            floor()
+            floor_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": statistics.median(times), "peak_mb": (peak_kb - base_kb) / 1024, "reps": len(times)}
+    out = {"seconds": statistics.median(times), "peak_mb": (peak_kb - base_kb) / 1024, "reps": len(times)}
+    if floor_times:
+        out["floor_seconds"] = statistics.median(floor_times)
+    return out
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -207,13 +233,18 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _child(
-    build: Callable[[], Callable[[], None]], threads: int, mem_cap_gb: float, limit_s: float, budget_s: float
+    build: Callable[[], Callable[[], None]],
+    threads: int,
+    mem_cap_gb: float,
+    limit_s: float,
+    budget_s: float,
+    build_floor: Callable[[], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     try:
         cap = int(mem_cap_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         torch.set_num_threads(threads)
-        return measure(build, limit_s, budget_s)
+        return measure(build, limit_s, budget_s, build_floor)
     except NotAvailable:
         return {"error": "not available"}
     except TimeoutError:
@@ -230,6 +261,7 @@ def run_forked(
     mem_cap_gb: float,
     limit_s: float,
     budget_s: float,
+    build_floor: Callable[[], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """``measure`` in a forked child with a memory cap and a time limit; never raises.
 
@@ -241,7 +273,7 @@ def run_forked(
     if pid == 0:  # child: never returns
         try:
             os.close(read_fd)
-            result = _child(build, threads, mem_cap_gb, limit_s, budget_s)
+            result = _child(build, threads, mem_cap_gb, limit_s, budget_s, build_floor)
             os.write(write_fd, json.dumps(result).encode())
         finally:
             os._exit(0)
@@ -332,8 +364,15 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         for b in sorted(set(sizes) | set(EXTRA_SIZES.get(name, ()))):
             d = args.dim
-            floor = run_forked(lambda name=name, b=b, d=d: make_floor(name, b, d), **opts)
-            ours = run_forked(lambda name=name, b=b, d=d: make_step("likewise", name, b, d)[0], **opts)
+            ours = run_forked(
+                lambda name=name, b=b, d=d: make_step("likewise", name, b, d)[0],
+                build_floor=lambda name=name, b=b, d=d: make_floor(name, b, d),
+                **opts,
+            )
+            if "floor_seconds" in ours:  # timed in the same child, alternating with likewise
+                floor: dict[str, Any] = {"seconds": ours["floor_seconds"]}
+            else:  # likewise failed: the floor on its own
+                floor = run_forked(lambda name=name, b=b, d=d: make_floor(name, b, d), **opts)
             if args.no_pml:
                 pml: dict[str, Any] = {"error": "not run"}
             elif not LOSSES[name][2]:
