@@ -112,13 +112,20 @@ def _proxy_anchor(
         z = -alpha * (s_pos - margin)
         lse_pos = _class_logsumexp(z, labels, c)  # [C]
         n_with_pos = int(torch.isfinite(lse_pos).sum())
-        # negative term of every proxy: log(1 + sum_{x not in class} exp(alpha (s + margin)))
-        e = torch.mul(sim, alpha).add_(alpha * margin)
-        e[rows, labels] = float("-inf")
-        top = e.amax(0)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        exp_(e.sub_(top))
-        e[rows, labels] = 0  # the negatives only (exp_ clamps -inf to a tiny normal number)
+        # negative term of every proxy: log(1 + sum_{x not in class} exp(alpha (s + margin))),
+        # each column shifted by its largest logit, or by alpha (1 + margin) >= every logit
+        # (cosines <= 1) when the logits span at most 2 alpha <= 80 (no exp below the floor)
+        if 2 * alpha <= 80:
+            top = sim.new_full((c,), alpha * (1 + margin))
+            e = torch.mul(sim, alpha).add_(alpha * margin - alpha * (1 + margin))
+        else:
+            e = torch.mul(sim, alpha).add_(alpha * margin)
+            e[rows, labels] = float("-inf")
+            top = e.amax(0)
+            top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+            e.sub_(top)
+        exp_(e)
+        e[rows, labels] = 0  # the negatives only
         col_sum = e.sum(0)
         lse_neg = col_sum.log() + top  # -inf for a proxy without negatives
         zero = torch.zeros_like(lse_neg)
@@ -252,12 +259,15 @@ def _arcface(
     col = labels[:, None]
     with torch.no_grad():
         cos_y = cos.gather(1, col)  # [B, 1]
-        correct = cos_y.squeeze(1) >= cos.amax(1)
+        cos_max = cos.amax(1, keepdim=True)
+        correct = (cos_y >= cos_max).squeeze(1)
         target, d_target = _arcface_margin(cos_y, math.radians(margin))  # on B numbers
         target = target * scale
-        e = torch.mul(cos, scale).scatter_(1, col, target)
-        top = e.amax(1, keepdim=True)
-        exp_(e.sub_(top))
+        # shift: scale * the row's largest plain cosine, >= every logit (the margin logit is below
+        # its plain cosine, by at most scale (1 - cos m + m sin m))
+        top = cos_max * scale
+        e = torch.sub(cos, cos_max).mul_(scale).scatter_(1, col, target - top)
+        exp_(e)
         row_sum = e.sum(1, keepdim=True)
         loss = (row_sum.log() + top - target).mean()
         grad = None
