@@ -154,10 +154,10 @@ def _fast_ap_of_class_ids(
     want = needs_grad(dist)
     with torch.no_grad():
         frac = torch.div(dist, delta).clamp_(max=num_bins + 0.5)
-        low = frac.floor()
+        low = frac.to(torch.int32)  # truncation = floor for d >= 0
         frac.sub_(low)  # weight of bin k + 1
-        offsets = torch.arange(0, b * width, width, device=dist.device, dtype=dist.dtype).unsqueeze(1)
-        flat = low.add_(offsets).to(torch.int32).view(-1)  # row * (E + 1) + k, exact below 2^24
+        offsets = torch.arange(0, b * width, width, device=dist.device, dtype=torch.int32).unsqueeze(1)
+        flat = low.add_(offsets).view(-1)  # row * (E + 1) + k
         count = torch.bincount(flat, minlength=b * width).view(b, width).to(dist.dtype)
         upper = torch.bincount(flat, weights=frac.view(-1), minlength=b * width).view(b, width)
         hist = count - upper  # the 1 - f votes of bin k
@@ -180,7 +180,7 @@ def _fast_ap_of_class_ids(
             zeros = g_neg.new_zeros(b, 2)
             slope_neg = torch.diff(torch.cat([g_neg, zeros], 1), dim=1).div_(delta)  # [B, E + 1]
             slope_pos = torch.diff(torch.cat([g_pos, zeros], 1), dim=1).div_(delta)
-            grad = slope_neg.view(-1).index_select(0, flat).view(b, -1)
+            grad = torch.index_select(slope_neg.view(-1), 0, flat, out=frac.view(-1)).view(b, -1)
             grad[selves] = 0
             grad[pr, pc] = slope_pos[pr, k_pos]
     return with_gradient(dist, loss.detach(), grad), ap.detach(), has_pos
