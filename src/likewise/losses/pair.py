@@ -21,6 +21,7 @@ The triplet loss lives in :mod:`likewise.losses.triplet`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -331,26 +332,25 @@ class ContrastiveLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         fast = fast_pairs(batch, self.miner)
-        if fast is not None:
-            # class ids: index lists of the few positive and self pairs, no [B, N] masks
+        if fast is not None:  # class ids: index lists of the few positive and self pairs, no masks
             pairs, selves = fast
             b, n = batch.embeddings.shape[0], batch.ref_emb.shape[0]
-            if pairs[0].numel() == 0 and selves[0].numel() == b * n:
-                self._record(pos_active_fraction=0.0, neg_active_fraction=0.0)
-                return zero_loss(batch.embeddings, batch.ref_emb)
-            mat = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=self.similarity)
-            loss, stats = _contrastive_sparse(
-                mat, pairs, selves, self.pos_margin, self.neg_margin, self.neg_form, self.similarity
-            )
-            self._record(**stats)
-            return loss
-        pos, neg = self.pair_masks(batch)
-        if not (pos.any() or neg.any()):
+            empty = pairs[0].numel() == 0 and selves[0].numel() == b * n
+            compute = partial(_contrastive_sparse, pos_pairs=pairs, self_pairs=selves)
+        else:
+            pos, neg = self.pair_masks(batch)
+            empty = not (pos.any() or neg.any())
+            compute = partial(_contrastive, pos=pos, neg=neg)
+        if empty:
             self._record(pos_active_fraction=0.0, neg_active_fraction=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
         mat = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=self.similarity)
-        loss, stats = _contrastive(
-            mat, pos, neg, self.pos_margin, self.neg_margin, self.neg_form, self.similarity
+        loss, stats = compute(
+            mat,
+            pos_margin=self.pos_margin,
+            neg_margin=self.neg_margin,
+            neg_form=self.neg_form,
+            similarity=self.similarity,
         )
         self._record(**stats)
         return loss

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from likewise.losses.base import Batch, MetricLoss
 from likewise.losses.fused import exp_, needs_grad, with_gradient
 from likewise.losses.pair import check_number
+from likewise.losses.row_softmax import group_logsumexp
 from likewise.normalize import l2_normalize
 
 
@@ -90,14 +91,6 @@ def _check_sizes(num_classes: int, embedding_size: int, min_classes: int = 1) ->
         )
 
 
-def _class_logsumexp(values: Tensor, classes: Tensor, num_classes: int) -> Tensor:
-    """``log sum_{x : classes[x] = c} exp(values[x])`` per class ``[C]`` (``-inf``: none)."""
-    top = values.new_full((num_classes,), float("-inf")).scatter_reduce_(0, classes, values, "amax")
-    safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    sums = values.new_zeros(num_classes).index_add_(0, classes, torch.exp(values - safe[classes]))
-    return sums.log() + safe
-
-
 def _proxy_anchor(
     embeddings: Tensor, labels: Tensor, proxies: Tensor, margin: float, alpha: float
 ) -> tuple[Tensor, dict[str, float]]:
@@ -110,7 +103,7 @@ def _proxy_anchor(
         s_pos = sim[rows, labels]  # [B]: each sample with its own proxy
         # positive term of each proxy with samples: log(1 + sum_x exp(z_x)), z = -alpha (s - margin)
         z = -alpha * (s_pos - margin)
-        lse_pos = _class_logsumexp(z, labels, c)  # [C]
+        lse_pos = group_logsumexp(z, labels, c)  # [C]
         n_with_pos = int(torch.isfinite(lse_pos).sum())
         # negative term of every proxy: log(1 + sum_{x not in class} exp(alpha (s + margin))),
         # each column shifted by its largest logit, or by alpha (1 + margin) >= every logit

@@ -85,24 +85,20 @@ def soft_histograms(
     return _SoftHistogram.apply(dist, pos.bool(), neg.bool(), centres, delta)
 
 
-def fast_ap_from_cumulative(h_pos: Tensor, cum_pos: Tensor, cum_all: Tensor, n_pos: Tensor) -> Tensor:
-    """FastAP of each query ``[B]`` from the positives' histogram ``h+`` and cumulative
-    histogram ``H+``, the cumulative histogram of all references ``H`` (each ``[B, E]``) and
-    the positive count ``[B]``: ``FastAP_i = 1/N+_i sum_e h+_e H+_e / H_e`` (terms with
-    ``h+_e H+_e = 0`` or ``H_e = 0`` skipped)."""
+def fast_ap_from_histograms(h_pos: Tensor, h_neg: Tensor, n_pos: Tensor) -> Tensor:
+    """FastAP of each query ``[B]`` from its soft histograms ``[B, E]`` and positive count ``[B]``.
+
+    ``FastAP_i = 1/N+_i sum_e h+_e H+_e / H_e`` with ``H`` the cumulative sums and
+    ``h = h+ + h-``; terms with ``h+_e H+_e = 0`` or ``H_e = 0`` are skipped.
+    """
+    cum_pos = torch.cumsum(h_pos, dim=1)
+    cum_all = torch.cumsum(h_pos + h_neg, dim=1)
     num = h_pos * cum_pos
     safe = (num > 0) & (cum_all > 0)
     terms = torch.where(
         safe, num / torch.where(safe, cum_all, torch.ones_like(cum_all)), torch.zeros_like(num)
     )
     return terms.sum(1) / n_pos.to(h_pos.dtype).clamp_min(1)
-
-
-def fast_ap_from_histograms(h_pos: Tensor, h_neg: Tensor, n_pos: Tensor) -> Tensor:
-    """FastAP of each query ``[B]`` from its soft histograms ``[B, E]`` and positive count ``[B]``
-    (``H`` the cumulative sums, ``h = h+ + h-``; see :func:`fast_ap_from_cumulative`)."""
-    cum_pos = torch.cumsum(h_pos, dim=1)
-    return fast_ap_from_cumulative(h_pos, cum_pos, torch.cumsum(h_pos + h_neg, dim=1), n_pos)
 
 
 def fast_ap_per_row(

@@ -101,11 +101,15 @@ def _row_sum(values: Tensor, rows: Tensor, b: int) -> Tensor:
     return values.new_zeros(b).index_add_(0, rows, values)
 
 
-def _pos_lse(l_pos: Tensor, pr: Tensor, b: int) -> Tensor:
-    """``log sum_{p in P(i)} e^{l_ip}`` per row ``[B]`` from the positive list (``-inf``: none)."""
-    top = l_pos.new_full((b,), float("-inf")).scatter_reduce_(0, pr, l_pos, "amax")
+def group_logsumexp(values: Tensor, groups: Tensor, num_groups: int) -> Tensor:
+    """``log sum_{x : groups[x] = g} exp(values[x])`` per group ``[num_groups]`` (``-inf``: none).
+
+    ``values [P]``, ``groups`` long ``[P]``: e.g. the positives of each row from an index list,
+    or each class's samples. Shifted by the group maximum (``scatter_reduce`` ``amax``).
+    """
+    top = values.new_full((num_groups,), float("-inf")).scatter_reduce_(0, groups, values, "amax")
     safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    return _row_sum(torch.exp(l_pos - safe[pr]), pr, b).log() + safe
+    return _row_sum(torch.exp(values - safe[groups]), groups, num_groups).log() + safe
 
 
 # --------------------------------------------------------------------------- kernels
@@ -136,6 +140,27 @@ def ntxent_kernel(temperature: float) -> Kernel:
     return kernel
 
 
+def _all_over_positives(
+    e: Tensor, z: Tensor, shifted: Tensor, pairs: Any, counted: Tensor, offset: Tensor | float, want: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``mean over counted rows of log Z_i - log sum_{P(i)} e^l + offset_i`` and its gradient.
+
+    ``e [B, N]`` the shifted exponentials (becomes the gradient), ``z [B]`` their row sums,
+    ``shifted [P]`` the positives' logits with the same shift. Gradient: ``w_i E_ia / Z_i``,
+    minus ``w_i E_ip / sum_P E`` at the positives (``w`` the row weight of the mean).
+    """
+    pr, pc = pairs
+    pos_lse = group_logsumexp(shifted, pr, e.shape[0])
+    weight = counted.to(e.dtype) / counted.sum().clamp_min(1)
+    per_row = torch.where(counted, z.log() - pos_lse + offset, torch.zeros_like(z))
+    loss = (per_row * weight).sum()
+    grad = None
+    if want:
+        grad = e.mul_((weight / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
+        grad[pr, pc] -= weight[pr] * torch.exp(shifted - pos_lse[pr])
+    return loss, grad
+
+
 def supcon_kernel(temperature: float, variant: str) -> Kernel:
     """SupCon ``L_out`` / ``L_in`` (denominator over all but self), mean over counted anchors."""
 
@@ -148,23 +173,19 @@ def supcon_kernel(temperature: float, variant: str) -> Kernel:
         n_pos = torch.bincount(pr, minlength=b)
         n_self = torch.bincount(selves[0], minlength=b)
         counted = (n_pos > 0) & (n - n_self > 1)  # a positive and another candidate
-        weight = counted.to(logits.dtype) / counted.sum().clamp_min(1)
         shifted = l_pos - m[pr]
         npos = n_pos.clamp_min(1).to(logits.dtype)
-        if variant == "out":
-            per_row = z.log() - _row_sum(shifted, pr, b) / npos
-        else:
-            pos_lse = _pos_lse(shifted, pr, b)  # shifted by m as well
-            per_row = z.log() - pos_lse + npos.log()
+        if variant == "in":  # log Z - log(1/|P| sum_P e^l)
+            loss, grad = _all_over_positives(e, z, shifted, pairs, counted, npos.log(), want)
+            return loss, grad, stats
+        # L_out: log Z - 1/|P| sum_P l; d/dl_ia = w_i E_ia / Z_i, minus w_i / |P(i)| at positives
+        weight = counted.to(logits.dtype) / counted.sum().clamp_min(1)
+        per_row = z.log() - _row_sum(shifted, pr, b) / npos
         loss = torch.where(counted, per_row, torch.zeros_like(per_row)).mul(weight).sum()
         grad = None
         if want:
-            # d/dl_ia = w_i E_ia / Z_i, minus at positives w_i / |P(i)| (out) or w_i E_ip / sum_P E (in)
             grad = e.mul_((weight / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
-            if variant == "out":
-                grad[pr, pc] -= (weight / npos)[pr]
-            else:
-                grad[pr, pc] -= weight[pr] * torch.exp(shifted - pos_lse[pr])
+            grad[pr, pc] -= (weight / npos)[pr]
         return loss, grad, stats
 
     return kernel
@@ -174,20 +195,11 @@ def snn_kernel(temperature: float, sim_scale: float) -> Kernel:
     """Soft nearest neighbour: ``log sum_A e^l - log sum_P e^l`` for anchors with a positive."""
 
     def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
-        b, n = logits.shape
-        pr, pc = pairs
+        pr = pairs[0]
         l_pos, stats = _positives_and_stats(logits, pairs, selves, sim_scale)
         e, m = _exp_rows(logits, selves)
-        z = e.sum(1)  # >= 1: the row maximum is a candidate
-        pos_lse = _pos_lse(l_pos - m[pr], pr, b)
-        counted = torch.isfinite(pos_lse)
-        weight = counted.to(logits.dtype) / counted.sum().clamp_min(1)
-        per_row = torch.where(counted, z.log() - pos_lse, torch.zeros_like(z))
-        loss = (per_row * weight).sum()
-        grad = None
-        if want:
-            grad = e.mul_((weight / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
-            grad[pr, pc] -= weight[pr] * torch.exp(l_pos - m[pr] - pos_lse[pr])
+        counted = torch.bincount(pr, minlength=logits.shape[0]) > 0
+        loss, grad = _all_over_positives(e, e.sum(1), l_pos - m[pr], pairs, counted, 0.0, want)
         return loss, grad, stats
 
     return kernel
@@ -258,7 +270,7 @@ def circle_kernel(m: float, gamma: float) -> Kernel:
         # positives on the index list
         a_p = (1 + m - s_pos).clamp_min(0)
         lp = -gamma * a_p * (s_pos - (1 - m))
-        lse_p = _pos_lse(lp, pr, b)
+        lse_p = group_logsumexp(lp, pr, b)
         total = torch.where(valid, lse_p + lse_n, torch.zeros_like(z))
         rows = torch.nn.functional.softplus(total)
         active = valid & (rows > 0)
@@ -283,6 +295,7 @@ def circle_kernel(m: float, gamma: float) -> Kernel:
 
 __all__ = [
     "circle_kernel",
+    "group_logsumexp",
     "gemm_loss",
     "multi_similarity_kernel",
     "ntxent_kernel",
