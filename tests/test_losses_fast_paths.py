@@ -165,6 +165,62 @@ def test_fast_ap_scatter_histograms_equal_the_mask_path(num_bins):
     assert torch.autograd.gradcheck(lambda a: loss(a, y), (x.detach().clone().requires_grad_(),))
 
 
+def test_fast_ap_with_zero_rows_and_duplicates_equals_the_mask_path():
+    # the fast path differentiates through x.y only (the norm terms lie along x, which the
+    # normalisation's backward removes, or are 0 for a zero row): same gradient as autograd's
+    x, y = data(b=14, classes=5)
+    x = x.detach().clone()
+    x[3] = 0.0
+    x[5] = x[4]
+    x.requires_grad_(True)
+    relevance = relation_masks(y)[0]
+    for num_bins in (3, 10):
+        loss = FastAPLoss(num_bins=num_bins)
+        fast = value_and_grad(lambda a, loss=loss: loss(a, y), x)
+        masked = value_and_grad(lambda a, loss=loss: loss(a, y, relevance=relevance), x)
+        assert_same(fast, masked, rtol=1e-9, atol=1e-12)
+
+
+def test_fast_ap_gradient_in_closed_form_equals_autograd():
+    from likewise.losses.ranking import fast_ap_from_histograms, fast_ap_loss_and_gradient
+
+    g = torch.Generator().manual_seed(3)
+    h_pos = torch.rand(7, 6, generator=g, dtype=torch.float64)
+    h_neg = torch.rand(7, 6, generator=g, dtype=torch.float64)
+    h_pos[h_pos < 0.4] = 0.0  # empty positive bins: skipped terms
+    h_pos[2] = 0.0  # a query whose positives all fall outside the bins
+    h_pos[4, :3], h_neg[4, :3] = 0.0, 0.0  # leading empty bins: H = 0 there
+    n_pos = torch.tensor([3, 2, 2, 0, 4, 1, 5])  # query 3 has no positive
+    loss, ap, g_pos, g_neg = fast_ap_loss_and_gradient(h_pos, h_neg, n_pos)
+    hp, hn = h_pos.clone().requires_grad_(True), h_neg.clone().requires_grad_(True)
+    ap_ref = fast_ap_from_histograms(hp, hn, n_pos)
+    loss_ref = (1 - ap_ref[n_pos > 0]).mean()
+    ref_pos, ref_neg = torch.autograd.grad(loss_ref, (hp, hn))
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-12)
+    torch.testing.assert_close(ap, ap_ref.detach(), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(g_pos, ref_pos, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(g_neg, ref_neg, rtol=1e-12, atol=1e-15)
+
+
+def test_product_gradient_is_the_gradient_of_a_loss_on_the_product():
+    from likewise.losses.fused import with_product_gradient
+
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 5, generator=g, dtype=torch.float64)
+
+    def fused(a, b):  # L = sum(w * sin(a b^T)) with dL/dS = w cos(S) given, scaled by -2
+        s = (a @ b.T).detach()
+        ws = w[:, : b.shape[0]]
+        return with_product_gradient(a, b, (ws * torch.sin(s)).sum() * -2, ws * torch.cos(s), -2.0)
+
+    assert torch.autograd.gradcheck(fused, (a, b))
+    assert torch.autograd.gradcheck(lambda a: fused(a, a), (a,))  # the same rows on both sides
+    with torch.no_grad():
+        assert not fused(a, b).requires_grad
+
+
 @pytest.mark.parametrize("dtype, floor", [(torch.float32, -80.0), (torch.float64, -700.0)])
 def test_exp_clamps_only_below_the_normal_range(dtype, floor):
     from likewise.losses.fused import exp_

@@ -49,6 +49,40 @@ def with_gradient(matrix: Tensor, value: Tensor, grad: Tensor | None) -> Tensor:
     return _WithGradient.apply(matrix, value, grad)
 
 
+class _ProductGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, value: Tensor, grad: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(a, b, grad)
+        ctx.scale = scale
+        return value.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        a, b, grad = ctx.saved_tensors
+        scale = ctx.scale * float(grad_out)
+        da = torch.mm(grad, b).mul_(scale) if ctx.needs_input_grad[0] else None
+        db = torch.mm(grad.T, a).mul_(scale) if ctx.needs_input_grad[1] else None
+        return da, db, None, None, None
+
+
+def with_product_gradient(
+    a: Tensor, b: Tensor, value: Tensor, grad: Tensor | None, scale: float = 1.0
+) -> Tensor:
+    """``value`` (a detached scalar) in the graph of ``a [B, D]`` and ``b [N, D]``, with
+    ``dvalue / d(a b^T) = scale * grad`` (``grad [B, N]``; ``None``: no gradient asked, the value
+    as it is).
+
+    For a loss computed on ``S = a b^T`` built under ``no_grad`` into a buffer the loss may
+    then overwrite (with its exponentials, and finally with ``grad``): backward is the two
+    GEMMs ``scale grad b`` and ``scale grad^T a``, and no ``[B, N]`` tensor is kept but
+    ``grad``.
+    """
+    if grad is None or not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+        return value
+    return _ProductGradient.apply(a, b, value, grad, scale)
+
+
 def exp_(x: Tensor) -> Tensor:
     """``e^x`` in place for ``x <= 0`` (shifted logits), with ``x`` first clamped at the smallest
     exponent whose ``e^x`` is still a normal float (-80 for float32, -700 for float64).
@@ -62,4 +96,4 @@ def exp_(x: Tensor) -> Tensor:
     return x.clamp_min_(floor).exp_()
 
 
-__all__ = ["exp_", "needs_grad", "with_gradient"]
+__all__ = ["exp_", "needs_grad", "with_gradient", "with_product_gradient"]

@@ -6,7 +6,9 @@ negatives densely can then skip building boolean masks altogether: they evaluate
 negative term on every pair and correct it at the few positive and self pairs.
 
 Cost: one ``argsort`` of the reference labels and two ``searchsorted`` calls,
-``O((B + N) log N + |P|)`` time and ``O(|P|)`` memory.
+``O((B + N) log N + |P|)`` time and ``O(|P|)`` memory. Gathers use ``index_select``: on a
+CPU, advanced indexing (``t[idx]``) of a few thousand entries wakes the thread pool and costs
+ten times more.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ def positive_pairs(
     lo = torch.searchsorted(sorted_ref, labels, right=False)
     hi = torch.searchsorted(sorted_ref, labels, right=True)
     counts = hi - lo
-    rows = torch.repeat_interleave(torch.arange(labels.shape[0], device=labels.device), counts)
-    starts = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
-    cols = order[starts + torch.arange(rows.shape[0], device=labels.device)]
+    rows = torch.repeat_interleave(counts)  # row i repeated counts[i] times
+    # position in the sorted references: lo[row] + rank within the row
+    first = (torch.cumsum(counts, 0) - counts).sub_(lo)
+    at = torch.arange(rows.shape[0], device=labels.device).sub_(first.index_select(0, rows))
+    cols = order.index_select(0, at)
     if self_index is not None:
-        keep = cols != self_index[rows]
+        keep = cols != self_index.index_select(0, rows)
         rows, cols = rows[keep], cols[keep]
     return rows, cols
 

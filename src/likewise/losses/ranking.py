@@ -17,8 +17,7 @@ import torch
 from torch import Tensor
 
 from likewise.losses.base import Batch, MetricLoss, zero_loss
-from likewise.losses.fused import needs_grad, with_gradient
-from likewise.losses.pair import distance_matrix
+from likewise.losses.fused import with_product_gradient
 from likewise.losses.positives import fast_pairs
 from likewise.normalize import l2_normalize
 from likewise.similarity import squared_euclidean
@@ -101,6 +100,41 @@ def fast_ap_from_histograms(h_pos: Tensor, h_neg: Tensor, n_pos: Tensor) -> Tens
     return terms.sum(1) / n_pos.to(h_pos.dtype).clamp_min(1)
 
 
+def fast_ap_loss_and_gradient(
+    h_pos: Tensor, h_neg: Tensor, n_pos: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``L = mean over queries with a positive of (1 - FastAP_i)`` with its gradient, written out.
+
+    Returns ``L`` (scalar), ``FastAP [B]`` and ``dL/dh+``, ``dL/dh- [B, E]`` for the histograms
+    of :func:`fast_ap_from_histograms`. With ``t_e = h+_e H+_e / H_e`` (0 where skipped) and
+    ``c_i = 1 / (|queries with a positive| N+_i)``::
+
+        dL/dh+_j = -c (H+_j / H_j + sum_{e >= j} (h+_e - t_e) / H_e)
+        dL/dh-_j =  c  sum_{e >= j} t_e / H_e
+
+    (the sums over ``e >= j`` because ``H_e``, ``H+_e`` are cumulative; skipped terms add
+    nothing, as the ``where`` of :func:`fast_ap_from_histograms` gives under autograd). Ten
+    ``[B, E]`` ops instead of the thirty autograd records and replays.
+    """
+    cum_pos = torch.cumsum(h_pos, dim=1)
+    cum_all = torch.cumsum(h_pos + h_neg, dim=1)
+    num = h_pos * cum_pos
+    safe = (num > 0) & (cum_all > 0)
+    inv = torch.where(safe, cum_all, torch.ones_like(cum_all)).reciprocal_().mul_(safe)  # 1/H_e or 0
+    terms = num * inv  # t_e
+    ap = terms.sum(1) / n_pos.to(h_pos.dtype).clamp_min(1)
+    has_pos = n_pos > 0
+    loss = (1 - ap[has_pos]).mean()
+    c = has_pos.to(h_pos.dtype) / (n_pos.to(h_pos.dtype).clamp_min(1) * has_pos.sum().clamp_min(1))
+    t_over = terms * inv  # t_e / H_e
+    tail = torch.flip(torch.cumsum(torch.flip(t_over, [1]), 1), [1])  # sum_{e >= j} t_e / H_e
+    tail_pos = torch.flip(torch.cumsum(torch.flip(h_pos * inv, [1]), 1), [1])
+    c = c.unsqueeze(1)
+    g_pos = (cum_pos * inv).add_(tail_pos).sub_(tail).mul_(-c)
+    g_neg = tail.mul_(c)
+    return loss, ap, g_pos, g_neg
+
+
 def fast_ap_per_row(
     dist: Tensor, pos: Tensor, neg: Tensor, num_bins: int = 10, max_dist: float = 4.0
 ) -> Tensor:
@@ -118,7 +152,8 @@ def fast_ap_per_row(
 
 
 def _fast_ap_of_class_ids(
-    dist: Tensor,
+    x: Tensor,
+    y: Tensor,
     pairs: tuple[Tensor, Tensor],
     selves: tuple[Tensor, Tensor],
     num_bins: int,
@@ -126,68 +161,73 @@ def _fast_ap_of_class_ids(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``1 - FastAP`` (mean over queries with a positive) of class-id labels, without masks.
 
-    Every entry of ``dist [B, N]`` sits between centres ``k = floor(q)`` and ``k + 1``
-    (``q = d / delta``) with the fraction ``f = q - k``: it adds ``1 - f`` to bin ``k`` and
-    ``f`` to bin ``k + 1``. With the flat bin number ``row (E + 1) + k`` as ``int32``, two
-    ``bincount`` calls (the count and the sum of ``f`` per bin) give the histogram of all
-    entries; the self pairs are taken out and the positive pairs moved to their own
-    histogram from the index lists. The AP is differentiated on the ``[B, E]`` histograms,
-    and ``dL/dd = (g_{k+1} - g_k) / delta`` (``g`` of the entry's histogram) is one
-    ``index_select`` of that flat table. (``int64`` indices, ``scatter_add_`` and ``gather``
-    over ``[B, N]`` cost several times more on a CPU.) Column ``E`` of each row is an
-    overflow bin that is dropped: it receives the ``f`` of entries in ``(max_dist,
-    max_dist + delta)``, exactly as the kernel has no centre there; ``q`` is capped at
-    ``num_bins + 1/2`` (squared distances of unit vectors exceed ``max_dist`` only by
-    rounding). At a centre exactly the slope is the one-sided one from above (autograd's
-    kernel takes 0 at its kinks). Returns the loss (with its gradient attached), FastAP per
-    query ``[B]`` and the mask of queries with a positive ``[B]``.
+    Distances are squared Euclidean between the rows (unit or zero) of ``x [B, D]`` and
+    ``y [N, D]``, ``d = |x|^2 + |y|^2 - 2 x.y``. The gradient is taken through ``x.y`` alone
+    (two GEMMs in backward): the norm terms add ``2 dL/dd x`` to ``dL/dx``, along ``x``,
+    which :func:`l2_normalize`'s backward removes (and which is 0 for a zero row). Every
+    distance, in bin units ``q = d / delta``, sits between centres ``k = floor(q)`` and
+    ``k + 1`` with the fraction ``f = q - k``: it adds ``1 - f`` to bin ``k`` and ``f`` to bin
+    ``k + 1``. Two ``scatter_add_`` along the rows with ``k`` as an ``int64`` index (the count
+    and the sum of ``f`` per bin) give the histogram of all entries; the self pairs are taken
+    out and the positive pairs moved to their own histogram from the index lists. The AP
+    and its gradient are written out on the ``[B, E]`` histograms
+    (:func:`fast_ap_loss_and_gradient`), and ``dL/dd = (g_{k+1} - g_k) / delta`` (``g`` of
+    the entry's histogram) is one ``gather`` from that table. Two ``[B, N]`` buffers in all
+    (``q``, which becomes ``f`` and then the gradient; the bin numbers). (``bincount`` and a
+    1-D ``index_select`` run on one thread; ``scatter_add_`` and ``gather`` convert an
+    ``int32`` index to ``int64`` on every call.)
+    Column ``E`` of each row is an overflow bin that is dropped: it receives the ``f`` of
+    entries in ``(max_dist, max_dist + delta)``, exactly as the kernel has no centre there;
+    ``q`` is capped at ``num_bins + 1/2`` (squared distances of unit vectors exceed
+    ``max_dist`` only by rounding). At a centre exactly the slope is the one-sided one from
+    above (autograd's kernel takes 0 at its kinks). Returns the loss (with its gradient
+    attached), FastAP per query ``[B]`` and the mask of queries with a positive ``[B]``.
     """
-    b = dist.shape[0]
+    b, n = x.shape[0], y.shape[0]
     e = num_bins + 1
     width = e + 1  # bins 0..E-1 and the overflow bin E
     delta = max_dist / num_bins
     pr, pc = pairs
-    want = needs_grad(dist)
+    want = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
     with torch.no_grad():
-        frac = torch.div(dist, delta).clamp_(max=num_bins + 0.5)
-        low = frac.to(torch.int32)  # truncation = floor for d >= 0
-        frac.sub_(low)  # weight of bin k + 1
-        offsets = torch.arange(0, b * width, width, device=dist.device, dtype=torch.int32).unsqueeze(1)
-        flat = low.add_(offsets).view(-1)  # row * (E + 1) + k
-        count = torch.bincount(flat, minlength=b * width).view(b, width).to(dist.dtype)
-        upper = torch.bincount(flat, weights=frac.view(-1), minlength=b * width).view(b, width)
-        hist = count - upper  # the 1 - f votes of bin k
+        # q = d / delta, d = |x|^2 + |y|^2 - 2 x.y
+        frac = torch.addmm(x.pow(2).sum(1, keepdim=True), x, y.T, beta=1 / delta, alpha=-2 / delta)
+        frac.add_(y.pow(2).sum(1).div_(delta)).clamp_(0, num_bins + 0.5)
+        low = frac.to(torch.int64)  # k: truncation = floor for q >= 0
+        frac.frac_()  # f = q - k: the weight of bin k + 1
+        ones = frac.new_ones(1, 1).expand(b, n)
+        count = frac.new_zeros(b, width).scatter_add_(1, low, ones)
+        upper = frac.new_zeros(b, width).scatter_add_(1, low, frac)
+        hist = count.sub_(upper)  # the 1 - f votes of bin k
         hist[:, 1:] += upper[:, :-1]  # the f votes of bin k + 1
-        k_pos, f_pos = (flat.view(b, -1)[pairs] % width).long(), frac[pairs]
-        k_self, f_self = (flat.view(b, -1)[selves] % width).long(), frac[selves]
-        h_pos = _two_bin_votes(dist.new_zeros(b, width + 1), pr, k_pos, f_pos)[:, :e]
-        h_self = _two_bin_votes(dist.new_zeros(b, width + 1), selves[0], k_self, f_self)[:, :e]
+        at_pos, at_self = pr * n + pc, selves[0] * n + selves[1]  # flat [B, N] positions
+        k_pos, f_pos = low.view(-1).index_select(0, at_pos), frac.view(-1).index_select(0, at_pos)
+        k_self, f_self = low.view(-1).index_select(0, at_self), frac.view(-1).index_select(0, at_self)
+        # the votes of the positive pairs (table 0) and of the self pairs (table 1)
+        bins = torch.cat([pr * width + k_pos, (selves[0] + b) * width + k_self])
+        votes = _two_bin_votes(bins, torch.cat([f_pos, f_self]), 2 * b * width)
+        h_pos, h_self = votes.view(2, b, width)[:, :, :e]
         h_neg = hist[:, :e] - h_pos - h_self
         n_pos = torch.bincount(pr, minlength=b)
+        loss, ap, g_pos, g_neg = fast_ap_loss_and_gradient(h_pos, h_neg, n_pos)
         has_pos = n_pos > 0
-        with torch.enable_grad():  # differentiate the AP on the [B, E] histograms
-            hp, hn = h_pos.requires_grad_(True), h_neg.requires_grad_(True)
-            ap = fast_ap_from_histograms(hp, hn, n_pos)
-            loss = (1 - ap[has_pos]).mean()
-            g_pos, g_neg = torch.autograd.grad(loss, (hp, hn)) if want else (None, None)
         grad = None
         if want:
             # slope of bin k's entries: (g_{k+1} - g_k) / delta, g = 0 past bin E - 1
             zeros = g_neg.new_zeros(b, 2)
             slope_neg = torch.diff(torch.cat([g_neg, zeros], 1), dim=1).div_(delta)  # [B, E + 1]
             slope_pos = torch.diff(torch.cat([g_pos, zeros], 1), dim=1).div_(delta)
-            grad = torch.index_select(slope_neg.view(-1), 0, flat, out=frac.view(-1)).view(b, -1)
-            grad[selves] = 0
-            grad[pr, pc] = slope_pos[pr, k_pos]
-    return with_gradient(dist, loss.detach(), grad), ap.detach(), has_pos
+            grad = torch.gather(slope_neg, 1, low, out=frac)
+            flat_grad = grad.view(-1)
+            flat_grad.index_fill_(0, at_self, 0.0)
+            flat_grad.index_copy_(0, at_pos, slope_pos.view(-1).index_select(0, pr * (e + 1) + k_pos))
+    return with_product_gradient(x, y, loss.detach(), grad, -2.0), ap.detach(), has_pos
 
 
-def _two_bin_votes(hist: Tensor, rows: Tensor, k: Tensor, frac: Tensor) -> Tensor:
-    """Add the votes ``1 - f`` to bin ``k`` and ``f`` to ``k + 1`` of a few entries
-    ``rows, k, frac [P]`` to ``hist [B, E']``."""
-    hist.index_put_((rows, k), 1 - frac, accumulate=True)
-    hist.index_put_((rows, k + 1), frac, accumulate=True)
-    return hist
+def _two_bin_votes(flat: Tensor, frac: Tensor, size: int) -> Tensor:
+    """A flat histogram ``[size]`` of a few entries at flat bins ``flat [P]`` with fractions
+    ``frac [P]``: ``1 - f`` to bin ``flat``, ``f`` to ``flat + 1``."""
+    return torch.bincount(torch.cat([flat, flat + 1]), torch.cat([1 - frac, frac]), minlength=size)
 
 
 def fast_ap_loss(dist: Tensor, pos: Tensor, neg: Tensor, num_bins: int = 10, max_dist: float = 4.0) -> Tensor:
@@ -231,8 +271,7 @@ class FastAPLoss(MetricLoss):
         y = x if batch.same_set else l2_normalize(batch.ref_emb, dim=1)
         fast = fast_pairs(batch, None)
         if fast is not None:
-            dist = distance_matrix(x, y, "squared_euclidean")
-            loss, ap, has_pos = _fast_ap_of_class_ids(dist, *fast, self.num_bins)
+            loss, ap, has_pos = _fast_ap_of_class_ids(x, y, *fast, self.num_bins)
         else:
             pos, neg = batch.masks()
             has_pos = pos.any(1)
