@@ -314,3 +314,56 @@ def test_arcface_bad_constructor_arguments():
         ArcFaceLoss(3, True)
     loss = ArcFaceLoss(2, 1, margin=0, scale=1)  # the smallest valid sizes
     assert loss.W.shape == (1, 2) and loss.margin == 0.0
+
+
+@pytest.mark.parametrize("margin_deg", [0.0, 28.6, 60.0, 120.0])
+def test_arcface_margin_logit_and_slope_equal_the_acos_form_and_autograd(margin_deg):
+    from likewise.losses.proxy import _arcface_margin
+
+    m = math.radians(margin_deg)
+    eps = torch.finfo(torch.float64).eps
+    cos = torch.cat(
+        [
+            torch.linspace(-1, 1, 401, dtype=torch.float64),
+            torch.tensor([-math.cos(m) + 1e-9, -math.cos(m) - 1e-9, 1 - eps, -1 + eps], dtype=torch.float64),
+        ]
+    ).requires_grad_(True)
+    # the definition: cos(theta + m) where theta + m <= pi, else cos(theta) - m sin(m), on the clamp
+    clamped = cos.clamp(-1 + eps, 1 - eps)
+    theta = torch.acos(clamped)
+    reference = torch.where(theta + m <= math.pi, torch.cos(theta + m), torch.cos(theta) - m * math.sin(m))
+    (slope_ref,) = torch.autograd.grad(reference.sum(), cos)
+    logit, slope = _arcface_margin(cos.detach(), m)
+    torch.testing.assert_close(logit, reference.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(slope, slope_ref, rtol=1e-6, atol=1e-9)
+
+
+def test_proxy_stats_are_those_of_the_last_call_against_loops():
+    g = torch.Generator().manual_seed(11)
+    pa = ProxyAnchorLoss(num_classes=5, embedding_size=4)
+    arc = ArcFaceLoss(num_classes=5, embedding_size=4)
+    calls = []
+    for _ in range(2):  # stats are read after the second call: they must be the second call's
+        emb = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+        labels = torch.randint(0, 4, (7,), generator=g)  # class 4 never appears
+        pa(emb, labels).backward()
+        arc(emb, labels).backward()
+        calls.append((emb.detach(), labels))
+    emb, labels = calls[-1]
+    cos_pa = [[_cos(e, p) for p in pa.proxies.detach().double().tolist()] for e in emb.tolist()]
+    own = [cos_pa[i][int(labels[i])] for i in range(7)]
+    other = [cos_pa[i][c] for i in range(7) for c in range(5) if c != int(labels[i])]
+    assert pa.stats == pytest.approx(
+        {
+            "pos_sim": sum(own) / 7,
+            "neg_sim": sum(other) / len(other),
+            "proxies_with_pos": float(len(set(labels.tolist()))),
+        },
+        rel=1e-9,
+    )
+    w = arc.W.detach().double().T.tolist()
+    cos_arc = [[_cos(e, wc) for wc in w] for e in emb.tolist()]
+    angles = [math.degrees(math.acos(cos_arc[i][int(labels[i])])) for i in range(7)]
+    correct = [cos_arc[i][int(labels[i])] >= max(cos_arc[i]) for i in range(7)]
+    assert arc.stats == pytest.approx({"mean_angle": sum(angles) / 7, "accuracy": sum(correct) / 7}, rel=1e-9)
+    assert arc.stats == arc.stats  # read twice: the same numbers

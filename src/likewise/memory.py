@@ -195,7 +195,14 @@ class CrossBatchMemory(nn.Module):
         self.memory_size = _check_positive_int(memory_size, "memory_size")
         self.detach_batch_refs = bool(detach_batch_refs)
         self.queue = MemoryQueue(self.memory_size, self.embedding_size, label_dim=label_dim)
-        self.stats: dict[str, float] = {}
+        self._fill: float | None = None  # memory_fill after the last call
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """The inner loss's statistics of the last call, plus ``memory_fill`` (stored / size)."""
+        if self._fill is None:
+            return {}
+        return {**getattr(self.loss, "stats", {}), "memory_fill": self._fill}
 
     def forward(self, embeddings: Tensor, labels: Tensor, *args: Any, enqueue: bool = True) -> Tensor:
         if args:
@@ -222,7 +229,7 @@ class CrossBatchMemory(nn.Module):
         )
         if enqueue:
             self.queue.enqueue(embeddings, labels)
-        self.stats = {**getattr(self.loss, "stats", {}), "memory_fill": len(self.queue) / self.memory_size}
+        self._fill = len(self.queue) / self.memory_size
         return value
 
     def reset_queue(self) -> None:

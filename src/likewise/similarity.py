@@ -74,8 +74,7 @@ def check_metric(metric: str) -> str:
                     f"equivalent; likewise takes a metric name, one of {', '.join(map(repr, METRICS))}"
                 )
             raise ValueError(
-                f"distance={described} is a pytorch-metric-learning object; "
-                f"likewise takes distance={name!r}"
+                f"distance={described} is a pytorch-metric-learning object; likewise takes distance={name!r}"
             )
         shown = repr(metric)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -119,9 +118,7 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "eucl
     return -pairwise_similarity(x, y, metric) + (1.0 if metric == "cosine" else 0.0)
 
 
-def pairwise_similarity(
-    x: Tensor, y: Tensor | None = None, metric: Metric = "cosine"
-) -> Tensor:
+def pairwise_similarity(x: Tensor, y: Tensor | None = None, metric: Metric = "cosine") -> Tensor:
     """Pairwise similarities ``[B, N]`` (larger = more similar).
 
     For the Euclidean metrics this is the negated distance.

@@ -100,8 +100,9 @@ def relevant_ranks(
     del buckets, flat
     # relevant entries in rank order: score descending, equal scores by column ascending
     # (rel_idx is ascending per row and the sort is stable)
-    order = torch.sort(torch.where(valid, rel_s, torch.full_like(rel_s, float("-inf"))), dim=1,
-                       descending=True, stable=True)
+    order = torch.sort(
+        torch.where(valid, rel_s, torch.full_like(rel_s, float("-inf"))), dim=1, descending=True, stable=True
+    )
     u, u_idx = order.values, rel_idx.gather(1, order.indices)
     start = above.view(-1)[g]
     count = rel_cnt.view(-1)[g]
@@ -121,4 +122,3 @@ def relevant_ranks(
     j = torch.arange(1, m + 1, device=dev).unsqueeze(0)
     ranks = torch.where(j <= n_rel, (ahead + 1).to(torch.float64), float("inf"))
     return ranks
-

@@ -108,8 +108,15 @@ def knn_accuracy(
 ) -> float:
     """Fraction of test embeddings whose kNN prediction (:func:`knn_predict`) equals their label."""
     pred = knn_predict(
-        train_emb, train_labels, test_emb, k=k, weighted=weighted, temperature=temperature,
-        metric=metric, batch_size=batch_size, device=device,
+        train_emb,
+        train_labels,
+        test_emb,
+        k=k,
+        weighted=weighted,
+        temperature=temperature,
+        metric=metric,
+        batch_size=batch_size,
+        device=device,
     )
     yte = labels_array(test_labels, "test_labels", pred.shape[0])
     return float(np.mean(pred == yte))
@@ -153,4 +160,3 @@ def linear_probe(
         "accuracy": float(np.mean(model.predict(xte) == yte)),
         "train_accuracy": float(np.mean(model.predict(xtr) == ytr)),
     }
-

@@ -35,8 +35,10 @@ def alignment(x: Any, y: Any, alpha: float = 2.0, *, normalize: bool = True) -> 
     a = embeddings_tensor(x, "x", dev).double()
     b = embeddings_tensor(y, "y", dev).double()
     if a.shape != b.shape:
-        raise ValueError(f"x and y must have one shape (row i of x pairs with row i of y), got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"x and y must have one shape (row i of x pairs with row i of y), got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha!r}")
     if normalize:

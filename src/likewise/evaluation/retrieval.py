@@ -175,8 +175,9 @@ def _check_options(
         raise ValueError(f"bootstrap must be a non-negative integer, got {bootstrap!r}")
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be in (0, 1), got {ci!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     if not isinstance(memory_budget, int) or memory_budget < 1:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
@@ -283,8 +284,11 @@ class _FaissRanks:
         self.k = min(max(max_rel, max_k), n - (1 if loo else 0))
         self.q = self._prepare(q)
         r = self.q if loo else self._prepare(refs)
-        index = faiss.IndexFlatL2(r.shape[1]) if metric in ("euclidean", "squared_euclidean") \
+        index = (
+            faiss.IndexFlatL2(r.shape[1])
+            if metric in ("euclidean", "squared_euclidean")
             else faiss.IndexFlatIP(r.shape[1])
+        )
         index.add(r)
         self.index = index
         self.q_codes = q_codes

@@ -65,9 +65,7 @@ def verification_metrics(
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(
-            f"is_same needs both same-class and different-class pairs (got {n_pos} and {n_neg})"
-        )
+        raise ValueError(f"is_same needs both same-class and different-class pairs (got {n_pos} and {n_neg})")
     fars = tuple(float(f) for f in far_targets)
     for f in fars:
         if not 0.0 <= f <= 1.0:
@@ -154,8 +152,9 @@ def verification_pairs(
     y = labels_array(labels, "labels", x.shape[0])
     _, codes = np.unique(y, return_inverse=True)
     codes = codes.reshape(-1)
-    if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int)
-                                  or max_pairs < 1):
+    if max_pairs is not None and (
+        isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1
+    ):
         raise ValueError(f"max_pairs must be a positive integer or None, got {max_pairs!r}")
     rng = np.random.default_rng(seed)
     n = x.shape[0]

@@ -188,13 +188,25 @@ class MetricLoss(nn.Module):
     """Base class for supervised losses with the likewise / PML call convention.
 
     Subclasses implement :meth:`compute` on a validated :class:`Batch`. Statistics
-    of the last call are kept in ``self.stats`` (a plain dict of floats).
+    of the last call are read from ``self.stats`` (a plain dict of floats). They are
+    computed when read, not in the call: a training step that does not look at them
+    pays no ``float()`` (a device synchronisation on a GPU) and no extra passes.
     """
 
     def __init__(self, miner: Any = None) -> None:
         super().__init__()
         self.miner = miner
-        self.stats: dict[str, float] = {}
+        self._pending_stats: dict[str, Any] = {}
+        self._stats: dict[str, float] = {}
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Statistics of the last call (``{}`` before the first)."""
+        if self._pending_stats:
+            pending, self._pending_stats = self._pending_stats, {}
+            with torch.no_grad():
+                self._stats = {k: float(v() if callable(v) else v) for k, v in pending.items()}
+        return self._stats
 
     def forward(
         self,
@@ -238,7 +250,10 @@ class MetricLoss(nn.Module):
         return pos, neg
 
     def _record(self, **values: Any) -> None:
-        self.stats = {k: float(v) for k, v in values.items()}
+        """Keep the statistics of this call: numbers, detached tensors of one element, or
+        functions of no argument returning one (evaluated when :attr:`stats` is read)."""
+        self._pending_stats = {k: v.detach() if isinstance(v, Tensor) else v for k, v in values.items()}
+        self._stats = {}
 
 
 __all__ = [

@@ -61,9 +61,13 @@ class _ProductGradient(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         a, b, grad = ctx.saved_tensors
         scale = ctx.scale * float(grad_out)
-        da = torch.mm(grad, b).mul_(scale) if ctx.needs_input_grad[0] else None
-        db = torch.mm(grad.T, a).mul_(scale) if ctx.needs_input_grad[1] else None
+        da = _scaled(torch.mm(grad, b), scale) if ctx.needs_input_grad[0] else None
+        db = _scaled(torch.mm(grad.T, a), scale) if ctx.needs_input_grad[1] else None
         return da, db, None, None, None
+
+
+def _scaled(t: Tensor, scale: float) -> Tensor:
+    return t if scale == 1.0 else t.mul_(scale)
 
 
 def with_product_gradient(

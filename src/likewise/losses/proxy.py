@@ -19,12 +19,13 @@ The learnable tensors have pytorch-metric-learning's shapes and initialisation
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from likewise.losses.base import Batch, MetricLoss
-from likewise.losses.fused import exp_, needs_grad, with_gradient
+from likewise.losses.fused import exp_, with_product_gradient
 from likewise.losses.pair import check_number
 from likewise.losses.row_softmax import group_logsumexp
 from likewise.normalize import l2_normalize
@@ -93,50 +94,57 @@ def _check_sizes(num_classes: int, embedding_size: int, min_classes: int = 1) ->
 
 def _proxy_anchor(
     embeddings: Tensor, labels: Tensor, proxies: Tensor, margin: float, alpha: float
-) -> tuple[Tensor, dict[str, float]]:
-    """The loss (gradient computed with it) and the statistics of one call."""
-    sim = l2_normalize(embeddings, dim=1) @ l2_normalize(proxies.to(embeddings.dtype), dim=1).T  # [B, C]
-    want = needs_grad(sim)
-    b, c = sim.shape
-    rows = torch.arange(b, device=sim.device)
+) -> tuple[Tensor, dict[str, Any]]:
+    """The loss (gradient computed with it) and the statistics of one call (for ``_record``)."""
+    x = l2_normalize(embeddings, dim=1)
+    p = l2_normalize(proxies.to(embeddings.dtype), dim=1)
+    b, c = x.shape[0], p.shape[0]
+    col = labels.unsqueeze(1)
+    want = torch.is_grad_enabled() and (x.requires_grad or p.requires_grad)
     with torch.no_grad():
-        s_pos = sim[rows, labels]  # [B]: each sample with its own proxy
-        # positive term of each proxy with samples: log(1 + sum_x exp(z_x)), z = -alpha (s - margin)
-        z = -alpha * (s_pos - margin)
-        lse_pos = group_logsumexp(z, labels, c)  # [C]
-        n_with_pos = int(torch.isfinite(lse_pos).sum())
         # negative term of every proxy: log(1 + sum_{x not in class} exp(alpha (s + margin))),
         # each column shifted by its largest logit, or by alpha (1 + margin) >= every logit
-        # (cosines <= 1) when the logits span at most 2 alpha <= 80 (no exp below the floor)
-        if 2 * alpha <= 80:
-            top = sim.new_full((c,), alpha * (1 + margin))
-            e = torch.mul(sim, alpha).add_(alpha * margin - alpha * (1 + margin))
+        # (cosines <= 1) when the logits span at most 2 alpha <= 80 (no exp below the floor):
+        # then the GEMM writes the shifted logits alpha s - alpha directly
+        bounded = 2 * alpha <= 80
+        offset = -alpha if bounded else alpha * margin  # logit - alpha s
+        e = torch.addmm(x.new_full((1, 1), offset), x, p.T, alpha=alpha)  # [B, C]
+        s_pos = e.gather(1, col).squeeze(1).sub_(offset).div_(alpha)  # [B]: each sample, own proxy
+        # positive term of each proxy with samples: log(1 + sum_x exp(z_x)), z = -alpha (s - margin)
+        z = (s_pos - margin).mul_(-alpha)
+        lse_pos = group_logsumexp(z, labels, c)  # [C]
+        n_with_pos = torch.isfinite(lse_pos).sum()
+        per_proxy = 1 / n_with_pos.clamp_min(1).to(e.dtype)
+        if bounded:
+            top = e.new_full((c,), alpha * (1 + margin))
+            e.exp_()
         else:
-            e = torch.mul(sim, alpha).add_(alpha * margin)
-            e[rows, labels] = float("-inf")
+            e.scatter_(1, col, float("-inf"))
             top = e.amax(0)
             top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-            e.sub_(top)
-        exp_(e)
-        e[rows, labels] = 0  # the negatives only
+            exp_(e.sub_(top))
+        e.scatter_(1, col, 0.0)  # the negatives only
         col_sum = e.sum(0)
         lse_neg = col_sum.log() + top  # -inf for a proxy without negatives
         zero = torch.zeros_like(lse_neg)
-        pos_part = torch.logaddexp(lse_pos, zero).sum() / max(n_with_pos, 1)
-        loss = pos_part + torch.logaddexp(lse_neg, zero).sum() / c
+        pos_den = torch.logaddexp(lse_pos, zero)
+        neg_den = torch.logaddexp(lse_neg, zero)
+        loss = pos_den.sum() * per_proxy + neg_den.sum() / c
         grad = None
         if want:
             # d/dl of log(1 + sum exp(l)) is exp(l) / (1 + sum exp(l)) = exp(l - logaddexp(lse, 0))
-            col_scale = torch.where(col_sum > 0, torch.exp(top - torch.logaddexp(lse_neg, zero)), zero)
-            grad = e.mul_(col_scale.mul_(alpha / c))
-            pos_den = torch.logaddexp(lse_pos, zero)[labels]
-            grad[rows, labels] = torch.exp(z - pos_den) * (-alpha / max(n_with_pos, 1))
-        stats = {
-            "pos_sim": float(s_pos.mean()),
-            "neg_sim": float((sim.sum() - s_pos.sum()) / (b * c - b)) if c > 1 else 0.0,
-            "proxies_with_pos": float(n_with_pos),
+            col_scale = torch.where(col_sum > 0, torch.exp(top - neg_den), zero).mul_(alpha / c)
+            grad = e.mul_(col_scale)
+            pos_grad = torch.exp(z - pos_den.index_select(0, labels)).mul_(per_proxy * -alpha)
+            grad.scatter_(1, col, pos_grad.unsqueeze(1))
+        x_sum, p_sum = x.detach().sum(0), p.detach().sum(0)
+        stats = {  # evaluated when read (MetricLoss.stats)
+            "pos_sim": s_pos.mean(),
+            # the sum of all cosines is <sum of x, sum of p>: no [B, C] pass
+            "neg_sim": (lambda: (torch.dot(x_sum, p_sum) - s_pos.sum()) / (b * c - b)) if c > 1 else 0.0,
+            "proxies_with_pos": n_with_pos,
         }
-    return with_gradient(sim, loss, grad), stats
+    return with_product_gradient(x, p, loss, grad), stats
 
 
 def proxy_anchor_loss(
@@ -190,18 +198,21 @@ class ProxyAnchorLoss(MetricLoss):
 def _arcface_margin(cos: Tensor, margin_rad: float) -> tuple[Tensor, Tensor]:
     """The margin logit of :func:`arcface_target_logit` and its derivative in ``cos``.
 
-    ``d/dc cos(acos(c) + m) = sin(theta + m) / sin(theta)``; ``d/dc (cos(acos(c)) - m sin m) = 1``;
-    0 outside the clamp ``[-1 + eps, 1 - eps]`` (as autograd's ``clamp``: inclusive bounds).
+    Without ``acos``: with ``c = cos(theta)`` and ``sin(theta) = sqrt((1 - c)(1 + c)) >= 0``
+    (``theta`` in ``[0, pi]``), ``cos(theta + m) = c cos m - sin(theta) sin m``, its
+    derivative ``sin(theta + m) / sin(theta) = cos m + c sin m / sin(theta)``, and
+    ``theta <= pi - m`` is ``c >= -cos m``; ``d/dc (c - m sin m) = 1``. Both 0 outside the clamp
+    ``[-1 + eps, 1 - eps]`` (as autograd's ``clamp``: inclusive bounds). (Three
+    transcendental ops on ``B`` numbers each wake the CPU thread pool; ``sqrt`` once.)
     """
     eps = torch.finfo(cos.dtype).eps
-    clamped = cos.clamp(-1 + eps, 1 - eps)
-    theta = torch.acos(clamped)
-    with_margin = theta <= math.pi - margin_rad
-    logit = torch.where(
-        with_margin, torch.cos(theta + margin_rad), torch.cos(theta) - margin_rad * math.sin(margin_rad)
-    )
-    slope = torch.where(with_margin, torch.sin(theta + margin_rad) / torch.sin(theta), 1.0)
-    return logit, slope * (clamped == cos)
+    c = cos.clamp(-1 + eps, 1 - eps)
+    sin_theta = torch.sqrt((1 - c) * (1 + c))
+    cos_m, sin_m = math.cos(margin_rad), math.sin(margin_rad)
+    with_margin = c >= -cos_m
+    logit = torch.where(with_margin, c * cos_m - sin_theta * sin_m, c - margin_rad * sin_m)
+    slope = torch.where(with_margin, cos_m + c * sin_m / sin_theta, 1.0)
+    return logit, slope * (c == cos)
 
 
 def arcface_target_logit(cos: Tensor, margin_rad: float) -> Tensor:
@@ -246,21 +257,22 @@ def _arcface(
     softmax, then ``dL/dcos`` (``scale (p_c - 1[c = y]) / B``, the true class's entry times
     the derivative of its margin logit), so backward is the GEMMs of the cosines only.
     """
-    cos = l2_normalize(embeddings, dim=1) @ l2_normalize(weight.to(embeddings.dtype), dim=0)  # [B, C]
-    want = needs_grad(cos)
-    b = cos.shape[0]
-    col = labels[:, None]
+    x = l2_normalize(embeddings, dim=1)
+    w = l2_normalize(weight.to(embeddings.dtype), dim=0).T  # [C, D]
+    b = x.shape[0]
+    col = labels.unsqueeze(1)
+    want = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
     with torch.no_grad():
-        cos_y = cos.gather(1, col)  # [B, 1]
-        cos_max = cos.amax(1, keepdim=True)
-        correct = (cos_y >= cos_max).squeeze(1)
+        e = torch.mm(x * scale, w.T)  # [B, C]: scale * cos
+        logit_y = e.gather(1, col)  # [B, 1]
+        top = e.amax(1, keepdim=True)
+        correct = (logit_y >= top).squeeze(1)
+        cos_y = logit_y / scale
         target, d_target = _arcface_margin(cos_y, math.radians(margin))  # on B numbers
         target = target * scale
         # shift: scale * the row's largest plain cosine, >= every logit (the margin logit is below
         # its plain cosine, by at most scale (1 - cos m + m sin m))
-        top = cos_max * scale
-        e = torch.sub(cos, cos_max).mul_(scale).scatter_(1, col, target - top)
-        exp_(e)
+        exp_(e.sub_(top).scatter_(1, col, target - top))
         row_sum = e.sum(1, keepdim=True)
         loss = (row_sum.log() + top - target).mean()
         grad = None
@@ -268,7 +280,7 @@ def _arcface(
             p_y = e.gather(1, col) / row_sum
             grad = e.mul_(scale / b / row_sum)
             grad.scatter_(1, col, (p_y - 1) * d_target * (scale / b))
-    return with_gradient(cos, loss, grad), cos_y.squeeze(1), correct
+    return with_product_gradient(x, w, loss, grad), cos_y.squeeze(1), correct
 
 
 class ArcFaceLoss(MetricLoss):
@@ -302,8 +314,10 @@ class ArcFaceLoss(MetricLoss):
     def compute(self, batch: Batch) -> Tensor:
         labels = _check_proxy_batch(batch, self.num_classes, self.embedding_size, "ArcFaceLoss")
         loss, cos_y, correct = _arcface(batch.embeddings, labels, self.W, self.margin, self.scale)
-        angle = torch.rad2deg(torch.acos(cos_y.clamp(-1, 1)))
-        self._record(mean_angle=angle.mean(), accuracy=correct.float().mean())
+        self._record(
+            mean_angle=lambda: torch.rad2deg(torch.acos(cos_y.clamp(-1, 1))).mean(),
+            accuracy=lambda: correct.double().mean(),
+        )
         return loss
 
 

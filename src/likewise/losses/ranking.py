@@ -213,15 +213,16 @@ def _fast_ap_of_class_ids(
         has_pos = n_pos > 0
         grad = None
         if want:
-            # slope of bin k's entries: (g_{k+1} - g_k) / delta, g = 0 past bin E - 1
+            # slope of bin k's entries: (g_{k+1} - g_k) / delta, g = 0 past bin E - 1, times
+            # dd/d(x.y) = -2
             zeros = g_neg.new_zeros(b, 2)
-            slope_neg = torch.diff(torch.cat([g_neg, zeros], 1), dim=1).div_(delta)  # [B, E + 1]
-            slope_pos = torch.diff(torch.cat([g_pos, zeros], 1), dim=1).div_(delta)
+            slope_neg = torch.diff(torch.cat([g_neg, zeros], 1), dim=1).mul_(-2 / delta)  # [B, E + 1]
+            slope_pos = torch.diff(torch.cat([g_pos, zeros], 1), dim=1).mul_(-2 / delta)
             grad = torch.gather(slope_neg, 1, low, out=frac)
             flat_grad = grad.view(-1)
             flat_grad.index_fill_(0, at_self, 0.0)
             flat_grad.index_copy_(0, at_pos, slope_pos.view(-1).index_select(0, pr * (e + 1) + k_pos))
-    return with_product_gradient(x, y, loss.detach(), grad, -2.0), ap.detach(), has_pos
+    return with_product_gradient(x, y, loss.detach(), grad), ap.detach(), has_pos
 
 
 def _two_bin_votes(flat: Tensor, frac: Tensor, size: int) -> Tensor:
@@ -281,7 +282,7 @@ class FastAPLoss(MetricLoss):
         if not bool(has_pos.any()):
             self._record(fast_ap=0.0, queries_with_pos=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
-        self._record(fast_ap=ap[has_pos].detach().mean(), queries_with_pos=has_pos.float().mean())
+        self._record(fast_ap=lambda: ap[has_pos].mean(), queries_with_pos=lambda: has_pos.double().mean())
         return loss
 
 

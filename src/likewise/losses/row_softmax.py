@@ -109,7 +109,7 @@ def group_logsumexp(values: Tensor, groups: Tensor, num_groups: int) -> Tensor:
     """
     top = values.new_full((num_groups,), float("-inf")).scatter_reduce_(0, groups, values, "amax")
     safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    return _row_sum(torch.exp(values - safe[groups]), groups, num_groups).log() + safe
+    return _row_sum(torch.exp(values - safe.index_select(0, groups)), groups, num_groups).log() + safe
 
 
 # --------------------------------------------------------------------------- kernels
