@@ -45,6 +45,21 @@ def test_positive_pairs_match_a_loop(seed):
 
 
 @pytest.mark.parametrize(
+    "labels, ref",
+    [
+        ([5, 1, 2, 1, 7], [1, 2, 1, 2, 9]),  # rows without positives first, inside and last
+        ([3, 3], [1]),  # no row has one
+        ([], [1, 2]),  # no query
+    ],
+)
+def test_positive_pairs_with_rows_without_positives_match_a_loop(labels, ref):
+    labels, ref = torch.tensor(labels, dtype=torch.long), torch.tensor(ref, dtype=torch.long)
+    none = torch.full((labels.numel(),), -1)
+    rows, cols = positive_pairs(labels, ref, none)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == loop_positive_pairs(labels, ref, none)
+
+
+@pytest.mark.parametrize(
     "form, metric",
     [(f, m) for f in ("hinge", "squared_hinge", "hinge_squared") for m in ("euclidean", "squared_euclidean")]
     + [("hinge", "cosine"), ("squared_hinge", "cosine")],

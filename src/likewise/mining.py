@@ -33,6 +33,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from likewise import entries
 from likewise.mined import Mined, PairMask, Triplets
 from likewise.normalize import l2_normalize
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
@@ -91,8 +92,8 @@ class Miner(nn.Module):
 
     def _record_triplets(self, triplets: Triplets, d: Tensor, n_queries: int) -> Triplets:
         t = len(triplets)
-        d_ap = d[triplets.anchor, triplets.positive]
-        d_an = d[triplets.anchor, triplets.negative]
+        d_ap = entries.take(d, triplets.anchor, triplets.positive)
+        d_an = entries.take(d, triplets.anchor, triplets.negative)
         self.stats = {
             "num_triplets": float(t),
             "anchor_fraction": float(triplets.anchor.unique().numel()) / n_queries,
@@ -321,15 +322,16 @@ class SemiHardMiner(Miner):
         max_pos = int(counts.max()) if pr.numel() else 0
         if self.hard_fallback or not _use_dense(max_pos, n):
             return None
-        slot = torch.arange(pr.numel(), device=d.device) - (counts.cumsum(0) - counts)[pr]
-        d_pos = d[pr, pc]
-        d_ap = d.new_full((b, max(max_pos, 1)), math.nan)
-        d_ap[pr, slot] = d_pos
+        slot = torch.arange(pr.numel(), device=d.device) - (counts.cumsum(0) - counts).index_select(0, pr)
+        d_pos = entries.take(d, pr, pc)
+        d_ap = entries.put_(d.new_full((b, max(max_pos, 1)), math.nan), pr, slot, d_pos)
         best = d.new_empty(d_ap.shape)
         best_col = torch.empty(d_ap.shape, dtype=torch.long, device=d.device)
-        d_neg = d.clone()  # the negatives' distances, +inf at the positive and self pairs
-        d_neg[torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]])] = math.inf
-        work = torch.empty_like(d)
+        d_neg = d.clone(
+            memory_format=torch.contiguous_format
+        )  # the negatives' distances, +inf at the positive and self pairs
+        entries.fill_(d_neg, torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]]), math.inf)
+        work = d_neg.new_empty(d.shape)
         # N-1 ... 0: the largest of (hit * reversed) is the first column that hits
         reversed_cols = torch.arange(n - 1, -1, -1, device=d.device, dtype=d.dtype)
         for j in range(d_ap.shape[1]):
@@ -340,9 +342,10 @@ class SemiHardMiner(Miner):
             # the column of the minimum by float passes (min(dim) is ~30x slower than amin)
             torch.eq(work, low.unsqueeze(1), out=work).mul_(reversed_cols)
             best_col[:, j] = (n - 1) - work.amax(1).long()
-        col = best_col[pr, slot]
-        band = best[pr, slot] < d_pos + self.margin  # >= FAR or inf when no negative is farther
-        triplets = Triplets(pr[band], pc[band], col[band])
+        col = entries.take(best_col, pr, slot)
+        band = entries.take(best, pr, slot) < d_pos + self.margin  # >= FAR or inf: none farther
+        keep = band.nonzero().squeeze(1)
+        triplets = Triplets(pr.index_select(0, keep), pc.index_select(0, keep), col.index_select(0, keep))
         self._record_triplets(triplets, d, b)
         self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0
         return triplets

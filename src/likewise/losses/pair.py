@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from likewise import entries
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
 from likewise.losses.chunking import check_chunk_size, map_row_blocks
 from likewise.losses.fused import needs_grad, with_gradient
@@ -259,11 +260,11 @@ def _contrastive_sparse(
     xr, xc = torch.cat([pr, self_pairs[0]]), torch.cat([pc, self_pairs[1]])  # not negatives
     with torch.no_grad():
         t_all = _hinge(mat, neg_margin, -pos_sign, neg_form)
-        t_out = t_all[xr, xc]
+        t_out = entries.take(t_all, xr, xc)
         n_neg_active = count_positive(t_all) - count_positive(t_out)
         neg_denom = n_neg_active.clamp_min(1).to(mat.dtype)
         neg_loss = (_term_sum(t_all, neg_form) - _term_sum(t_out, neg_form)) / neg_denom
-        p_vals = mat[pr, pc]
+        p_vals = entries.take(mat, pr, pc)
         t_pos = _hinge(p_vals, pos_margin, pos_sign, neg_form)
         n_pos_active = count_positive(t_pos)
         pos_denom = n_pos_active.clamp_min(1).to(mat.dtype)
@@ -271,8 +272,8 @@ def _contrastive_sparse(
         grad = None
         if want_grad:
             grad = _term_grad_(t_all, mat, -pos_sign, neg_form, 1 / neg_denom)
-            grad[xr, xc] = 0
-            grad[pr, pc] = _term_grad_(t_pos, p_vals, pos_sign, neg_form, 1 / pos_denom)
+            entries.fill_(grad, xr, xc, 0.0)
+            entries.put_(grad, pr, pc, _term_grad_(t_pos, p_vals, pos_sign, neg_form, 1 / pos_denom))
         b, n = mat.shape
         n_pos = pr.numel()
         n_neg = b * n - n_pos - self_pairs[0].numel()
@@ -455,11 +456,11 @@ def _lifted_sparse(
     want_grad = needs_grad(dist)
     with torch.no_grad():
         e = torch.neg(dist).exp_()
-        e[xr, xc] = 0  # only the negatives are left
+        entries.fill_(e, xr, xc, 0.0)  # only the negatives are left
         r, c = e.sum(1), e.sum(0)
-        den = r[pr] + c[pc]
+        den = r.index_select(0, pr) + c.index_select(0, pc)
         valid = den > 0  # the pair has a negative on one side or the other
-        d_pos = dist[pr, pc]
+        d_pos = entries.take(dist, pr, pc)
         j = neg_margin + den.clamp_min(torch.finfo(dist.dtype).tiny).log() + d_pos - pos_margin
         hinge = torch.where(valid, j.clamp_min(0), 0.0)
         n_valid = int(valid.sum())
@@ -471,7 +472,7 @@ def _lifted_sparse(
             u = dist.new_zeros(b).index_add_(0, pr, w)
             v = dist.new_zeros(n).index_add_(0, pc, w)
             grad = e.mul_(-(u.unsqueeze(1) + v.unsqueeze(0)))
-            grad[pr, pc] = g
+            entries.put_(grad, pr, pc, g)
         mean_pos, mean_neg = pair_means(dist, pos_pairs, self_pairs)
         stats = {
             "active_fraction": float(count_positive(hinge)) / max(1, n_valid),

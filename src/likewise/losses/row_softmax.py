@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from likewise import entries
 from likewise.losses.fused import exp_
 from likewise.losses.positives import pair_means
 
@@ -76,11 +77,11 @@ def gemm_loss(
 def _exp_rows(logits: Tensor, excluded: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Row max ``m [B]`` over all but the ``excluded`` pairs (0 for an empty row) and
     ``E = exp(L - m)`` in place, 0 at the excluded pairs."""
-    logits[excluded] = float("-inf")
+    entries.fill_(logits, *excluded, float("-inf"))
     m = logits.amax(1)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     e = exp_(logits.sub_(m.unsqueeze(1)))
-    e[excluded] = 0  # exp_ clamps -inf to a tiny normal number
+    entries.fill_(e, *excluded, 0.0)  # exp_ clamps -inf to a tiny normal number
     return e, m
 
 
@@ -89,7 +90,7 @@ def _positives_and_stats(
 ) -> tuple[Tensor, dict[str, float]]:
     """The positive entries of ``matrix`` and the pair statistics (before it is overwritten)."""
     mean_pos, mean_neg = pair_means(matrix, pairs, selves)
-    return matrix[pairs], {
+    return entries.take(matrix, *pairs), {
         "pos_pairs": float(pairs[0].numel()),
         "anchors_with_pos": float(torch.unique(pairs[0]).numel()) / matrix.shape[0],
         "mean_pos_similarity": mean_pos * scale,
@@ -123,10 +124,10 @@ def ntxent_kernel(temperature: float) -> Kernel:
         pr, pc = pairs
         l_pos, stats = _positives_and_stats(logits, pairs, selves, temperature)
         e, m = _exp_rows(logits, selves)
-        e[pr, pc] = 0  # what is left in a row is its negatives
+        entries.fill_(e, pr, pc, 0.0)  # what is left in a row is its negatives
         log_neg = e.sum(1).log()  # -inf without negatives
-        shifted = l_pos - m[pr]
-        log_den = torch.logaddexp(shifted, log_neg[pr])
+        shifted = l_pos - m.index_select(0, pr)
+        log_den = torch.logaddexp(shifted, log_neg.index_select(0, pr))
         n_pairs = max(pr.numel(), 1)
         loss = (log_den - shifted).sum() / n_pairs
         grad = None
@@ -134,7 +135,7 @@ def ntxent_kernel(temperature: float) -> Kernel:
             # d/dl_in = sum_p E_in / den_ip; d/dl_ip = E_ip / den_ip - 1 (all / n_pairs)
             row_scale = _row_sum(torch.exp(-log_den), pr, b) / n_pairs
             grad = e.mul_(row_scale.unsqueeze(1))
-            grad[pr, pc] = (torch.exp(shifted - log_den) - 1) / n_pairs
+            entries.put_(grad, pr, pc, (torch.exp(shifted - log_den) - 1) / n_pairs)
         return loss, grad, stats
 
     return kernel
@@ -157,7 +158,9 @@ def _all_over_positives(
     grad = None
     if want:
         grad = e.mul_((weight / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
-        grad[pr, pc] -= weight[pr] * torch.exp(shifted - pos_lse[pr])
+        entries.add_(
+            grad, pr, pc, -weight.index_select(0, pr) * torch.exp(shifted - pos_lse.index_select(0, pr))
+        )
     return loss, grad
 
 
@@ -173,7 +176,7 @@ def supcon_kernel(temperature: float, variant: str) -> Kernel:
         n_pos = torch.bincount(pr, minlength=b)
         n_self = torch.bincount(selves[0], minlength=b)
         counted = (n_pos > 0) & (n - n_self > 1)  # a positive and another candidate
-        shifted = l_pos - m[pr]
+        shifted = l_pos - m.index_select(0, pr)
         npos = n_pos.clamp_min(1).to(logits.dtype)
         if variant == "in":  # log Z - log(1/|P| sum_P e^l)
             loss, grad = _all_over_positives(e, z, shifted, pairs, counted, npos.log(), want)
@@ -185,7 +188,7 @@ def supcon_kernel(temperature: float, variant: str) -> Kernel:
         grad = None
         if want:
             grad = e.mul_((weight / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
-            grad[pr, pc] -= (weight / npos)[pr]
+            entries.add_(grad, pr, pc, -(weight / npos).index_select(0, pr))
         return loss, grad, stats
 
     return kernel
@@ -199,7 +202,8 @@ def snn_kernel(temperature: float, sim_scale: float) -> Kernel:
         l_pos, stats = _positives_and_stats(logits, pairs, selves, sim_scale)
         e, m = _exp_rows(logits, selves)
         counted = torch.bincount(pr, minlength=logits.shape[0]) > 0
-        loss, grad = _all_over_positives(e, e.sum(1), l_pos - m[pr], pairs, counted, 0.0, want)
+        shifted = l_pos - m.index_select(0, pr)
+        loss, grad = _all_over_positives(e, e.sum(1), shifted, pairs, counted, 0.0, want)
         return loss, grad, stats
 
     return kernel
@@ -217,18 +221,18 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
         s_pos, stats = _positives_and_stats(sim, pairs, selves, 1.0)
         # negatives: beta (S - base), positives and self pairs removed, shifted by max(0, row max)
         x = sim.sub_(base).mul_(beta)
-        x[pr, pc] = float("-inf")
-        x[selves] = float("-inf")
+        entries.fill_(x, pr, pc, float("-inf"))
+        entries.fill_(x, *selves, float("-inf"))
         m = x.amax(1).clamp_min(0)
         e = exp_(x.sub_(m.unsqueeze(1)))
-        e[pr, pc] = 0  # exp_ clamps -inf to a tiny normal number
-        e[selves] = 0
+        entries.fill_(e, pr, pc, 0.0)  # exp_ clamps -inf to a tiny normal number
+        entries.fill_(e, *selves, 0.0)
         neg_den = torch.exp(-m) + e.sum(1)  # (1 + sum_N e^{beta(S - base)}) e^{-m}
         neg_part = (m + neg_den.log()) / beta
         # positives: 1/alpha log(1 + sum_P e^{-alpha (S - base)}), on the index list
         xp = -alpha * (s_pos - base)
         mp = torch.zeros(b, dtype=sim.dtype, device=sim.device).scatter_reduce_(0, pr, xp, "amax")
-        ep = torch.exp(xp - mp[pr])
+        ep = torch.exp(xp - mp.index_select(0, pr))
         pos_den = torch.exp(-mp) + _row_sum(ep, pr, b)
         pos_part = (mp + pos_den.log()) / alpha
         n_neg = n - torch.bincount(pr, minlength=b) - torch.bincount(selves[0], minlength=b)
@@ -241,7 +245,7 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
         if want:
             # d/dS_in = E_in / neg_den (shifted consistently); d/dS_ip = -e_p / pos_den
             grad = e.mul_((weight / neg_den).unsqueeze(1))
-            grad[pr, pc] = -(weight[pr] * ep / pos_den[pr])
+            entries.put_(grad, pr, pc, -(weight.index_select(0, pr) * ep / pos_den.index_select(0, pr)))
         return loss, grad, stats
 
     return kernel
@@ -286,8 +290,9 @@ def circle_kernel(m: float, gamma: float) -> Kernel:
             # d softplus, as F.softplus (linear above its threshold 20, as PML's)
             outer = weight * torch.where(total > 20, torch.ones_like(total), torch.sigmoid(total))
             grad = e.mul_(a_n).mul_((outer * gamma / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
-            soft_p = torch.exp(lp - lse_p[pr])  # lse_p is finite on every row with a positive
-            grad[pr, pc] = torch.where(valid[pr], -(outer[pr] * soft_p * gamma * a_p), 0.0)
+            soft_p = torch.exp(lp - lse_p.index_select(0, pr))  # finite on every row with a positive
+            g_pos = -(outer.index_select(0, pr) * soft_p * gamma * a_p)
+            entries.put_(grad, pr, pc, torch.where(valid.index_select(0, pr), g_pos, 0.0))
         return loss, grad, stats
 
     return kernel

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from likewise import entries
 from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
 from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import check_number, distance_matrix, prepare
@@ -118,29 +119,29 @@ def _slotted_hinge(
     with torch.no_grad():
         counts = torch.bincount(pr, minlength=b)
         first = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(pr.numel(), device=pr.device) - first[pr]  # rank within the row
+        slot = torch.arange(pr.numel(), device=pr.device) - first.index_select(0, pr)  # rank in row
         k_max = max(int(counts.max()) if b else 0, 1)
         threshold = dist.new_full((b, k_max), float("-inf"))
-        threshold[pr, slot] = dist[pr, pc] + margin
+        entries.put_(threshold, pr, slot, entries.take(dist, pr, pc) + margin)
         active = dist.new_zeros(b, k_max)  # k_aj
-        c = torch.empty_like(dist)
-        one = torch.empty_like(dist) if k_max > 1 else c
+        c = dist.new_empty(dist.shape)
+        one = dist.new_empty(dist.shape) if k_max > 1 else c
         total = 0.0
         for j in range(k_max):
             out = c if j == 0 else one
             t_j = threshold[:, j : j + 1]
             hinge = torch.sub(t_j, dist, out=out).clamp_min_(0)
-            hinge[xr, xc] = 0
+            entries.fill_(hinge, xr, xc, 0.0)
             total += float(hinge.sum())
             torch.lt(dist, t_j, out=out)
-            out[xr, xc] = 0
+            entries.fill_(out, xr, xc, 0.0)
             active[:, j] = out.sum(1)
             if j:
                 c.add_(one)
         count = active.sum()
         scale = 1.0 / max(float(count), 1.0)
         grad = c.mul_(-scale)
-        grad[pr, pc] = active[pr, slot] * scale
+        entries.put_(grad, pr, pc, entries.take(active, pr, slot) * scale)
     return dist.new_tensor(total * scale), count, grad
 
 
@@ -436,7 +437,7 @@ class TripletMarginLoss(MetricLoss):
         (1 for the hinge, ``sigmoid(v)`` for the softplus, linear above 20 as ``F.softplus``)."""
         want = needs_grad(dist)  # (False inside no_grad)
         with torch.no_grad():
-            d_ap, d_an = dist[a, p], dist[a, n]
+            d_ap, d_an = entries.take(dist, a, p), entries.take(dist, a, n)
             v = d_ap - d_an + self.margin
             losses = F.softplus(v) if self.smooth_loss else F.relu(v)
             active = losses > 0
@@ -446,9 +447,9 @@ class TripletMarginLoss(MetricLoss):
             if want:
                 slope = torch.where(v > 20, 1.0, torch.sigmoid(v)) if self.smooth_loss else 1.0
                 w = active.to(dist.dtype).mul_(slope).div_(count)
-                grad = torch.zeros_like(dist)
-                grad.index_put_((a, p), w, accumulate=True)
-                grad.index_put_((a, n), -w, accumulate=True)
+                grad = dist.new_zeros(dist.shape)
+                entries.add_(grad, a, p, w)
+                entries.add_(grad, a, n, -w)
         return with_gradient(dist, loss, grad), active, d_ap, d_an
 
     def _record_stats(self, dist: Tensor, pos: Tensor, neg: Tensor, n_triplets: int, active: int) -> None:
