@@ -27,6 +27,13 @@ loss's, so the ``likewise/floor`` ratio compares the two under the same machine 
 runs right after in its own child. Peak memory: the child's peak resident set size
 (``getrusage`` max RSS) above its level after building the inputs, taken before the floor runs.
 
+OpenMP: the wait policy is left as PyTorch users get it (``OMP_WAIT_POLICY`` unset: idle
+threads spin for a while, then sleep) unless the environment sets one; the header names it.
+With ``OMP_WAIT_POLICY=PASSIVE`` every parallel region first wakes the sleeping pool
+(50-100 us on a 2-CPU VM), which penalises losses made of many moderate element-wise
+ops against the three large GEMMs of the floor; with ``ACTIVE``, or on a machine busy with
+other work, spinning threads compete for the cores. Run it on an otherwise idle machine.
+
     python benchmarks/losses.py                                  # everything (~10-15 min)
     python benchmarks/losses.py --sizes 1024 --losses ntxent,circle
     python benchmarks/losses.py --no-pml                         # likewise and the floor only
@@ -51,10 +58,8 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
-# Idle OpenMP threads sleep instead of spinning: on a shared, oversubscribed machine a
-# spinning 2-thread pool makes every parallel region cost milliseconds (seen: 64 ms instead
-# of 1.8 ms for a 256 x 128 GEMM). Same setting for likewise, PML and the floor.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP wait policy: PyTorch's default (OMP_WAIT_POLICY unset: idle threads spin a while,
+# then sleep) unless the environment sets one. See the module docstring.
 
 import torch  # noqa: E402
 
@@ -352,7 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# torch {torch.__version__}, pytorch-metric-learning {pytorch_metric_learning.__version__}, "
         f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{args.threads} threads, D={args.dim}, float32, memory cap {args.mem_cap_gb:g} GB"
+        f"{args.threads} threads, D={args.dim}, float32, memory cap {args.mem_cap_gb:g} GB, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (default)')}"
     )
     print(f"# command: python benchmarks/losses.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print("# times: ms per forward+backward (median); memory: peak RSS above the inputs, MB")
