@@ -263,7 +263,7 @@ def _arcface(
     col = labels.unsqueeze(1)
     want = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
     with torch.no_grad():
-        e = torch.mm(x * scale, w.T)  # [B, C]: scale * cos
+        e = torch.mm(x, (w * scale).T)  # [B, C]: scale * cos (scaling the C x D side is cheaper)
         logit_y = e.gather(1, col)  # [B, 1]
         top = e.amax(1, keepdim=True)
         correct = (logit_y >= top).squeeze(1)
