@@ -363,6 +363,16 @@ def test_npairs_stats(batch):
     loss = NPairsLoss()
     loss(x, y)
     assert loss.stats["num_pairs"] == 4  # classes 0, 1, 2, 3 have two or more samples
+    # the first two samples (by index) of each class: anchor and positive; cosines in a loop
+    members = {}
+    for i, label in enumerate(y.tolist()):
+        members.setdefault(label, []).append(i)
+    chosen = sorted(idx[:2] for idx in members.values() if len(idx) >= 2)
+    unit = torch.nn.functional.normalize(x.detach(), dim=1)
+    pos = [float(unit[a] @ unit[p]) for a, p in chosen]
+    neg = [float(unit[a] @ unit[q]) for a, _ in chosen for b, q in chosen if b != a]
+    assert loss.stats["mean_pos_similarity"] == pytest.approx(sum(pos) / len(pos), rel=1e-6)
+    assert loss.stats["mean_neg_similarity"] == pytest.approx(sum(neg) / len(neg), rel=1e-6)
 
 
 # ---------------------------------------------------------------- edge cases (all losses)

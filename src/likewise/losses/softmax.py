@@ -545,7 +545,7 @@ def npairs_loss(
     negatives; the penalty is on the raw embeddings ``x``. Shapes: ``embeddings
     [B, D]``, ``anchors`` / ``positives`` long ``[K]``.
     """
-    a, p = embeddings[anchors], embeddings[positives]
+    a, p = embeddings.index_select(0, anchors), embeddings.index_select(0, positives)
     logits = _npairs_logits(a, p, normalize_embeddings)
     loss = F.cross_entropy(logits, torch.arange(len(anchors), device=embeddings.device))
     if l2_reg:
@@ -604,14 +604,21 @@ class NPairsLoss(MetricLoss):
             return zero_loss(batch.embeddings)
         x = batch.embeddings
         loss = npairs_loss(x, anchors, positives, self.normalize_embeddings, self.l2_reg)
-        with torch.no_grad():
-            logits = _npairs_logits(x[anchors], x[positives], self.normalize_embeddings)
-            diag_sum = logits.diagonal().sum()
-            self._record(
-                num_pairs=k,
-                mean_pos_similarity=diag_sum / k,
-                mean_neg_similarity=(logits.sum() - diag_sum) / (k * k - k) if k > 1 else 0.0,
-            )
+        x, normalize = x.detach(), self.normalize_embeddings
+
+        def mean_similarity(of_positives: bool) -> Callable[[], Tensor]:  # evaluated when read
+            def mean() -> Tensor:
+                z = _npairs_logits(x.index_select(0, anchors), x.index_select(0, positives), normalize)
+                diag = z.diagonal().sum()
+                return diag / k if of_positives else (z.sum() - diag) / (k * k - k)
+
+            return mean
+
+        self._record(
+            num_pairs=k,
+            mean_pos_similarity=mean_similarity(True),
+            mean_neg_similarity=mean_similarity(False) if k > 1 else 0.0,
+        )
         return loss
 
 
