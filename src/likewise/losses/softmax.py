@@ -545,7 +545,9 @@ def npairs_loss(
     negatives; the penalty is on the raw embeddings ``x``. Shapes: ``embeddings
     [B, D]``, ``anchors`` / ``positives`` long ``[K]``.
     """
-    a, p = embeddings.index_select(0, anchors), embeddings.index_select(0, positives)
+    # (advanced indexing: its backward, an accumulating index_put_, costs a tenth of
+    # index_select's index_add on CPU)
+    a, p = embeddings[anchors], embeddings[positives]
     logits = _npairs_logits(a, p, normalize_embeddings)
     loss = F.cross_entropy(logits, torch.arange(len(anchors), device=embeddings.device))
     if l2_reg:
