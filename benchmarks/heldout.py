@@ -165,8 +165,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     config = demo_config(args.epochs)
-    print(f"mnist5k, train digits 0-4, held-out digits 5-9; {config.optimizer.epochs} epochs; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"mnist5k, train digits 0-4, held-out digits 5-9; {config.optimizer.epochs} epochs; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     rows: list[tuple[str, str, dict[str, float], float]] = []
     from likewise.evaluation import retrieval_metrics
     from likewise.train.data import prepare_data
@@ -187,8 +190,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, emb, m, seconds in rows:
         wall = f"{seconds:.0f}" if seconds else "-"
-        print(f"| {name} | {emb} | {m['precision_at_1']:.4f} | {m['r_precision']:.4f} | "
-              f"{m['map_at_r']:.4f} | {wall} |")
+        print(
+            f"| {name} | {emb} | {m['precision_at_1']:.4f} | {m['r_precision']:.4f} | "
+            f"{m['map_at_r']:.4f} | {wall} |"
+        )
     print()
     print("likewise wall time: the whole trainer (held-out evaluations, checkpoints, model export);")
     print("PML wall time: the plain training loop only.")

@@ -24,9 +24,12 @@ def test_alignment_equals_loop():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 5)), rng.normal(size=(30, 5))
     for alpha in (1.0, 2.0, 3.0):
-        want = np.mean([
-            math.sqrt(sum((a - b) ** 2 for a, b in zip(unit(xi), unit(yi)))) ** alpha for xi, yi in zip(x, y)
-        ])
+        want = np.mean(
+            [
+                math.sqrt(sum((a - b) ** 2 for a, b in zip(unit(xi), unit(yi)))) ** alpha
+                for xi, yi in zip(x, y)
+            ]
+        )
         assert alignment(x, y, alpha=alpha) == pytest.approx(want)
     raw = np.mean([sum((a - b) ** 2 for a, b in zip(xi, yi)) for xi, yi in zip(x, y)])
     assert alignment(torch.from_numpy(x), y, normalize=False) == pytest.approx(raw)

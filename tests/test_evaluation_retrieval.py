@@ -161,7 +161,9 @@ def test_per_class_is_the_mean_of_class_means():
 def pml(query, ql, ref=None, rl=None, avg_of_avgs=False):
     calc = AccuracyCalculator(
         include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
-        k="max_bin_count", avg_of_avgs=avg_of_avgs, device=torch.device("cpu"),
+        k="max_bin_count",
+        avg_of_avgs=avg_of_avgs,
+        device=torch.device("cpu"),
     )
     if ref is None:
         return calc.get_accuracy(query, ql, query, ql, ref_includes_query=True)

@@ -117,8 +117,14 @@ def test_bad_input(tmp_path, model, inputs):
 def test_feature_embedding_round_trip(tmp_path, inputs):
     """embed="features": the model directory embeds with the pooled trunk features."""
     torch.manual_seed(4)
-    m = build_model("convnet", (1, 8, 8), embedding_dim=6, pooling="max", trunk_kwargs={"widths": [4, 8]},
-                    embed="features").eval()
+    m = build_model(
+        "convnet",
+        (1, 8, 8),
+        embedding_dim=6,
+        pooling="max",
+        trunk_kwargs={"widths": [4, 8]},
+        embed="features",
+    ).eval()
     save_model(tmp_path / "m", m, mean=MEAN, std=STD)
     loaded = load(tmp_path / "m")
     assert loaded.embedding_dim == 8

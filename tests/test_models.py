@@ -52,14 +52,16 @@ def test_projection_head_and_small_input_stem():
 
 def test_embed_features_trains_the_head_and_embeds_the_pooled_features():
     torch.manual_seed(0)
-    m = build_model("mlp", (5,), embedding_dim=3, trunk_kwargs={"hidden": [7]}, embed="features",
-                    projection_dim=2).eval()
+    m = build_model(
+        "mlp", (5,), embedding_dim=3, trunk_kwargs={"hidden": [7]}, embed="features", projection_dim=2
+    ).eval()
     x = torch.randn(4, 5)
     f = m.features(x)
     assert torch.allclose(m(x), f / f.norm(dim=1, keepdim=True))
     assert torch.allclose(m.train_output(x), m.projection(m.head(f)))
-    raw = build_model("mlp", (5,), embedding_dim=3, trunk_kwargs={"hidden": [7]}, embed="features",
-                      normalize=False).eval()
+    raw = build_model(
+        "mlp", (5,), embedding_dim=3, trunk_kwargs={"hidden": [7]}, embed="features", normalize=False
+    ).eval()
     assert torch.allclose(raw(x), raw.features(x))
     with pytest.raises(ValueError, match="embed must be one of head, features, got 'pooled'"):
         build_model("mlp", (5,), embed="pooled")
