@@ -309,3 +309,17 @@ def test_losses_read_float_zero_one_like_bool(make):
     rel = (labels @ labels.T > 0) & ~torch.eye(6, dtype=torch.bool)
     torch.testing.assert_close(make()(x, relevance=rel.double()), make()(x, relevance=rel))
     torch.testing.assert_close(make()(x, relevance=rel), make()(x, labels))
+
+
+def test_pml_distance_errors_name_the_callers_keyword():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"metric=CosineSimilarity\(\) .* likewise takes metric='cosine'"):
+        pairwise_distance(x, metric=pml_distances.CosineSimilarity())
+    with pytest.raises(ValueError, match=r"metric=LpDistance\(p=2, power=2\) .* metric='squared_euclidean'"):
+        pairwise_similarity(x, metric=pml_distances.LpDistance(power=2))
+    from likewise.evaluation import retrieval_metrics
+
+    with pytest.raises(ValueError, match=r"metric=DotProductSimilarity\(\) .* likewise takes metric='dot'"):
+        retrieval_metrics(x, torch.tensor([0, 0, 1, 1]), metric=pml_distances.DotProductSimilarity())
+    with pytest.raises(TypeError, match="metric must be a string, got int"):
+        retrieval_metrics(x, torch.tensor([0, 0, 1, 1]), metric=3)

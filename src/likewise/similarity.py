@@ -57,12 +57,13 @@ def _pml_equivalent(obj: object) -> tuple[str, str | None] | None:
     return f"{name}()", None
 
 
-def check_metric(metric: str) -> str:
+def check_metric(metric: str, argument: str = "distance") -> str:
     """Return ``metric`` if it is one of :data:`METRICS`.
 
     Raises ``ValueError`` for an unknown name or a pytorch-metric-learning distance
-    object (the message names the string to pass instead), ``TypeError`` for any
-    other non-string.
+    object (the message names the string to pass instead, as ``argument=...``: the
+    caller's keyword, ``distance`` for losses and miners, ``metric`` elsewhere),
+    ``TypeError`` for any other non-string.
     """
     if not isinstance(metric, str):
         pml = _pml_equivalent(metric)
@@ -70,11 +71,12 @@ def check_metric(metric: str) -> str:
             described, name = pml
             if name is None:
                 raise ValueError(
-                    f"distance={described} is a pytorch-metric-learning object with no likewise "
+                    f"{argument}={described} is a pytorch-metric-learning object with no likewise "
                     f"equivalent; likewise takes a metric name, one of {', '.join(map(repr, METRICS))}"
                 )
             raise ValueError(
-                f"distance={described} is a pytorch-metric-learning object; likewise takes distance={name!r}"
+                f"{argument}={described} is a pytorch-metric-learning object; "
+                f"likewise takes {argument}={name!r}"
             )
         shown = repr(metric)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -109,7 +111,7 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "eucl
 
     For ``cosine`` the distance is ``1 - cos``; for ``dot`` it is ``-<x, y>``.
     """
-    check_metric(metric)
+    check_metric(metric, "metric")
     y = x if y is None else y
     if metric == "euclidean":
         return _sqrt_safe(squared_euclidean(x, y))
@@ -123,7 +125,7 @@ def pairwise_similarity(x: Tensor, y: Tensor | None = None, metric: Metric = "co
 
     For the Euclidean metrics this is the negated distance.
     """
-    check_metric(metric)
+    check_metric(metric, "metric")
     y = x if y is None else y
     if metric == "cosine":
         return l2_normalize(x, dim=1) @ l2_normalize(y, dim=1).T

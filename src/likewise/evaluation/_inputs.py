@@ -146,6 +146,8 @@ def resolve_device(device: torch.device | str | None, *tensors: Any) -> torch.de
 def check_metric_name(metric: str) -> str:
     from likewise.similarity import check_metric
 
+    if not isinstance(metric, str) and type(metric).__module__.startswith("pytorch_metric_learning"):
+        return check_metric(metric, "metric")  # names the string to pass instead
     if not isinstance(metric, str):
         raise TypeError(f"metric must be a string, got {_describe(metric)}")
-    return check_metric(metric)
+    return check_metric(metric, "metric")
