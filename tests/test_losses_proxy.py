@@ -367,3 +367,18 @@ def test_proxy_stats_are_those_of_the_last_call_against_loops():
     correct = [cos_arc[i][int(labels[i])] >= max(cos_arc[i]) for i in range(7)]
     assert arc.stats == pytest.approx({"mean_angle": sum(angles) / 7, "accuracy": sum(correct) / 7}, rel=1e-9)
     assert arc.stats == arc.stats  # read twice: the same numbers
+
+
+def test_losses_with_pending_statistics_pickle_and_copy():
+    import copy
+    import pickle
+
+    g = torch.Generator().manual_seed(2)
+    emb, labels = torch.randn(6, 4, generator=g), torch.tensor([0, 1, 2, 0, 1, 2])
+    losses = (ArcFaceLoss(num_classes=3, embedding_size=4), ProxyAnchorLoss(num_classes=3, embedding_size=4))
+    for loss in losses:
+        loss(emb, labels)  # statistics pending (functions evaluated when read)
+        restored = pickle.loads(pickle.dumps(loss))
+        assert restored.stats == loss.stats
+        assert copy.deepcopy(loss).stats == loss.stats
+        assert set(loss.stats) and all(isinstance(v, float) for v in loss.stats.values())

@@ -249,6 +249,10 @@ class MetricLoss(nn.Module):
             pos, neg = pos & m.pos, neg & m.neg
         return pos, neg
 
+    def __getstate__(self) -> dict[str, Any]:
+        self.stats  # noqa: B018 -- evaluate pending statistics first: functions do not pickle
+        return super().__getstate__()
+
     def _record(self, **values: Any) -> None:
         """Keep the statistics of this call: numbers, detached tensors of one element, or
         functions of no argument returning one (evaluated when :attr:`stats` is read)."""

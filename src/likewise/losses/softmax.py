@@ -606,11 +606,13 @@ class NPairsLoss(MetricLoss):
             return zero_loss(batch.embeddings)
         x = batch.embeddings
         loss = npairs_loss(x, anchors, positives, self.normalize_embeddings, self.l2_reg)
-        x, normalize = x.detach(), self.normalize_embeddings
+        # the pairs' rows as they are now (the statistics are evaluated when read)
+        x_a, x_p = x.detach().index_select(0, anchors), x.detach().index_select(0, positives)
+        normalize = self.normalize_embeddings
 
-        def mean_similarity(of_positives: bool) -> Callable[[], Tensor]:  # evaluated when read
+        def mean_similarity(of_positives: bool) -> Callable[[], Tensor]:
             def mean() -> Tensor:
-                z = _npairs_logits(x.index_select(0, anchors), x.index_select(0, positives), normalize)
+                z = _npairs_logits(x_a, x_p, normalize)
                 diag = z.diagonal().sum()
                 return diag / k if of_positives else (z.sum() - diag) / (k * k - k)
 
