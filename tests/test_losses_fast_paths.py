@@ -196,6 +196,20 @@ def test_fast_ap_with_zero_rows_and_duplicates_equals_the_mask_path():
         assert_same(fast, masked, rtol=1e-9, atol=1e-12)
 
 
+def test_fast_ap_with_rows_below_the_normalisation_floor_equals_the_mask_path():
+    # a row of norm in (0, 1e-12] is scaled by 1/eps, not normalised: the fast path hands it to
+    # the mask path, whose autograd keeps the norm terms' gradient
+    x, y = data(b=14, classes=5)
+    x = x.detach().clone()
+    x[2] = torch.tensor([3e-13, -2e-13, 4e-13, 1e-13], dtype=x.dtype)
+    x.requires_grad_(True)
+    relevance = relation_masks(y)[0]
+    loss = FastAPLoss(num_bins=5)
+    fast = value_and_grad(lambda a: loss(a, y), x)
+    masked = value_and_grad(lambda a: loss(a, y, relevance=relevance), x)
+    assert_same(fast, masked, rtol=1e-9, atol=1e-12)
+
+
 def test_fast_ap_gradient_in_closed_form_equals_autograd():
     from likewise.losses.ranking import fast_ap_from_histograms, fast_ap_loss_and_gradient
 

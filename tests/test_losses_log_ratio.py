@@ -211,3 +211,13 @@ def test_bad_input_errors():
         loss(emb, labels, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
     with pytest.raises(ValueError, match="eps must be positive"):
         LogRatioLoss(eps=0.0)
+
+
+def test_statistics_do_not_follow_in_place_changes_of_the_returned_loss():
+    g = torch.Generator().manual_seed(1)
+    emb, y = torch.randn(6, 3, generator=g), torch.randn(6, 1, generator=g)
+    loss_fn = LogRatioLoss()
+    out = loss_fn(emb, y)
+    value = out.item()
+    out *= 0.5  # e.g. a weight applied in place by the caller
+    assert loss_fn.stats["loss"] == pytest.approx(value, rel=1e-7)

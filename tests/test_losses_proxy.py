@@ -382,3 +382,39 @@ def test_losses_with_pending_statistics_pickle_and_copy():
         assert restored.stats == loss.stats
         assert copy.deepcopy(loss).stats == loss.stats
         assert set(loss.stats) and all(isinstance(v, float) for v in loss.stats.values())
+
+
+@pytest.mark.parametrize("make", [lambda: ArcFaceLoss(4, 8), lambda: ProxyAnchorLoss(4, 8)])
+def test_proxy_losses_backward_under_autocast(make):
+    # under autocast the class GEMM runs in bfloat16; the gradients keep the inputs' dtypes
+    g = torch.Generator().manual_seed(4)
+    loss = make()
+    net = torch.nn.Linear(6, 8)
+    x, labels = torch.randn(10, 6, generator=g), torch.randint(0, 4, (10,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(net(x).float(), labels)
+    value.backward()
+    params = [*net.parameters(), *loss.parameters()]
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
+    assert all(torch.isfinite(p.grad).all() for p in params)
+
+
+def test_statistics_survive_a_failing_statistic_and_old_pickles():
+    from likewise.losses import NTXentLoss
+
+    loss = NTXentLoss()
+
+    def broken() -> float:
+        raise RuntimeError("statistic failed")
+
+    loss._record(fine=1.5, broken=broken)
+    with pytest.raises(RuntimeError, match="statistic failed"):
+        _ = loss.stats
+    loss._pending_stats.pop("broken")
+    assert loss.stats == {"fine": 1.5}  # the pending statistics were not lost
+    # a loss pickled before the statistics became lazy kept them in the instance's "stats"
+    state = {k: v for k, v in loss.__dict__.items() if k not in ("_stats", "_pending_stats")}
+    state["stats"] = {"pos_pairs": 3.0}
+    old = NTXentLoss.__new__(NTXentLoss)
+    old.__setstate__(state)
+    assert old.stats == {"pos_pairs": 3.0}

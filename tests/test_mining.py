@@ -261,6 +261,21 @@ def test_semihard_matches_brute_force(seed, hard_fallback, metric, search_path):
     assert len(got) == len(expected)  # no duplicates
 
 
+def test_semihard_without_a_farther_negative_takes_no_pair_as_negative(search_path):
+    # anchors whose every negative is closer than the positive: the search must find nothing
+    # (the dense search's argmin over an all-inf row is column 0, which can be a positive)
+    g = torch.Generator().manual_seed(0)
+    mismatches = 0
+    for _ in range(60):
+        x = torch.randn(12, 4, generator=g, dtype=torch.float64)
+        labels = torch.randint(0, 3, (12,), generator=g)
+        got = triplet_set(SemiHardMiner(0.3)(x, labels))
+        expected = brute_semihard(brute_dist(x), *brute_relations(labels), 0.3, False)
+        mismatches += got != expected
+        assert all(int(labels[a]) != int(labels[n]) for a, _, n in got)
+    assert mismatches == 0
+
+
 def test_semihard_with_refs(search_path):
     x, labels = data(b=10, seed=11, classes=3)
     ref, ref_labels = data(b=17, seed=12, classes=3)

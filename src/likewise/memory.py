@@ -197,6 +197,11 @@ class CrossBatchMemory(nn.Module):
         self.queue = MemoryQueue(self.memory_size, self.embedding_size, label_dim=label_dim)
         self._fill: float | None = None  # memory_fill after the last call
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.pop("stats", None)  # pickled before the statistics became lazy
+        self.__dict__.setdefault("_fill", None)
+
     @property
     def stats(self) -> dict[str, float]:
         """The inner loss's statistics of the last call, plus ``memory_fill`` (stored / size)."""

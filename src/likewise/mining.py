@@ -357,18 +357,20 @@ class SemiHardMiner(Miner):
         ``hard_fallback``, the farthest negative with ``d_an <= d_ap`` (column, -1 if none)."""
         b = d.shape[0]
         far_col = torch.empty(b, max_pos, dtype=torch.long, device=d.device)
+        far_found = torch.empty(b, max_pos, dtype=torch.bool, device=d.device)
         near_col = torch.full_like(far_col, -1)
         for rows, d_ap, d_an, is_neg in _dense_blocks(d, neg, a, p, slot, max_pos):
             gap = d_an - d_ap  # > 0 exactly when d_an > d_ap; NaN in padding slots (never read)
             closer = gap <= 0
-            far_col[rows] = gap.masked_fill_(closer, math.inf).argmin(dim=2)
+            value, col = gap.masked_fill_(closer, math.inf).min(dim=2)
+            # an all-inf row (no negative farther) gives column 0, which may be any pair
+            far_col[rows], far_found[rows] = col, value < math.inf
             if self.hard_fallback:
                 near = torch.where(closer & is_neg, d_an, -math.inf)
                 value, col = near.max(dim=2)
                 near_col[rows] = col.masked_fill_(value == -math.inf, -1)
-        far_col, near_col = far_col[a, slot], near_col[a, slot]
-        far_val = d[a, far_col]
-        far_val = torch.where(far_val > d[a, p], far_val, math.inf)  # none farther: +inf
+        far_col, near_col, far_found = far_col[a, slot], near_col[a, slot], far_found[a, slot]
+        far_val = torch.where(far_found, d[a, far_col], math.inf)  # none farther: +inf
         return far_val, far_col, near_col
 
     @staticmethod

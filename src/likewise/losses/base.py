@@ -203,9 +203,9 @@ class MetricLoss(nn.Module):
     def stats(self) -> dict[str, float]:
         """Statistics of the last call (``{}`` before the first)."""
         if self._pending_stats:
-            pending, self._pending_stats = self._pending_stats, {}
             with torch.no_grad():
-                self._stats = {k: float(v() if callable(v) else v) for k, v in pending.items()}
+                self._stats = {k: float(v() if callable(v) else v) for k, v in self._pending_stats.items()}
+            self._pending_stats = {}
         return self._stats
 
     def forward(
@@ -249,6 +249,12 @@ class MetricLoss(nn.Module):
             pos, neg = pos & m.pos, neg & m.neg
         return pos, neg
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # losses pickled before the statistics became lazy kept them in ``stats``
+        self.__dict__.setdefault("_stats", self.__dict__.pop("stats", {}))
+        self.__dict__.setdefault("_pending_stats", {})
+
     def __getstate__(self) -> dict[str, Any]:
         self.stats  # noqa: B018 -- evaluate pending statistics first: functions do not pickle
         return super().__getstate__()
@@ -256,7 +262,9 @@ class MetricLoss(nn.Module):
     def _record(self, **values: Any) -> None:
         """Keep the statistics of this call: numbers, detached tensors of one element, or
         functions of no argument returning one (evaluated when :attr:`stats` is read)."""
-        self._pending_stats = {k: v.detach() if isinstance(v, Tensor) else v for k, v in values.items()}
+        # tensors are copied: the caller may change the returned loss in place
+        copy = {k: v.detach().clone() for k, v in values.items() if isinstance(v, Tensor)}
+        self._pending_stats = {**values, **copy}
         self._stats = {}
 
 

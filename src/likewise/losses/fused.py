@@ -61,8 +61,10 @@ class _ProductGradient(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         a, b, grad = ctx.saved_tensors
         scale = ctx.scale * float(grad_out)
-        da = _scaled(torch.mm(grad, b), scale) if ctx.needs_input_grad[0] else None
-        db = _scaled(torch.mm(grad.T, a), scale) if ctx.needs_input_grad[1] else None
+        # grad has the dtype of the product, which autocast may have lowered: the input gradients
+        # take the inputs' dtypes
+        da = _scaled(torch.mm(grad.to(b.dtype), b), scale) if ctx.needs_input_grad[0] else None
+        db = _scaled(torch.mm(grad.T.to(a.dtype), a), scale) if ctx.needs_input_grad[1] else None
         return da, db, None, None, None
 
 

@@ -161,10 +161,11 @@ def _fast_ap_of_class_ids(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``1 - FastAP`` (mean over queries with a positive) of class-id labels, without masks.
 
-    Distances are squared Euclidean between the rows (unit or zero) of ``x [B, D]`` and
-    ``y [N, D]``, ``d = |x|^2 + |y|^2 - 2 x.y``. The gradient is taken through ``x.y`` alone
-    (two GEMMs in backward): the norm terms add ``2 dL/dd x`` to ``dL/dx``, along ``x``,
-    which :func:`l2_normalize`'s backward removes (and which is 0 for a zero row). Every
+    Distances are squared Euclidean between the rows (unit or zero: see :func:`_has_tiny_rows`)
+    of ``x [B, D]`` and ``y [N, D]``, ``d = |x|^2 + |y|^2 - 2 x.y``. The gradient is taken
+    through ``x.y`` alone (two GEMMs in backward): the norm terms add ``2 dL/dd x`` to
+    ``dL/dx``, along ``x``, which :func:`l2_normalize`'s backward removes (and which is 0 for a
+    zero row). Every
     distance, in bin units ``q = d / delta``, sits between centres ``k = floor(q)`` and
     ``k + 1`` with the fraction ``f = q - k``: it adds ``1 - f`` to bin ``k`` and ``f`` to bin
     ``k + 1``. Two ``scatter_add_`` along the rows with ``k`` as an ``int64`` index (the count
@@ -244,6 +245,17 @@ def fast_ap_loss(dist: Tensor, pos: Tensor, neg: Tensor, num_bins: int = 10, max
     return (1 - ap[has_pos]).mean()
 
 
+def _has_tiny_rows(*matrices: Tensor, eps: float = 1e-12) -> bool:
+    """Whether a row has a norm in ``(0, eps]``: :func:`l2_normalize` scales such a row by
+    ``1 / eps`` instead of normalising it, and its backward does not remove the gradient along
+    the row, which :func:`_fast_ap_of_class_ids` leaves out (zero rows are fine)."""
+    for m in matrices:
+        norms = torch.linalg.vector_norm(m.detach(), dim=1)
+        if bool(((norms > 0) & (norms <= eps)).any()):
+            return True
+    return False
+
+
 class FastAPLoss(MetricLoss):
     """FastAP (Cakir et al., 2019): ``1 - `` a histogram-binned, differentiable average precision.
 
@@ -271,7 +283,7 @@ class FastAPLoss(MetricLoss):
         x = l2_normalize(batch.embeddings, dim=1)
         y = x if batch.same_set else l2_normalize(batch.ref_emb, dim=1)
         fast = fast_pairs(batch, None)
-        if fast is not None:
+        if fast is not None and not _has_tiny_rows(batch.embeddings, batch.ref_emb):
             loss, ap, has_pos = _fast_ap_of_class_ids(x, y, *fast, self.num_bins)
         else:
             pos, neg = batch.masks()
@@ -282,6 +294,7 @@ class FastAPLoss(MetricLoss):
         if not bool(has_pos.any()):
             self._record(fast_ap=0.0, queries_with_pos=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
+        ap = ap.detach()  # (the mask path's ap is in the graph: not kept alive by the statistics)
         self._record(fast_ap=lambda: ap[has_pos].mean(), queries_with_pos=lambda: has_pos.double().mean())
         return loss
 
