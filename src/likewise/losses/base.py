@@ -19,6 +19,8 @@ refused with a message pointing to ``miner=``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +171,29 @@ def check_batch(
     )
 
 
+@contextmanager
+def full_precision(embeddings: Any) -> Iterator[Callable[[Any], Any]]:
+    """Inside ``torch.autocast``: a region with autocast off and a function that turns float16 /
+    bfloat16 tensors into float32 (anything else passes through); outside it, both do nothing.
+
+    Losses are computed in float32 under mixed precision, as autocast does for PyTorch's own
+    losses (``cross_entropy``, ``softmax``, ...): the similarity GEMM inside a loss would
+    otherwise run in the lowered dtype and its ``exp``/``log`` with it. Gradients flow back
+    through the cast to the caller's dtype. Low-precision inputs given without autocast are
+    computed in their own dtype.
+    """
+    device_type = embeddings.device.type if isinstance(embeddings, Tensor) else "cpu"
+    if not torch.is_autocast_enabled(device_type):
+        yield lambda t: t
+        return
+
+    def cast(t: Any) -> Any:
+        return t.float() if isinstance(t, Tensor) and t.dtype in (torch.float16, torch.bfloat16) else t
+
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield cast
+
+
 def zero_loss(*tensors: Tensor) -> Tensor:
     """A zero scalar connected to the graph of ``tensors`` (back-propagates zeros)."""
     total = tensors[0].sum() * 0
@@ -221,8 +246,11 @@ class MetricLoss(nn.Module):
     ) -> Tensor:
         if args or indices_tuple is not None:
             raise TypeError(INDICES_TUPLE_MESSAGE)
-        batch = check_batch(embeddings, labels, ref_emb, ref_labels, relevance, ref_self_index=ref_self_index)
-        return self.compute(batch)
+        with full_precision(embeddings) as cast:
+            batch = check_batch(
+                cast(embeddings), labels, cast(ref_emb), ref_labels, relevance, ref_self_index=ref_self_index
+            )
+            return self.compute(batch)
 
     def compute(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -25,7 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from likewise.losses.base import INDICES_TUPLE_MESSAGE, MetricLoss, _check_float_matrix, zero_loss
+from likewise.losses.base import (
+    INDICES_TUPLE_MESSAGE,
+    MetricLoss,
+    _check_float_matrix,
+    full_precision,
+    zero_loss,
+)
 from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import distance_matrix
 from likewise.losses.positives import self_pairs
@@ -160,6 +166,19 @@ class LogRatioLoss(MetricLoss):
     ) -> Tensor:
         if args or indices_tuple is not None:
             raise TypeError(INDICES_TUPLE_MESSAGE)
+        with full_precision(embeddings) as cast:
+            emb, dist, refs = cast(embeddings), cast(label_dist), cast(ref_emb)
+            return self._loss(emb, labels, dist, refs, ref_labels, ref_self_index)
+
+    def _loss(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None,
+        label_dist: Tensor | None,
+        ref_emb: Tensor | None,
+        ref_labels: Tensor | None,
+        ref_self_index: Tensor | None,
+    ) -> Tensor:
         embeddings = _check_float_matrix(embeddings, "embeddings")
         b = embeddings.shape[0]
         same_set = ref_emb is None

@@ -206,7 +206,7 @@ def _fast_ap_of_class_ids(
         k_self, f_self = low.view(-1).index_select(0, at_self), frac.view(-1).index_select(0, at_self)
         # the votes of the positive pairs (table 0) and of the self pairs (table 1)
         bins = torch.cat([pr * width + k_pos, (selves[0] + b) * width + k_self])
-        votes = _two_bin_votes(bins, torch.cat([f_pos, f_self]), 2 * b * width)
+        votes = _two_bin_votes(bins, torch.cat([f_pos, f_self]), 2 * b * width).to(frac.dtype)
         h_pos, h_self = votes.view(2, b, width)[:, :, :e]
         h_neg = hist[:, :e] - h_pos - h_self
         n_pos = torch.bincount(pr, minlength=b)
