@@ -35,3 +35,21 @@ def test_no_autograd_gives_a_plain_tensor():
     y = l2_normalize(x)
     assert y.grad_fn is None
     torch.testing.assert_close(y.norm(dim=1), torch.ones(3))
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_scaled_values_and_gradient_equal_scale_times_f_normalize(dim):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    x[2] = 0.0
+    x[:, 3] = 0.0
+    x[4] = 1e-14  # below eps: scaled by 1 / eps, not normalised
+    weights = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    (l2_normalize(a, dim=dim, scale=64.0) * weights).sum().backward()
+    (64.0 * F.normalize(b, dim=dim) * weights).sum().backward()
+    torch.testing.assert_close(l2_normalize(x, dim=dim, scale=64.0), 64.0 * F.normalize(x, dim=dim))
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+    y = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: l2_normalize(t, dim=dim, scale=3.5), (y,))

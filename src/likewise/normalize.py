@@ -6,7 +6,8 @@
     dL/dx = (g - y <y, g>) / |x|      where |x| > eps
     dL/dx = g / eps                    where |x| <= eps  (y = x / eps is linear there)
 
-with ``g = dL/dy`` and ``<y, g>`` the sum along ``dim``. Autograd's version of
+with ``g = dL/dy`` and ``<y, g>`` the sum along ``dim`` (with ``scale``: ``y = scale x / max(|x|,
+eps)``, and ``dL/dx = scale (g - y <y, g> / scale^2) / |x|``). Autograd's version of
 ``F.normalize`` records the norm, the clamp, the expansion and the division and runs
 their backward passes one by one: on a CPU that costs several times the GEMM the
 normalised vectors then feed (``[1024, 128]`` rows: about 4 ms against 1.5 ms). Every
@@ -25,31 +26,43 @@ from torch import Tensor
 
 class _L2Normalize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, dim: int, eps: float) -> Tensor:
+    def forward(ctx: Any, x: Tensor, dim: int, eps: float, scale: float) -> Tensor:
         norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
-        y = x / norm.clamp_min(eps)
-        ctx.dim, ctx.eps = dim, eps
+        y = _normalized(x, norm, eps, scale)
+        ctx.dim, ctx.eps, ctx.scale = dim, eps, scale
         ctx.save_for_backward(y, norm)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        y, norm = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        y, norm = ctx.saved_tensors  # y = scale * the unit vectors
+        scale, denom = ctx.scale, norm.clamp_min(ctx.eps)
         # the projection away from y applies only where the norm was not clamped
         along = torch.mul(y, grad).sum(ctx.dim, keepdim=True).mul_(norm > ctx.eps)
-        return torch.addcmul(grad, y, along, value=-1.0).div_(norm.clamp_min(ctx.eps)), None, None
+        if scale == 1.0:
+            return torch.addcmul(grad, y, along, value=-1.0).div_(denom), None, None, None
+        along.div_(scale * scale)  # <y, g> / scale^2: the projection on the unit vectors
+        dx = torch.addcmul(grad, y, along, value=-1.0).mul_(denom.reciprocal_().mul_(scale))
+        return dx, None, None, None
 
 
-def l2_normalize(x: Tensor, dim: int = 1, eps: float = 1e-12) -> Tensor:
-    """``x / max(|x|_2, eps)`` along ``dim`` (``F.normalize`` values; see the module docstring).
+def _normalized(x: Tensor, norm: Tensor, eps: float, scale: float) -> Tensor:
+    if scale == 1.0:
+        return x / norm.clamp_min(eps)
+    return x * norm.clamp_min(eps).reciprocal_().mul_(scale)
+
+
+def l2_normalize(x: Tensor, dim: int = 1, eps: float = 1e-12, scale: float = 1.0) -> Tensor:
+    """``scale * x / max(|x|_2, eps)`` along ``dim`` (``F.normalize`` values for ``scale = 1``;
+    see the module docstring). The scale costs no extra pass, forward or backward.
 
     Shapes: any; typically ``x [B, D]`` with ``dim=1`` (rows) or a ``[D, C]`` weight with
     ``dim=0`` (columns). Without autograd it is a plain forward.
     """
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return x / torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
-    return _L2Normalize.apply(x, dim, eps)
+        return _normalized(x, torch.linalg.vector_norm(x, dim=dim, keepdim=True), eps, scale)
+    return _L2Normalize.apply(x, dim, eps, float(scale))
 
 
 __all__ = ["l2_normalize"]

@@ -53,11 +53,13 @@ def _check_class_ids(labels: Tensor, num_classes: int, name: str) -> Tensor:
         raise ValueError(f"{name} needs class ids [B], got labels of shape {tuple(labels.shape)}")
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"{name} needs integer class ids, got dtype {labels.dtype}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"{name} labels must lie in [0, {num_classes}) (num_classes={num_classes}); "
-            f"got values in [{int(labels.min())}, {int(labels.max())}]"
-        )
+    if labels.numel():
+        low, high = (int(v) for v in torch.aminmax(labels))
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{name} labels must lie in [0, {num_classes}) (num_classes={num_classes}); "
+                f"got values in [{low}, {high}]"
+            )
     return labels.long()
 
 
@@ -207,12 +209,12 @@ def _arcface_margin(cos: Tensor, margin_rad: float) -> tuple[Tensor, Tensor]:
     """
     eps = torch.finfo(cos.dtype).eps
     c = cos.clamp(-1 + eps, 1 - eps)
-    sin_theta = torch.sqrt((1 - c) * (1 + c))
+    sin_theta = (1 - c).mul_(1 + c).sqrt_()
     cos_m, sin_m = math.cos(margin_rad), math.sin(margin_rad)
     with_margin = c >= -cos_m
-    logit = torch.where(with_margin, c * cos_m - sin_theta * sin_m, c - margin_rad * sin_m)
-    slope = torch.where(with_margin, cos_m + c * sin_m / sin_theta, 1.0)
-    return logit, slope * (c == cos)
+    logit = torch.where(with_margin, torch.add(c * cos_m, sin_theta, alpha=-sin_m), c - margin_rad * sin_m)
+    slope = torch.where(with_margin & (c == cos), torch.div(c, sin_theta).mul_(sin_m).add_(cos_m), c == cos)
+    return logit, slope.to(cos.dtype)
 
 
 def arcface_target_logit(cos: Tensor, margin_rad: float) -> Tensor:
@@ -253,17 +255,18 @@ def _arcface(
     """The loss, each sample's cosine to its own class ``[B]`` and whether that class has the
     highest cosine ``[B]``.
 
-    One GEMM gives the cosines ``[B, C]``; one buffer holds the scaled logits, then their
-    softmax, then ``dL/dcos`` (``scale (p_c - 1[c = y]) / B``, the true class's entry times
-    the derivative of its margin logit), so backward is the GEMMs of the cosines only.
+    One GEMM of the unit embeddings with the class vectors normalised to length ``scale``
+    gives the logits ``scale cos [B, C]``; the same buffer then holds their softmax and
+    ``dL/dlogits`` (``(p_c - 1[c = y]) / B``, the true class's entry times the derivative of
+    its margin logit), so backward is the GEMMs of the logits only.
     """
     x = l2_normalize(embeddings, dim=1)
-    w = l2_normalize(weight.to(embeddings.dtype), dim=0).T  # [C, D]
+    w = l2_normalize(weight.to(embeddings.dtype), dim=0, scale=scale).T  # [C, D], |w_c| = scale
     b = x.shape[0]
     col = labels.unsqueeze(1)
     want = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
     with torch.no_grad():
-        e = torch.mm(x, (w * scale).T)  # [B, C]: scale * cos (scaling the C x D side is cheaper)
+        e = torch.mm(x, w.T)  # [B, C]: scale * cos
         logit_y = e.gather(1, col)  # [B, 1]
         top = e.amax(1, keepdim=True)
         correct = (logit_y >= top).squeeze(1)
@@ -278,8 +281,8 @@ def _arcface(
         grad = None
         if want:
             p_y = e.gather(1, col) / row_sum
-            grad = e.mul_(scale / b / row_sum)
-            grad.scatter_(1, col, (p_y - 1) * d_target * (scale / b))
+            grad = e.div_(row_sum * b)
+            grad.scatter_(1, col, (p_y - 1) * d_target / b)
     return with_product_gradient(x, w, loss, grad), cos_y.squeeze(1), correct
 
 
