@@ -139,11 +139,13 @@ def _proxy_anchor(
             grad = e.mul_(col_scale)
             pos_grad = torch.exp(z - pos_den.index_select(0, labels)).mul_(per_proxy * -alpha)
             grad.scatter_(1, col, pos_grad.unsqueeze(1))
-        x_sum, p_sum = x.detach().sum(0), p.detach().sum(0)
+        x_unit, p_unit = x.detach(), p.detach()  # fresh tensors: nothing writes to them later
         stats = {  # evaluated when read (MetricLoss.stats)
-            "pos_sim": s_pos.mean(),
+            "pos_sim": s_pos.mean,
             # the sum of all cosines is <sum of x, sum of p>: no [B, C] pass
-            "neg_sim": (lambda: (torch.dot(x_sum, p_sum) - s_pos.sum()) / (b * c - b)) if c > 1 else 0.0,
+            "neg_sim": (lambda: (torch.dot(x_unit.sum(0), p_unit.sum(0)) - s_pos.sum()) / (b * c - b))
+            if c > 1
+            else 0.0,
             "proxies_with_pos": n_with_pos,
         }
     return with_product_gradient(x, p, loss, grad), stats
