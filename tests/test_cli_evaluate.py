@@ -193,7 +193,7 @@ def test_evaluate_out_is_a_file(tmp_path, capsys):
     (tmp_path / "taken").write_text("keep me")
     argv = ["evaluate", "--embeddings", str(tmp_path / "e.npy"), "--labels", str(tmp_path / "l.npy")]
     assert main(argv + ["--out", str(tmp_path / "taken")]) == 2
-    assert "exists and is not a directory" in capsys.readouterr().err
+    assert "is an existing file, not a folder" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "keep me"
 
 

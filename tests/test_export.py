@@ -102,12 +102,14 @@ def test_bad_input(tmp_path, model, inputs):
     (tmp_path / "m" / "model.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="JSON"):
         load(tmp_path / "m")
-    save_model(tmp_path / "m", model)
-    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    with pytest.raises(FileExistsError, match="not a likewise model"):  # a damaged one is not replaced
+        save_model(tmp_path / "m", model)
+    save_model(tmp_path / "m2", model)
+    meta = json.loads((tmp_path / "m2" / "model.json").read_text())
     meta["model"]["embedding_dim"] = 7
-    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    (tmp_path / "m2" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="does not fit"):
-        load(tmp_path / "m")
+        load(tmp_path / "m2")
     with pytest.raises(ValueError, match="build_model"):
         save_model(tmp_path / "u", build_model(torch.nn.Flatten(), embedding_dim=3, trunk_features=64))
     with pytest.raises(ValueError, match="std"):

@@ -27,8 +27,8 @@ def test_written_files_and_directories_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         f = atomic_write_bytes(tmp_path / "a.bin", b"x")
-        with atomic_directory(tmp_path / "d") as tmp:
-            (tmp / "inner.txt").write_text("y")
+        with atomic_directory(tmp_path / "d", "run") as tmp:
+            (tmp / "config.yaml").write_text("y")
     finally:
         os.umask(old)
     assert _mode(f) == 0o644
@@ -50,16 +50,17 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 def test_atomic_directory_replaces_only_on_success(tmp_path):
     target = tmp_path / "d"
-    with atomic_directory(target) as tmp:
-        (tmp / "v1").write_text("1")
-    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
-        (tmp / "v2").write_text("2")
+    with atomic_directory(target, "run") as tmp:
+        (tmp / "config.yaml").write_text("1")
+    with pytest.raises(RuntimeError), atomic_directory(target, "run") as tmp:
+        (tmp / "config.yaml").write_text("2")
         raise RuntimeError("interrupted")
-    assert sorted(p.name for p in target.iterdir()) == ["v1"]
+    assert (target / "config.yaml").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
-    with atomic_directory(target) as tmp:
-        (tmp / "v3").write_text("3")
-    assert sorted(p.name for p in target.iterdir()) == ["v3"]
+    with atomic_directory(target, "run") as tmp:
+        (tmp / "config.yaml").write_text("3")
+        (tmp / "metrics.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["config.yaml", "metrics.json"]
 
 
 def test_load_array_formats_and_errors(tmp_path):

@@ -23,8 +23,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 from torch import nn
 
+from likewise.artifacts import file_record
 from likewise.io import atomic_directory, atomic_write_bytes, atomic_write_json
 
 FORMAT = "likewise-model"
@@ -53,9 +63,15 @@ def save_model(
     metrics: dict[str, Any] | None = None,
     index: Any = None,
     matcher: Any = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model`` (a :class:`likewise.models.EmbeddingModel` built by ``build_model``)
-    and its preprocessing to the directory ``path``, atomically (replacing an old one)."""
+    and its preprocessing to the directory ``path``, atomically.
+
+    ``path`` may be new, an empty folder or a model directory written before; with
+    ``overwrite=True`` also another likewise artifact; anything else raises
+    :class:`FileExistsError`. Weights must be finite.
+    """
     from safetensors.torch import save
 
     arch = dict(getattr(model, "config", {}) or {})
@@ -92,8 +108,12 @@ def save_model(
         k: v.detach().cpu().float().contiguous() if v.is_floating_point() else v.detach().cpu()
         for k, v in model.state_dict().items()
     }
-    with atomic_directory(path) as tmp:
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"the model's weights hold NaN or infinite values ({', '.join(bad[:3])}); not saved")
+    with atomic_directory(path, "model", overwrite=overwrite) as tmp:
         atomic_write_bytes(tmp / "model.safetensors", save(weights))
+        meta["files"] = {"model.safetensors": file_record(tmp / "model.safetensors")}
         atomic_write_json(tmp / "model.json", meta)
         if matcher is not None:
             matcher.save(tmp / "matcher")
@@ -143,8 +163,16 @@ class ExportedModel:
         )
 
     def preprocess(self, inputs: Any) -> np.ndarray:
-        """``[N, *input_shape]`` (or ``[N, prod(input_shape)]``) -> standardised float32."""
-        x = _to_numpy(inputs).astype(np.float32, copy=False)
+        """``[N, *input_shape]`` (or ``[N, prod(input_shape)]``) -> standardised float32.
+
+        For an image model (``input_shape`` ``[C, H, W]``), ``uint8`` inputs are pixels 0..255
+        and are scaled to [0, 1] first, as training and ``likewise embed`` read images; float
+        inputs are taken as already in the training scale ([0, 1] for images).
+        """
+        from likewise.data.arrays import unit_images
+
+        x = _to_numpy(inputs)
+        x = unit_images(x) if len(self.input_shape) == 3 else x.astype(np.float32, copy=False)
         flat = int(np.prod(self.input_shape))
         if x.ndim == 2 and x.shape[1] == flat and len(self.input_shape) > 1:
             x = x.reshape(len(x), *self.input_shape)
@@ -199,11 +227,78 @@ class ExportedModel:
         return self._index
 
 
+class _Architecture(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    trunk: str
+    input_shape: list[PositiveInt] = Field(min_length=1)
+    embedding_dim: PositiveInt
+    pooling: str | None = "avg"
+    normalize: bool = True
+    projection_dim: PositiveInt | None = None
+    trunk_kwargs: dict[str, Any] | None = None
+    embed: str | None = "head"
+
+
+class _Preprocessing(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    input_shape: list[PositiveInt] = Field(min_length=1)
+    mean: Any
+    mean_shape: list[NonNegativeInt]
+    std: Any
+    std_shape: list[NonNegativeInt]
+
+    @model_validator(mode="after")
+    def _scales(self) -> _Preprocessing:
+        for name in ("mean", "std"):
+            try:
+                values = np.asarray(getattr(self, name), dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"preprocessing.{name} must be numbers") from None
+            shape = getattr(self, f"{name}_shape")
+            if values.size != int(np.prod(shape)):
+                raise ValueError(f"preprocessing.{name} has {values.size} values but {name}_shape {shape}")
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"preprocessing.{name} must be finite")
+            if name == "std" and not np.all(values > 0):
+                raise ValueError("preprocessing.std must be positive (a std of 0 divides by zero)")
+        return self
+
+
+class _ModelManifest(BaseModel):
+    """The schema of ``model.json`` (unknown keys are ignored; numbers are not coerced)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    format: str
+    version: int
+    model: _Architecture
+    preprocessing: _Preprocessing
+    embedding_dim: PositiveInt
+    normalize: bool
+    distance: str
+    class_names: list[str] | None = None
+    files: dict[str, Any] | None = None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "missing":
+        return f"missing key {where!r}"
+    return f"{where}: {err['msg']}" if where else err["msg"]
+
+
 def load(path: str | os.PathLike) -> ExportedModel:
-    """Load a model directory written by :func:`save_model` (or by a training run)."""
+    """Load a model directory written by :func:`save_model` (or by a training run), verifying it.
+
+    ``model.json`` is validated against its schema (a missing or mistyped key is named with the
+    file), the weights must be the file ``model.json`` lists (size and SHA-256), fit the
+    architecture and be finite. Nothing is unpickled. ``FileNotFoundError`` if ``path`` does
+    not exist, ``ValueError`` for anything else.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from likewise.artifacts import verify_files
     from likewise.models import build_model
 
     path = Path(path)
@@ -224,21 +319,35 @@ def load(path: str | os.PathLike) -> ExportedModel:
         raise ValueError(
             f"{meta_file}: unsupported version {meta.get('version')!r} (this likewise reads {VERSION})"
         )
-    arch = meta["model"]
-    model = build_model(
-        arch["trunk"],
-        tuple(arch["input_shape"]),
-        embedding_dim=arch["embedding_dim"],
-        pooling=arch.get("pooling", "avg"),
-        normalize=arch.get("normalize", True),
-        projection_dim=arch.get("projection_dim"),
-        trunk_kwargs=arch.get("trunk_kwargs") or {},
-        embed=arch.get("embed") or "head",
-    )
+    try:
+        manifest = _ModelManifest.model_validate(meta)
+    except ValidationError as exc:
+        raise ValueError(f"{meta_file}: {_first_error(exc)}") from None
+    if manifest.files is not None:
+        verify_files(path, manifest.files, meta_file)
+    arch = manifest.model
+    if arch.trunk not in _trunk_names():
+        raise ValueError(f"{meta_file}: unknown trunk {arch.trunk!r} (known: {', '.join(_trunk_names())})")
+    try:
+        model = build_model(
+            arch.trunk,
+            tuple(arch.input_shape),
+            embedding_dim=arch.embedding_dim,
+            pooling=arch.pooling or "avg",
+            normalize=arch.normalize,
+            projection_dim=arch.projection_dim,
+            trunk_kwargs=arch.trunk_kwargs or {},
+            embed=arch.embed or "head",
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{meta_file}: the model it describes cannot be built: {exc}") from None
     try:
         state = load_file(str(weights_file))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{weights_file} is not a readable safetensors file: {exc}") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{weights_file}: weight {name!r} holds NaN or infinite values")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -55,7 +55,10 @@ from likewise.io import atomic_directory, atomic_write_json
 METRICS = ("cosine", "dot", "euclidean")
 KINDS = ("flat", "hnsw", "ivf")
 FORMAT = "likewise-index"
-VERSION = 1
+VERSION = 2
+FAISS_FILE = "index.faiss"
+#: index.json entries covered by its digest
+_CONTENT_KEYS = ("dim", "metric", "kind", "params", "next_id", "ids", "labels", "label_type", "removed")
 _PARAMS = {
     "flat": {},
     "hnsw": {"M": 32, "ef_construction": 200, "ef_search": 128},
@@ -136,9 +139,36 @@ def _check_k(k: Any) -> int:
     return int(k)
 
 
+def _digest(content: dict[str, Any]) -> str:
+    """SHA-256 of an index description's canonical JSON (detects an edited ``index.json``)."""
+    import hashlib
+
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _stored_ids(values: Any, name: str) -> np.ndarray:
+    """Ids read from ``index.json``: integers, non-negative, unique."""
+    if not isinstance(values, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError(f"{name} must be a list of integers")
+    arr = np.asarray(values, dtype=np.int64).reshape(-1)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be non-negative")
+    if np.unique(arr).size != arr.size:
+        raise ValueError(f"{name} are not unique")
+    return arr
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0).astype(np.float32)
+    norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)  # float32 norms overflow near 1e19
+    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+#: largest |value| for which float32 inner products and squared distances of ``dim`` terms stay finite
+def _largest_safe_value(dim: int) -> float:
+    return float(np.sqrt(np.finfo(np.float32).max / (4.0 * dim)))
 
 
 # ----------------------------------------------------------------------------- the index
@@ -257,7 +287,15 @@ class Index:
 
     def _prepare(self, x: Any, name: str) -> np.ndarray:
         v = as_matrix(x, name, self.dim)
-        return _normalise(v) if self.metric == "cosine" else v
+        if self.metric == "cosine":
+            return _normalise(v)
+        largest, limit = float(np.abs(v).max()), _largest_safe_value(self.dim)
+        if largest > limit:
+            raise ValueError(
+                f"{name} hold values up to {largest:.3g}: {self.metric} scores of {self.dim}-d vectors "
+                f"overflow float32 above {limit:.3g}; scale the vectors down (or use metric='cosine')"
+            )
+        return v
 
     def train(self, x: Any) -> Index:
         """Train an IVF index on ``x`` ``[n, dim]`` (no-op for flat/hnsw); returns self.
@@ -453,49 +491,60 @@ class Index:
 
     # -- persistence -----------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the index to directory ``path`` atomically (replacing an existing one)."""
-        with atomic_directory(path) as tmp:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the index to directory ``path`` atomically.
+
+        ``path`` may be new, an empty folder or an index written before (replaced once the
+        new one is complete); with ``overwrite=True`` also another likewise artifact. Any
+        other file or folder is refused with :class:`FileExistsError` (see
+        :mod:`likewise.artifacts`).
+        """
+        with atomic_directory(path, "index", overwrite=overwrite) as tmp:
             self._write_into(tmp)
         return Path(path)
 
     def _write_into(self, directory: Path) -> None:
         import faiss
 
-        faiss_file = None
+        from likewise.artifacts import file_record
+
+        files = {}
         if self._faiss is not None:
-            faiss_file = "index.faiss"
-            faiss.write_index(self._faiss, str(directory / faiss_file))
+            faiss.write_index(self._faiss, str(directory / FAISS_FILE))
+            files[FAISS_FILE] = file_record(directory / FAISS_FILE)
         labels = label_type = None
         if self._labels is not None:
             labels = self._labels.tolist()
             label_type = "str" if self._labels.dtype.kind == "U" else "int"
+        content = {
+            "dim": self.dim,
+            "metric": self.metric,
+            "kind": self.kind,
+            "params": self.params,
+            "next_id": self._next_id,
+            "ids": self._ids.tolist(),
+            "labels": labels,
+            "label_type": label_type,
+            "removed": self._removed.tolist(),
+        }
         atomic_write_json(
             directory / "index.json",
-            {
-                "format": FORMAT,
-                "version": VERSION,
-                "dim": self.dim,
-                "metric": self.metric,
-                "kind": self.kind,
-                "params": self.params,
-                "next_id": self._next_id,
-                "faiss_file": faiss_file,
-                "ids": self._ids.tolist(),
-                "labels": labels,
-                "label_type": label_type,
-                "removed": self._removed.tolist(),
-            },
+            {"format": FORMAT, "version": VERSION, "files": files, "digest": _digest(content), **content},
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Index:
-        """Read an index written by :meth:`save`.
+        """Read an index written by :meth:`save`, verifying it.
 
-        Raises ``FileNotFoundError`` when ``path`` does not exist and ``ValueError``
-        when it is not a likewise index (or is damaged).
+        The FAISS file must have the size and SHA-256 that ``index.json`` lists, ``index.json``
+        its own digest (it was not edited), and the FAISS structure must agree with it: kind,
+        metric, dimension, count and the ids in order. Raises ``FileNotFoundError`` when
+        ``path`` does not exist and ``ValueError`` naming the file when anything disagrees.
+        Nothing is unpickled.
         """
         import faiss
+
+        from likewise.artifacts import verify_files
 
         path = Path(path)
         if not path.exists():
@@ -506,39 +555,83 @@ class Index:
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not a likewise index: index.json is unreadable ({exc})") from exc
+            raise ValueError(f"{meta_file} is unreadable: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a likewise index (index.json has no format {FORMAT!r})")
+            raise ValueError(f"{path} is not a likewise index ({meta_file} has no format {FORMAT!r})")
         if meta.get("version") != VERSION:
             raise ValueError(
-                f"{path}: unsupported index version {meta.get('version')!r} (expected {VERSION})"
+                f"{meta_file}: unsupported index version {meta.get('version')!r} (this likewise reads "
+                f"{VERSION}; save the index again)"
             )
+        content = {key: meta.get(key) for key in _CONTENT_KEYS}
+        if meta.get("digest") != _digest(content):
+            raise ValueError(f"{meta_file} was changed after it was written (its digest does not match)")
+        files = meta.get("files")
+        if files:
+            verify_files(path, files, meta_file)
         try:
             index = cls(meta["dim"], meta["metric"], meta["kind"], **meta["params"])
-            index._ids = np.asarray(meta["ids"], dtype=np.int64).reshape(-1)
-            index._removed = np.asarray(meta["removed"], dtype=np.int64).reshape(-1)
+            index._ids = _stored_ids(meta["ids"], "ids")
+            index._removed = _stored_ids(meta["removed"], "removed")
             index._next_id = int(meta["next_id"])
             if meta["labels"] is not None:
                 dtype = str if meta["label_type"] == "str" else np.int64
                 index._labels = np.asarray(meta["labels"], dtype=dtype).reshape(-1)
                 if index._labels.size != index._ids.size:
                     raise ValueError("labels and ids differ in length")
-            if meta["faiss_file"] is None:
-                if index.kind != "ivf" or index.params["nlist"] is not None:
-                    raise ValueError("the FAISS file is missing")
-                stored = 0
-            else:
-                index._faiss = faiss.read_index(str(path / meta["faiss_file"]))
-                stored = int(index._faiss.ntotal)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path} is not a valid likewise index: {exc}") from exc
-        if index._faiss is not None and index._faiss.d != index.dim:
-            raise ValueError(
-                f"{path}: the FAISS file has dimension {index._faiss.d}, index.json says {index.dim}"
-            )
-        if stored != index._ids.size + index._removed.size:
-            raise ValueError(
-                f"{path}: the FAISS file holds {stored} vectors but index.json lists "
-                f"{index._ids.size + index._removed.size}"
-            )
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{meta_file} is not a valid likewise index description: {exc}") from exc
+        if FAISS_FILE not in (files or {}):
+            if index.kind != "ivf" or index.params["nlist"] is not None or index._ids.size:
+                raise ValueError(f"{meta_file} lists no {FAISS_FILE}, which this index needs")
+            return index
+        if np.intersect1d(index._ids, index._removed).size:
+            raise ValueError(f"{meta_file}: an id is listed both as live and as removed")
+        faiss_path = path / FAISS_FILE
+        try:
+            index._faiss = faiss.read_index(str(faiss_path))
+        except RuntimeError as exc:
+            raise ValueError(f"{faiss_path} is not a readable FAISS index: {exc}") from exc
+        index._check_structure(faiss_path)
         return index
+
+    def _check_structure(self, faiss_path: Path) -> None:
+        """``ValueError`` naming ``faiss_path`` unless the FAISS index read agrees with the description."""
+        import faiss
+
+        idx = self._faiss
+        expected = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}[
+            self.kind
+        ]
+        inner = faiss.downcast_index(idx.index) if self.kind != "ivf" and hasattr(idx, "id_map") else idx
+        if self.kind != "ivf" and not isinstance(idx, faiss.IndexIDMap2):
+            raise ValueError(f"{faiss_path} is not a {self.kind} index (it is a {type(idx).__name__})")
+        if not isinstance(inner, expected):
+            raise ValueError(f"{faiss_path} is not a {self.kind} index (it holds a {type(inner).__name__})")
+        if idx.d != self.dim:
+            raise ValueError(f"{faiss_path} has dimension {idx.d}, index.json says {self.dim}")
+        if idx.metric_type != self._faiss_metric():
+            raise ValueError(f"{faiss_path} was built for another metric than {self.metric!r}")
+        stored, listed = int(idx.ntotal), self._ids.size + self._removed.size
+        if stored != listed:
+            raise ValueError(f"{faiss_path} holds {stored} vectors but index.json lists {listed}")
+        if self.kind == "ivf":
+            self.params["nlist"] = int(idx.nlist)
+            lists = idx.invlists
+            faiss_ids = np.concatenate(
+                [np.zeros(0, np.int64)]
+                + [
+                    faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                    for i in range(idx.nlist)
+                    if lists.list_size(i)
+                ]
+            )
+            same = np.array_equal(np.sort(faiss_ids), np.sort(self._ids))
+        else:
+            faiss_ids = faiss.vector_to_array(idx.id_map)
+            same = (
+                np.array_equal(faiss_ids[~np.isin(faiss_ids, self._removed)], self._ids)
+                and np.isin(self._removed, faiss_ids).all()
+            )
+        if not same:
+            raise ValueError(f"{faiss_path} stores other ids than index.json lists (or in another order)")

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,20 @@ def _default_mode(base: int) -> int:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file + fsync + rename).
+
+    Temporaries of ``path`` left by a killed writer are removed first. ``path`` must not be
+    a folder (:class:`IsADirectoryError`).
+    """
+    from likewise.artifacts import remove_stale_temporaries, temporary_name
+
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    tmp = path.parent / temporary_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, _default_mode(0o666))
         with os.fdopen(fd, "wb") as fh:
@@ -45,11 +54,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -92,24 +112,34 @@ def _json_default(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a directory in a temporary sibling and move it into place on success.
+def atomic_directory(path: str | os.PathLike, kind: str, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a ``kind`` artifact directory in a temporary sibling; move it into place on success.
 
-    An existing directory at ``path`` is replaced only once the new one is complete.
+    What is at ``path`` is checked first (:func:`likewise.artifacts.check_replaceable`): only
+    nothing, an empty folder or an artifact of the same ``kind`` (any likewise artifact with
+    ``overwrite``) is replaced, and only once the new one is complete. Temporaries left by a
+    killed writer of ``path`` are removed; on an error the temporary is removed too.
     """
+    from likewise.artifacts import check_replaceable, remove_stale_temporaries, temporary_name
+
     path = Path(path)
+    check_replaceable(path, kind, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp = path.parent / temporary_name(path)
+    tmp.mkdir(mode=0o700)
     try:
         os.chmod(tmp, _default_mode(0o777))
         yield tmp
+        check_replaceable(path, kind, overwrite=overwrite)  # nothing foreign arrived meanwhile
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
+            old = path.parent / temporary_name(path, "old")
+            os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -122,6 +152,34 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` array of any shape, never unpickled.
+
+    ``FileNotFoundError`` for a missing file; ``ValueError`` for a file that is not a
+    ``.npy`` (checked by its header), a damaged one, or one holding Python objects.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a .npy file")
+    with open(path, "rb") as fh:
+        head = fh.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise ValueError(f"{path} is not a .npy file (it lacks the NumPy header; save it with numpy.save)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ValueError(f"{path} holds pickled Python objects; likewise does not load pickles") from None
+        raise ValueError(f"{path} is not a readable .npy array: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable .npy array: {exc}") from None
 
 
 def load_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
@@ -140,7 +198,7 @@ def load_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = load_npy(path)
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 names = list(data.keys())

@@ -574,8 +574,12 @@ class Matcher:
 
     # -- persistence -----------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write ``path/matcher.json`` (threshold, k, calibration) and ``path/index/`` atomically.
+
+        ``path`` may be new, an empty folder or a matcher written before; with
+        ``overwrite=True`` also another likewise artifact; anything else raises
+        :class:`FileExistsError` (see :mod:`likewise.artifacts`).
 
         ``matcher.json`` is strict JSON; a non-finite number (an ``inf`` threshold, a NaN
         rate) is written as the string ``"inf"``, ``"-inf"`` or ``"nan"``.
@@ -588,7 +592,7 @@ class Matcher:
         }
         if self.calibration is not None:
             meta["calibration"] = {key: _encode_number(v) for key, v in self.calibration.items()}
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, "matcher", overwrite=overwrite) as tmp:
             (tmp / "index").mkdir()
             self.index._write_into(tmp / "index")
             atomic_write_json(tmp / "matcher.json", meta)

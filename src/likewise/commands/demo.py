@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if not args.resume and previous_demo(out, config):
         # a fresh demo replacing the last one: built aside, swapped in only once it succeeded
-        with atomic_directory(out) as tmp:
+        with atomic_directory(out, "run") as tmp:
             result = fit(config, tmp)
             write_demo_report(tmp, result, config)
     else:

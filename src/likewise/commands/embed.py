@@ -46,7 +46,7 @@ def read_inputs(
     spec: str, input_shape: tuple[int, ...]
 ) -> tuple[np.ndarray, list[str] | None, list[tuple[str, str]]]:
     """``(x, files, skipped)``: ``files`` (row sources) and ``skipped`` only for a folder."""
-    from likewise.io import load_array, split_key
+    from likewise.io import load_array, load_npy, split_key
 
     path, key = split_key(spec)
     p = Path(path)
@@ -63,22 +63,19 @@ def read_inputs(
                 f"the model takes {input_shape[0]}-channel images, the folder gives {x.shape[1]}"
             )
         return x, files, skipped
-    if not p.exists():
-        raise FileNotFoundError(2, "No such file", str(p))
     if p.suffix.lower() == ".npy":
-        try:
-            return np.load(p, allow_pickle=False), None, []
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{p} is not a readable .npy array: {exc}") from None
+        return load_npy(p), None, []
     return load_array(p, key), None, []
 
 
 def run(args: argparse.Namespace) -> int:
+    from likewise.artifacts import check_output_file
     from likewise.export import load
     from likewise.io import atomic_write_text, save_npy
 
     if not str(args.out).endswith(".npy"):
         raise ValueError(f"--out must name a .npy file, got {args.out}")
+    check_output_file(args.out, "npy")
     model = load(args.model)
     x, files, skipped = read_inputs(args.inputs, model.input_shape)
     if skipped:
@@ -87,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"likewise embed: skipped {len(skipped)} unreadable image{plural}: {shown}", file=sys.stderr)
     emb = model.embed(x, batch_size=args.batch_size)
     if files is not None:
+        check_output_file(files_path(args.out), "text")
         atomic_write_text(files_path(args.out), "".join(f"{name}\n" for name in files))
     save_npy(args.out, emb)
     listed = f" (files: {files_path(args.out)})" if files is not None else ""

@@ -231,8 +231,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("-k values must be positive")
     if (args.ref_embeddings is None) != (args.ref_labels is None):
         raise ValueError("pass both --ref-embeddings and --ref-labels, or neither")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a directory")
+    if args.out:
+        from likewise.artifacts import EVALUATION_ENTRIES, check_output_dir
+
+        check_output_dir(args.out, EVALUATION_ENTRIES, "likewise evaluate")
     q = _matrix(args.embeddings, "--embeddings")
     y = _labels(args.labels, "--labels", len(q), "--embeddings")
     r = ry = None

@@ -41,7 +41,12 @@ def register(subparsers: Any) -> None:
         "--labels", help="[n] labels stored with the vectors: integers or class names (one-column .csv)"
     )
     b.add_argument("--ids", help="[n] non-negative integer ids (default 0..n-1)")
-    b.add_argument("--out", required=True, help="index directory to write")
+    b.add_argument("--out", required=True, help="index directory to write (new, empty, or an older index)")
+    b.add_argument(
+        "--force",
+        action="store_true",
+        help="also replace another likewise artifact at --out (never other files)",
+    )
     b.add_argument("--kind", default="flat", choices=("flat", "hnsw", "ivf"))
     b.add_argument("--metric", default="cosine", choices=("cosine", "dot", "euclidean"))
     b.add_argument("--M", type=int, help="hnsw: graph degree (default 32)")
@@ -69,6 +74,7 @@ def _load(spec: str) -> Any:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from likewise.artifacts import check_replaceable
     from likewise.index import Index, as_labels, as_matrix
 
     x = as_matrix(_load(args.embeddings), f"--embeddings ({args.embeddings})")
@@ -89,15 +95,19 @@ def run_build(args: argparse.Namespace) -> int:
     params = {name: getattr(args, flag) for flag, name in _PARAMS.items() if getattr(args, flag) is not None}
     index = Index(x.shape[1], metric=args.metric, kind=args.kind, **params)
     index.add(x, ids=ids, labels=labels)
-    index.save(args.out)
+    check_replaceable(args.out, "index", overwrite=args.force)  # before the work, not after it
+    index.save(args.out, overwrite=args.force)
     print(f"wrote {args.out}: {index!r}", file=sys.stderr)
     return 0
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from likewise.artifacts import check_output_file
     from likewise.index import Index, as_matrix
     from likewise.io import atomic_write_text
 
+    if args.out:
+        check_output_file(args.out, "jsonl")
     if args.k < 1:
         raise ValueError(f"-k must be a positive integer, got {args.k}")
     index = Index.load(args.index)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from likewise.io import load_array, split_key
+from likewise.io import load_array, load_npy, split_key
 
 
 @dataclass
@@ -79,13 +79,22 @@ def encode_labels(raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return ids.astype(np.int64), [str(v) for v in values]
 
 
+def unit_images(x: np.ndarray) -> np.ndarray:
+    """Images as float32: ``uint8`` pixels (0..255) are scaled to [0, 1], as image folders are.
+
+    Applied wherever image arrays ``[N, C, H, W]`` enter (training data, ``ExportedModel.embed``,
+    ``likewise embed``), so a model sees the same scale in training and in use. Other dtypes are
+    taken as they are.
+    """
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return np.asarray(x, dtype=np.float32)
+
+
 def load_array_dataset(features: str | Path, labels: str | Path | None) -> LabeledArrays:
     """Features ``[N, F]`` (or images ``[N, C, H, W]`` in .npy) and labels ``[N]`` from files."""
     path, key = split_key(str(features))
-    if Path(path).suffix.lower() == ".npy":
-        x = np.load(path, allow_pickle=False) if Path(path).exists() else load_array(path)
-    else:
-        x = load_array(path, key)
+    x = load_npy(path) if Path(path).suffix.lower() == ".npy" else load_array(path, key)
     if x.ndim == 1:
         raise ValueError(f"{features}: features must be 2-D [N, F] (or 4-D images), got 1-D")
     if labels is None:
@@ -94,7 +103,7 @@ def load_array_dataset(features: str | Path, labels: str | Path | None) -> Label
     raw = load_array(lpath, lkey)
     if raw.ndim == 2 and raw.shape[1] == 1:
         raw = raw[:, 0]
-    x = np.asarray(x, dtype=np.float32)
+    x = unit_images(x) if x.ndim == 4 else np.asarray(x, dtype=np.float32)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{features} contains NaN or inf")
     if len(raw) != len(x):

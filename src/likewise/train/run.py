@@ -39,9 +39,11 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from likewise.artifacts import RUN_ENTRIES, check_output_dir
 from likewise.data import ArrayDataset
 from likewise.io import atomic_write_json, atomic_write_text
 from likewise.train.callbacks import HeldOutEvaluation, SamplerEpoch, StepCheckpoint, evaluate
+from likewise.train.checkpoint_io import check_checkpoint
 from likewise.train.config import TrainConfig
 from likewise.train.data import RunData, check_sampler, prepare_data
 from likewise.train.module import MetricLearningModule
@@ -222,7 +224,11 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
 
 
 def _prepare_out(config: TrainConfig, out: Path, resume: bool) -> Path | None:
-    """Check the output directory; the checkpoint to resume from (None: a fresh start)."""
+    """Check the output directory; the checkpoint to resume from (None: a fresh start).
+
+    ``out`` must be new, empty, or a likewise run (nothing else is ever written over).
+    """
+    check_output_dir(out, RUN_ENTRIES, "likewise run")
     ckpt = out / "checkpoints" / "last.ckpt"
     saved = out / "config.yaml"
     if not resume:
@@ -232,7 +238,13 @@ def _prepare_out(config: TrainConfig, out: Path, resume: bool) -> Path | None:
             )
         return None
     if saved.exists():
-        before = TrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
+        try:
+            before = TrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"{saved} is not a readable run config ({first}); cannot resume this run"
+            ) from None
         if _comparable(before) != _comparable(config):
             raise ValueError(
                 f"the config differs from the one of the run in {out}; resume needs the same config"
@@ -271,6 +283,8 @@ def fit(
     model = build_embedding_model(config, data.input_shape)
     loss = build_loss(config, data.num_train_classes)
     module = MetricLearningModule(config, model, loss, data.mean, data.std)
+    if ckpt is not None:
+        check_checkpoint(ckpt, module)
     datamodule = _DataModule(config, data, data.train.x)
 
     notes: list[str] = []  # printed by rank 0 once the trainer knows the ranks
