@@ -58,7 +58,18 @@ FORMAT = "likewise-index"
 VERSION = 2
 FAISS_FILE = "index.faiss"
 #: index.json entries covered by its digest
-_CONTENT_KEYS = ("dim", "metric", "kind", "params", "next_id", "ids", "labels", "label_type", "removed")
+_CONTENT_KEYS = (
+    "files",
+    "dim",
+    "metric",
+    "kind",
+    "params",
+    "next_id",
+    "ids",
+    "labels",
+    "label_type",
+    "removed",
+)
 _PARAMS = {
     "flat": {},
     "hnsw": {"M": 32, "ef_construction": 200, "ef_search": 128},
@@ -517,6 +528,7 @@ class Index:
             labels = self._labels.tolist()
             label_type = "str" if self._labels.dtype.kind == "U" else "int"
         content = {
+            "files": files,
             "dim": self.dim,
             "metric": self.metric,
             "kind": self.kind,
@@ -529,7 +541,7 @@ class Index:
         }
         atomic_write_json(
             directory / "index.json",
-            {"format": FORMAT, "version": VERSION, "files": files, "digest": _digest(content), **content},
+            {"format": FORMAT, "version": VERSION, "digest": _digest(content), **content},
         )
 
     @classmethod
