@@ -61,6 +61,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -414,6 +415,11 @@ def calibrate(
         raise ValueError(f"k must be a positive integer, got {k!r}")
     trials = _open_set_trials(index, embeddings, labels, int(k), ids)
     g, u = trials.n_known, trials.impostor.size
+    if g + u < 2:
+        raise ValueError(
+            f"calibration needs at least 2 validation embeddings, got {g + u}: one trial cannot set a "
+            "threshold (use a few per identity, and some of identities not in the index)"
+        )
     if g == 0 and target != "far":
         raise ValueError(
             f"target {target!r} needs validation embeddings of identities stored in the index "
@@ -427,6 +433,13 @@ def calibrate(
         objective = 2 * cc / (a + f + g) if target == "f1" else (cc + u - f) / (g + u)
         best = int(np.argmax(objective))  # first = highest threshold
     threshold = float(c["threshold"][best])
+    if not np.isfinite(threshold):
+        warnings.warn(
+            f"the calibrated threshold is {threshold} (target {target!r}): no finite threshold does better "
+            "than answering 'unknown' to every query on these validation embeddings; the matcher will "
+            "accept nothing. Check that they are embedded like the index and hold enrolled identities",
+            stacklevel=3,
+        )
     calibration = {
         "target": target,
         **({"far": float(far)} if target == "far" else {}),
@@ -538,6 +551,9 @@ class Matcher:
         * ``false_reject_rate``: known queries answered "unknown" / known queries;
         * ``misidentification_rate``: known queries given a wrong label / known queries;
         * ``n_queries``, ``n_known``, ``n_unknown``.
+
+        Without unknown queries the false-accept rate is NaN, without known ones the recall
+        and the reject/misidentification rates are: a ``UserWarning`` says so.
         """
         matches = self.match(queries)
         truth = as_labels(true_labels, "true_labels", len(matches))
@@ -552,6 +568,17 @@ class Matcher:
         )
         right = np.where(known, correct_label, ~accepted)
         n_known, n_unknown = int(known.sum()), int((~known).sum())
+        for count, what, rates in (
+            (n_unknown, "unknown", "false_accept_rate"),
+            (n_known, "known", "recall, false_reject_rate and misidentification_rate"),
+        ):
+            if count == 0:
+                warnings.warn(
+                    f"no {what} queries were given (every true label is "
+                    f"{'enrolled' if what == 'unknown' else 'absent from the index'}): {rates} "
+                    "cannot be measured (NaN)",
+                    stacklevel=2,
+                )
 
         def rate(num: Any, den: int) -> float:
             return float(np.sum(num)) / den if den else float("nan")

@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--num-nodes", type=int, help="machines, each started with torchrun; overrides trainer.num_nodes"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--epochs", type=int, help="override optimizer.epochs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn on stderr)")
     p.set_defaults(func=run)
 
 
@@ -75,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         if args.num_nodes < 1:
             raise ValueError(f"--num-nodes must be >= 1, got {args.num_nodes}")
         config.trainer.num_nodes = args.num_nodes
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+        config.optimizer.epochs = args.epochs
     if args.no_progress:
         config.trainer.progress_bar = False
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem

@@ -47,7 +47,8 @@ def evaluate(
     from likewise.evaluation import retrieval_metrics
 
     emb = embed_array(model, x, batch_size, device)
-    return {k: float(v) for k, v in retrieval_metrics(emb, y, metric=distance).items()}
+    metrics = retrieval_metrics(emb, y, metric=distance)
+    return {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}  # counts stay counts
 
 
 def state_dict_bytes(model: nn.Module) -> bytes:

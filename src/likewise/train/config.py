@@ -245,13 +245,36 @@ def validate_config(data: Any) -> TrainConfig:
     return config
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a YAML config file (``FileNotFoundError`` if it does not exist)."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (YAML 1.2 forbids it;
+    PyYAML would silently keep the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {seen[key].line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content, read safely; a duplicate key is an error. ``ValueError`` names the
+    file, line and problem; ``FileNotFoundError`` / ``IsADirectoryError`` for a missing file or
+    a folder."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected a YAML config file")
     if not path.is_file():
         raise FileNotFoundError(2, "No such config file", str(path))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -259,7 +282,11 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ValueError(f"{path}: malformed YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file") from None
-    return validate_config(data)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a YAML config file (see :func:`read_yaml` for the errors)."""
+    return validate_config(read_yaml(path))
 
 
 __all__ = [
@@ -278,5 +305,6 @@ __all__ = [
     "TrainerConfig",
     "format_validation_error",
     "load_config",
+    "read_yaml",
     "validate_config",
 ]

@@ -71,10 +71,27 @@ class MetricLearningModule(pl.LightningModule):
             emb = torch.nn.functional.normalize(emb, dim=1)
         with torch.autocast(device_type=emb.device.type, enabled=False):
             emb = emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb
-            value = distributed_loss(self.loss, emb, y, mode=self.config.trainer.gather)
+            try:
+                value = distributed_loss(self.loss, emb, y, mode=self.config.trainer.gather)
+            except ValueError as exc:
+                if "NaN" not in str(exc):
+                    raise
+                raise self._diverged("the model's embeddings") from None
+        # one host synchronisation per step (Lightning's step logging makes one anyway)
+        if not bool(torch.isfinite(value.detach())):
+            raise self._diverged("the loss")
         shown = all_reduce_mean(value) if self.config.trainer.gather == "local" else value.detach()
         self.log("train/loss", shown, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return value
+
+    def _diverged(self, what: str) -> ValueError:
+        """The error that ends a run whose numbers blew up, saying where and what to try."""
+        opt = self.config.optimizer
+        return ValueError(
+            f"training diverged at epoch {self.current_epoch}, step {self.global_step}: {what} became NaN "
+            f"or infinite (optimizer.lr = {opt.lr:g}, {opt.name}); lower optimizer.lr (e.g. 10x), "
+            "check the inputs' scale, or use a scheduler with warm-up (onecycle)"
+        )
 
     def configure_optimizers(self) -> Any:
         opt = self.config.optimizer

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from likewise.train.checkpoint_io import check_checkpoint
 from likewise.train.config import TrainConfig
 from likewise.train.data import RunData, check_sampler, prepare_data
 from likewise.train.module import MetricLearningModule
+from likewise.train.progress import StderrProgressBar
 from likewise.train.registry import build, loss_class, miner_class
 from likewise.train.sampling import ResumableBatchSampler, ShuffledBatchSampler
 
@@ -346,6 +348,7 @@ def fit(
             SamplerEpoch(),
             evaluation,
             StepCheckpoint(out / "checkpoints" / "last.ckpt", tc.checkpoint_every_n_steps),
+            *([StderrProgressBar()] if tc.progress_bar else []),
             *callbacks,
         ],
         logger=loggers,
@@ -477,7 +480,10 @@ def build_search(
     matcher = Matcher.calibrated(index, emb[gallery], names[gallery], target="f1", ids=index.ids)
     info["threshold"] = matcher.threshold
     info["calibration"] = matcher.calibration
-    info["queries"] = {k: float(v) for k, v in matcher.evaluate(emb[queries], names[queries]).items()}
+    with warnings.catch_warnings():  # without a never-enrolled class, the summary says there is none
+        warnings.filterwarnings("ignore", message="no (un)?known queries were given")
+        scores = matcher.evaluate(emb[queries], names[queries])
+    info["queries"] = {k: v if isinstance(v, int) else float(v) for k, v in scores.items()}
     return index, matcher, info
 
 
