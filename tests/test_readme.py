@@ -21,14 +21,11 @@ def test_readme_example_runs(number, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     if "likewise.load(" in code:  # a small stand-in for the model `likewise demo` writes
-        import numpy as np
-
         from likewise.export import save_model
         from likewise.models import build_model
 
         model = build_model("convnet", (1, 28, 28), embedding_dim=8, trunk_kwargs={"widths": [4, 8]})
         save_model(tmp_path / "runs" / "demo" / "model", model.eval())
-        namespace["images"] = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     exec(compile(code, f"README.md block {number}", "exec"), namespace)
     if "likewise.load(" in code:
         assert namespace["emb"].shape == (3, 8)
