@@ -229,3 +229,13 @@ def test_uint8_training_images_are_scaled(tmp_path):
     features = np.random.default_rng(0).integers(0, 256, (6, 3)).astype(np.uint8)  # features: as they are
     np.save(tmp_path / "f.npy", features)
     np.testing.assert_array_equal(load_array_dataset(tmp_path / "f.npy", tmp_path / "y.npy").x, features)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_embedding_on_a_missing_device_is_a_clear_error(tmp_path):
+    path = save_model(tmp_path / "m", build_model("mlp", (3,), embedding_dim=2, trunk_kwargs={"hidden": [4]}))
+    model = load(path)
+    with pytest.raises(ValueError, match="device='cuda' requested but CUDA is not available"):
+        model.embed(np.zeros((2, 3), np.float32), device="cuda")
+    with pytest.raises(ValueError, match="device='gpu0' is not a torch device"):
+        model.embed(np.zeros((2, 3), np.float32), device="gpu0")

@@ -190,8 +190,10 @@ class ExportedModel:
         """Embeddings ``[N, embedding_dim]`` (float32 NumPy) of ``inputs`` (NumPy or torch), in batches."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        from likewise.devices import resolve_device
+
         x = self.preprocess(inputs)
-        model = self.model.to(device)
+        model = self.model.to(resolve_device(device))
         if len(x) == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
         out = [
