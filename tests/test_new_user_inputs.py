@@ -239,3 +239,31 @@ def test_embedding_on_a_missing_device_is_a_clear_error(tmp_path):
         model.embed(np.zeros((2, 3), np.float32), device="cuda")
     with pytest.raises(ValueError, match="device='gpu0' is not a torch device"):
         model.embed(np.zeros((2, 3), np.float32), device="gpu0")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "is empty; a config names at least data.dataset"),
+        ("# only a comment\n", "is empty"),
+        ("- 1\n- 2\n", "expected a mapping of sections, got list"),
+        ("data: {dataset: digits}\noptimizer: {lr: .nan}\n", "optimizer.lr: input should be a finite number"),
+        ("data: {dataset: digits}\noptimizer: {lr: .inf}\n", "optimizer.lr: input should be a finite number"),
+    ],
+)
+def test_empty_or_non_finite_configs(tmp_path, capsys, text, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    _fails(capsys, ["train", str(cfg), "--out", str(tmp_path / "o")], message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_text_named_npz(tmp_path, capsys):
+    (tmp_path / "e.npz").write_text("1,2\n3,4\n")
+    np.save(tmp_path / "l.npy", np.array([0, 1]))
+    err = _fails(
+        capsys,
+        ["evaluate", "--embeddings", str(tmp_path / "e.npz"), "--labels", str(tmp_path / "l.npy")],
+        "is not a .npz file (not a zip archive",
+    )
+    assert "pickle" not in err

@@ -22,7 +22,7 @@ EVAL_METRICS = ("precision_at_1", "r_precision", "map_at_r", "map", "mrr")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or inf setting is a mistake
 
 
 class DataConfig(_Section):
@@ -285,8 +285,12 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a YAML config file (see :func:`read_yaml` for the errors)."""
-    return validate_config(read_yaml(path))
+    """Read and validate a YAML config file (see :func:`read_yaml` for the errors; an empty
+    file is one too: every run names at least its data)."""
+    data = read_yaml(path)
+    if data is None:
+        raise ValueError(f"{path} is empty; a config names at least data.dataset (see configs/)")
+    return validate_config(data)
 
 
 __all__ = [
