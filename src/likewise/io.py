@@ -202,7 +202,9 @@ def load_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
         elif suffix == ".npz":
             with open(path, "rb") as fh:
                 if fh.read(4) != b"PK\x03\x04":
-                    raise ValueError(f"{path} is not a .npz file (not a zip archive; save it with numpy.savez)")
+                    raise ValueError(
+                        f"{path} is not a .npz file (not a zip archive; write it with numpy.savez)"
+                    )
             with np.load(path, allow_pickle=False) as data:
                 names = list(data.keys())
                 if key is None:
