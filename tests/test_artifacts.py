@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tests.test_cli_train import TINY
+from tests.test_cli_train import _fails as _cli_fails
 
 from likewise import Index, Matcher
 from likewise.artifacts import check_output_file, check_replaceable, kind_of, remove_stale_temporaries
@@ -155,13 +157,6 @@ def test_output_files_replace_only_their_own_format(tmp_path):
         check_replaceable(tmp_path / "x", "photos")
 
 
-def _cli_fails(capsys, argv, expected):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert expected in err, err
-
-
 def test_cli_writers_refuse_what_they_did_not_write(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "e.npy", rng.standard_normal((20, 8)).astype(np.float32))
@@ -204,8 +199,6 @@ def test_cli_writers_refuse_what_they_did_not_write(tmp_path, capsys):
 
 
 def test_train_refuses_a_folder_of_user_files(tmp_path, capsys):
-    from tests.test_cli_train import TINY
-
     folder = _photos(tmp_path)
     before = _tree(folder)
     cfg = tmp_path / "c.yaml"
@@ -452,8 +445,6 @@ class _Hostile:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from tests.test_cli_train import TINY
-
     root = tmp_path_factory.mktemp("run")
     cfg = root / "c.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
