@@ -100,4 +100,4 @@ def test_shipped_model_is_small_and_loads():
     path = shipped_model_path()
     assert path.stat().st_size < 300_000
     net = load_patch_net()
-    assert (net.in_channels, net.hidden, net.features) == (3, 64, 64)
+    assert (net.in_channels, net.hidden, net.features) == (3, 32, 64)

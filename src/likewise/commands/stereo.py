@@ -45,6 +45,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", help="matching/benchmark: a patch network file (default: the shipped model)")
     p.add_argument("--steps", type=int, default=None, help="train: optimisation steps (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="train: random seed (default 0)")
+    p.add_argument(
+        "--pairs", type=int, default=None, help="train: synthetic pairs kept in the pool (default 48)"
+    )
     p.set_defaults(func=run)
 
 
@@ -102,7 +105,8 @@ def _train(args: argparse.Namespace) -> int:
     from likewise.stereo.training import TrainSettings, train_patch_net
 
     out = _check_output(args.out, ".safetensors")
-    settings = TrainSettings(seed=args.seed, **({} if args.steps is None else {"steps": args.steps}))
+    given = {"steps": args.steps, "pairs": args.pairs}
+    settings = TrainSettings(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     start = time.perf_counter()
     net, summary = train_patch_net(settings)
     notes = {

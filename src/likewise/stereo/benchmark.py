@@ -26,25 +26,28 @@ from likewise.stereo.match import MatchSettings, disparity_from_volume, grey
 from likewise.stereo.metrics import disparity_metrics
 
 NUM_DISPARITIES = 128
-#: StereoBM on grey images (OpenCV's stereo_match sample settings, block size from a sweep 5-21)
+#: StereoBM on grey images: the best bad-2 of a sweep over blockSize 5-21, uniquenessRatio 0/5/15,
+#: disp12MaxDiff 1/off, textureThreshold 0/10 (OpenCV's stereo_match sample values otherwise)
 BM_SETTINGS = {
     "blockSize": 11,
     "preFilterCap": 31,
     "textureThreshold": 10,
-    "uniquenessRatio": 15,
+    "uniquenessRatio": 0,
     "speckleWindowSize": 100,
     "speckleRange": 32,
-    "disp12MaxDiff": 1,
+    "disp12MaxDiff": -1,
 }
-#: StereoSGBM on colour images (P1 = 8 C w^2, P2 = 32 C w^2 as OpenCV documents; w from a sweep 3-9)
+#: StereoSGBM on colour images, P1 = 8 C w^2 and P2 = 32 C w^2 as OpenCV documents: the best
+#: bad-2 of a sweep over blockSize 3-9, modes SGBM_3WAY/HH, speckleRange 2/32, uniquenessRatio
+#: 0/5/10, disp12MaxDiff 1/off, speckleWindowSize 0/100
 SGBM_SETTINGS = {
-    "blockSize": 5,
-    "P1": 8 * 3 * 5**2,
-    "P2": 32 * 3 * 5**2,
+    "blockSize": 3,
+    "P1": 8 * 3 * 3**2,
+    "P2": 32 * 3 * 3**2,
     "disp12MaxDiff": 1,
-    "uniquenessRatio": 10,
+    "uniquenessRatio": 0,
     "speckleWindowSize": 100,
-    "speckleRange": 2,
+    "speckleRange": 32,
     "preFilterCap": 63,
     "mode": "SGBM_3WAY",
 }
@@ -69,7 +72,7 @@ def opencv_sgbm(left: np.ndarray, right: np.ndarray, settings: dict = SGBM_SETTI
     import cv2
 
     kwargs = {k: v for k, v in settings.items() if k != "mode"}
-    mode = getattr(cv2, f"STEREO_SGBM_MODE_{settings['mode'].removeprefix('SGBM_')}")
+    mode = getattr(cv2, f"STEREO_SGBM_MODE_{settings['mode']}")
     sgbm = cv2.StereoSGBM_create(minDisparity=0, numDisparities=NUM_DISPARITIES, mode=mode, **kwargs)
     raw = sgbm.compute(left[..., ::-1].copy(), right[..., ::-1].copy()).astype(np.float32) / 16.0
     return np.where(raw >= 0, raw, np.nan).astype(np.float32)

@@ -11,7 +11,8 @@ How it is computed: for a block of ``b`` left columns of a block of rows, one ba
 matrix product ``[rows, b, F] @ [rows, F, b + D - 1]`` gives the dot products with every
 right column the block can match, and the ``D`` diagonals of that band are read out by
 a strided view. The work is ``(b + D - 1) / D`` times the ``H W D F`` of the exact
-volume, and the temporary memory stays below ``block_elements`` floats whatever the image.
+volume, and the temporary memory stays below ``block_elements`` floats per worker whatever
+the image (column blocks are shared among the cores).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from likewise.stereo.parallel import pieces, run_all
 
 #: cost of a disparity whose match lies outside the right image (the worst cosine cost)
 OUTSIDE_COST = 2.0
@@ -65,8 +68,10 @@ def cost_volume(
     out = torch.empty(d, h, w, dtype=torch.float32)
     b = max(1, min(block_columns, w))
     rows = max(1, block_elements // (b * (b + d - 1)))
-    with torch.no_grad():
-        for j0 in range(0, w, b):
+    starts = list(range(0, w, b))
+
+    def fill(columns: list[int]) -> None:
+        for j0 in columns:
             j1 = min(w, j0 + b)
             n = j1 - j0
             for i0 in range(0, h, rows):
@@ -76,6 +81,10 @@ def cost_volume(
                 # disparity e = D - 1 - m sits on the diagonal k = j + m
                 band = s.as_strided((i1 - i0, n, d), (s.stride(0), s.stride(1) + 1, 1))
                 out[:, i0:i1, j0:j1] = (1.0 - band.flip(-1)).permute(2, 0, 1)
+
+    with pieces() as workers, torch.no_grad():
+        # column blocks are independent: each worker fills its own (disjoint) slices of ``out``
+        run_all([lambda k=k: fill(starts[k::workers]) for k in range(workers)], workers)
         mask_outside(out, outside)
     return out
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from likewise.stereo.cost_volume import check_disparities, cost_volume
 from likewise.stereo.network import PATCH, PatchNet, standardize
+from likewise.stereo.parallel import pieces, run_all
 from likewise.stereo.postprocess import (
     fill_invalid,
     left_right_check,
@@ -112,9 +113,13 @@ def learned_cost_volume(left: np.ndarray, right: np.ndarray, net: PatchNet, max_
     left, right = check_pair(left, right)
     check_disparities(max_disparity, left.shape[1])
     net.eval()
-    with torch.inference_mode():
-        fl = net.dense(standardize(left))
-        fr = net.dense(standardize(right))
+
+    def features(image: np.ndarray) -> Tensor:
+        with torch.inference_mode():
+            return net.dense(standardize(image))
+
+    with pieces() as workers:  # the two images side by side, one core each
+        fl, fr = run_all([lambda: features(left), lambda: features(right)], workers)
     return cost_volume(fl, fr, max_disparity)
 
 

@@ -22,10 +22,11 @@ from torch import Tensor
 def right_disparity(volume: Tensor) -> Tensor:
     """``D_R [H, W]`` (long) from a left-referenced volume ``[D, H, W]``."""
     d, h, w = volume.shape
-    shifted = torch.full_like(volume, float("inf"))
-    for e in range(d):
-        shifted[e, :, : w - e] = volume[e, :, e:]
-    return shifted.argmin(0)
+    # padded[e, i, c] = volume[e, i, c] (inf beyond the image); the strided view reads
+    # padded[e, i, j + e], i.e. the cost of right pixel j at disparity e, in one argmin
+    padded = torch.nn.functional.pad(volume, (0, d), value=float("inf"))
+    view = padded.as_strided((d, h, w), (h * (w + d) + 1, w + d, 1))
+    return view.argmin(0)
 
 
 def left_right_check(left: np.ndarray, right: np.ndarray, tolerance: float = 1.0) -> np.ndarray:

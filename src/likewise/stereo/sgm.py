@@ -19,13 +19,15 @@ intensity edges, where depth edges usually are (a smooth form of Hirschmuller's
 4 paths: left/right/up/down; 8 paths add the diagonals. Every path is vectorised: one
 step processes a whole image row (vertical and diagonal paths) or column (horizontal
 paths) over all disparities at once, so the work is ``O(paths * D * H * W)`` in
-``H + W`` Python steps per path.
+``H + W`` Python steps per path; groups of paths run side by side on the cores.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from likewise.stereo.parallel import pieces, run_all
 
 PATHS_4 = ((0, 1), (0, -1), (1, 0), (-1, 0))
 PATHS_8 = PATHS_4 + ((1, 1), (1, -1), (-1, 1), (-1, -1))
@@ -108,41 +110,41 @@ def sgm(
         if tuple(guide.shape) != (h, w):
             raise ValueError(f"guide image {tuple(guide.shape)} does not match the cost volume {(h, w)}")
     directions = PATHS_8 if paths == 8 else PATHS_4
-    volume = volume.float()
-    threads = torch.get_num_threads()
-    # each step is a few small element-wise operations: one thread runs them faster than two
-    torch.set_num_threads(1)
-    try:
-        return _aggregate(volume, p1, p2, directions, guide, gamma)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _aggregate(
-    volume: Tensor, p1: float, p2: float, directions, guide: Tensor | None, gamma: float
-) -> Tensor:
-    with torch.no_grad():
+    with pieces() as workers, torch.no_grad():
+        volume = volume.float()
         # rows as steps: vertical and diagonal paths; layout [H, D, W]
         rows = volume.permute(1, 0, 2).contiguous()
-        acc_rows = torch.zeros_like(rows)
-        for dy, dx in directions:
-            if dy == 0:
-                continue
-            p2map = _p2_map(guide, p1, p2, gamma, dy, dx)
-            _scan(rows, acc_rows, p1, p2map, p2, reverse=dy < 0, shift=dx)
+        acc = _scans(rows, [r for r in directions if r[0] != 0], p1, p2, guide, gamma, workers, False)
         del rows
+        out = acc.permute(1, 0, 2).contiguous()
+        del acc
         # columns as steps: horizontal paths; layout [W, D, H]
         cols = volume.permute(2, 0, 1).contiguous()
-        acc_cols = torch.zeros_like(cols)
-        for dy, dx in directions:
-            if dy != 0:
-                continue
-            p2map = _p2_map(guide, p1, p2, gamma, dy, dx)
-            _scan(cols, acc_cols, p1, None if p2map is None else p2map.t(), p2, reverse=dx < 0, shift=0)
+        acc = _scans(cols, [r for r in directions if r[0] == 0], p1, p2, guide, gamma, workers, True)
         del cols
-        out = acc_rows.permute(1, 0, 2).contiguous()
-        out += acc_cols.permute(1, 2, 0)
+        out += acc.permute(1, 2, 0)
     return out
+
+
+def _scans(cost, directions, p1, p2, guide, gamma, workers, columns) -> Tensor:
+    """Sum of the paths ``directions`` over a scan layout; ``workers`` groups side by side."""
+    groups = [directions[k::workers] for k in range(min(workers, len(directions)))]
+
+    def run(group):
+        acc = torch.zeros_like(cost)
+        for dy, dx in group:
+            p2map = _p2_map(guide, p1, p2, gamma, dy, dx)
+            if columns:
+                _scan(cost, acc, p1, None if p2map is None else p2map.t(), p2, reverse=dx < 0, shift=0)
+            else:
+                _scan(cost, acc, p1, p2map, p2, reverse=dy < 0, shift=dx)
+        return acc
+
+    parts = run_all([lambda g=g: run(g) for g in groups], workers)
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 __all__ = ["PATHS_4", "PATHS_8", "sgm"]

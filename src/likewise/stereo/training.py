@@ -47,7 +47,7 @@ class TrainSettings:
     height: int = 128
     width: int = 192
     max_disparity: float = 64.0
-    hidden: int = 64
+    hidden: int = 32
     features: int = 64
     hard_negatives: bool = False
     seed: int = 0
@@ -139,7 +139,16 @@ def train_patch_net(
     settings: TrainSettings = TrainSettings(), log: Callable[[str], None] | None = None
 ) -> tuple[PatchNet, dict]:
     """Train a :class:`PatchNet` from scratch; returns it (eval mode) and a summary dict."""
-    log = log or (lambda text: print(text, file=sys.stderr))
+    threads = torch.get_num_threads()
+    # the steps are small (384 patches of 9x9): one thread beats two that wait on each other
+    torch.set_num_threads(1)
+    try:
+        return _train(settings, log or (lambda text: print(text, file=sys.stderr)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(settings: TrainSettings, log: Callable[[str], None]) -> tuple[PatchNet, dict]:
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
 
