@@ -127,4 +127,9 @@ def test_train_writes_a_loadable_model(tmp_path):
     assert main(["stereo", "train", "--out", str(out), "--steps", "3", "--pairs", "2"]) == 0
     net = load_patch_net(out)
     assert (net.in_channels, net.hidden, net.features) == (3, 32, 64)
+    hard = tmp_path / "hard.safetensors"
+    assert (
+        main(["stereo", "train", "--out", str(hard), "--steps", "2", "--pairs", "2", "--hard-negatives"]) == 0
+    )
+    assert load_patch_net(hard).hidden == 32
     assert main(["stereo", "train", "--out", str(tmp_path), "--steps", "1"]) == 2

@@ -48,6 +48,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--pairs", type=int, default=None, help="train: synthetic pairs kept in the pool (default 48)"
     )
+    p.add_argument(
+        "--hard-negatives",
+        action="store_true",
+        help="train: only each anchor's hardest negative of the batch (BatchHardMiner)",
+    )
     p.set_defaults(func=run)
 
 
@@ -106,11 +111,16 @@ def _train(args: argparse.Namespace) -> int:
 
     out = _check_output(args.out, ".safetensors")
     given = {"steps": args.steps, "pairs": args.pairs}
-    settings = TrainSettings(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    settings = TrainSettings(
+        seed=args.seed,
+        hard_negatives=args.hard_negatives,
+        **{k: v for k, v in given.items() if v is not None},
+    )
     start = time.perf_counter()
     net, summary = train_patch_net(settings)
     notes = {
-        "command": f"likewise stereo train --steps {settings.steps} --seed {settings.seed}",
+        "command": f"likewise stereo train --steps {settings.steps} --seed {settings.seed}"
+        + (" --hard-negatives" if settings.hard_negatives else ""),
         "data": "synthetic pairs from skimage.data photographs (no Motorcycle)",
         "final_loss": f"{summary['final_loss']:.4f}",
     }
