@@ -103,6 +103,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_destroyed(pair, tmp_path, c
         ([left, str(tmp_path / "missing.png"), "--out", str(keep)], "no such file"),
         ([left, right, left, "--out", str(keep)], "expected LEFT RIGHT"),
         ([left, right, "--out", str(keep), "--model", str(text)], "not a readable safetensors"),
+        ([left, right, "--out", str(keep), "--png", left], "must differ from the input images"),
     ]
     for args, message in cases:
         assert main(["stereo", *args]) == 2, args

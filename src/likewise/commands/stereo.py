@@ -87,8 +87,9 @@ def _match(args: argparse.Namespace) -> int:
 
     out = _check_output(args.out, ".npy")
     png = _check_output(args.png, ".png", "--png") if args.png else None
-    if len({Path(p).resolve() for p in (*args.inputs, out, *([png] if png else []))}) < 3 + bool(png):
-        raise ValueError("the outputs must differ from each other and from the input images")
+    inputs = {Path(p).resolve() for p in args.inputs}
+    if any(p.resolve() in inputs for p in (out, png) if p is not None):
+        raise ValueError("the outputs must differ from the input images")
     left, right = (read_image(p) for p in args.inputs)
     net = load_patch_net(args.model)
     disp = compute_disparity(left, right, net, MatchSettings(max_disparity=args.max_disparity))
