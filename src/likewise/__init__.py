@@ -54,6 +54,7 @@ _SUBMODULES = (
     "report",
     "sampling",
     "similarity",
+    "stereo",
     "train",
 )
 
