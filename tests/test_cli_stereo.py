@@ -90,7 +90,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_destroyed(pair, tmp_path, c
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     keep = tmp_path / "keep.npy"
-    keep.write_bytes(b"precious")
+    np.save(keep, np.arange(3))  # an earlier output: the checks below come first, and it stays
+    kept = keep.read_bytes()
+    precious = tmp_path / "precious.npy"
+    precious.write_bytes(b"precious")  # not an array: never replaced
     folder = tmp_path / "folder.npy"
     folder.mkdir()
     (folder / "inside.txt").write_text("mine")
@@ -104,6 +107,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_destroyed(pair, tmp_path, c
         ([left, right, left, "--out", str(keep)], "expected LEFT RIGHT"),
         ([left, right, "--out", str(keep), "--model", str(text)], "not a readable safetensors"),
         ([left, right, "--out", str(keep), "--png", left], "must differ from the input images"),
+        ([left, right, "--out", str(precious)], "is not a npy file"),
+        ([left, right, "--out", str(keep), "--png", str(text)], "is not a png file"),
     ]
     for args, message in cases:
         assert main(["stereo", *args]) == 2, args
@@ -116,9 +121,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_destroyed(pair, tmp_path, c
         f"likewise stereo: error: {proc.stderr.split('error: ')[1].strip()}"
     ]
     assert cases[0][1] in proc.stderr
-    assert keep.read_bytes() == b"precious"
+    assert keep.read_bytes() == kept and precious.read_bytes() == b"precious"
     assert (folder / "inside.txt").read_text() == "mine"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.npy", "keep.npy", "notes.png", "small.png"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["folder.npy", "keep.npy", "notes.png", "precious.npy", "small.png"]
 
 
 def test_train_writes_a_loadable_model(tmp_path):

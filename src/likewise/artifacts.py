@@ -72,6 +72,7 @@ _SIGNATURES = {
     "jsonl": lambda head: head.lstrip()[:1] in (b"{", b""),
     "html": lambda head: b"<!doctype html" in head.lower() or b"<html" in head.lower(),
     "text": lambda head: b"\x00" not in head,
+    "safetensors": lambda head: len(head) > 8 and head[8:9] == b"{",
 }
 
 _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.lw-(?P<pid>\d+)-[0-9a-z_]+\.(tmp|old)$")

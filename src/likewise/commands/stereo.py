@@ -57,7 +57,10 @@ def register(subparsers: Any) -> None:
 
 
 def _check_output(path: str | None, suffix: str, flag: str = "--out") -> Path:
-    """An output path that may be written: the right suffix, not a directory."""
+    """An output path that may be written: the right suffix, not a folder, nothing but an
+    earlier file of the same format there (:func:`likewise.artifacts.check_output_file`)."""
+    from likewise.artifacts import check_output_file
+
     if not path:
         raise ValueError(f"{flag} is required")
     out = Path(path)
@@ -65,6 +68,7 @@ def _check_output(path: str | None, suffix: str, flag: str = "--out") -> Path:
         raise ValueError(f"{flag} must end with {suffix}, got {path}")
     if out.is_dir():
         raise ValueError(f"{flag} {path} is a directory; refusing to write over it")
+    check_output_file(out, suffix.lstrip("."))
     return out
 
 
