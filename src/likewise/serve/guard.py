@@ -76,6 +76,11 @@ class Guard:
                 return
             if not message.get("more_body", False):
                 break
+        try:
+            bytes(body).decode("utf-8")  # JSON is UTF-8 text: a pickle or other binary is not
+        except UnicodeDecodeError as exc:
+            await send_json(send, 422, f"the body is not valid JSON (not UTF-8 text at byte {exc.start})")
+            return
         replayed = False
 
         async def replay() -> Any:
