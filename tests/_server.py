@@ -31,6 +31,12 @@ def gallery_embeddings() -> tuple[np.ndarray, np.ndarray]:
     return emb.astype(np.float32), np.repeat(np.array(CLASSES), 10)
 
 
+def axis_vector(i: int, noise: float = 0.0, seed: int = 0) -> list[float]:
+    """The ``i``-th unit axis plus Gaussian ``noise``, as a JSON-ready list."""
+    v = np.eye(DIM)[i] + noise * np.random.default_rng(seed).standard_normal(DIM)
+    return v.astype(np.float32).tolist()
+
+
 def make_model(path: Path) -> Path:
     """A small ConvNet on 1x8x8 images, saved with a matcher calibrated on its gallery."""
     import torch

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from _server import CLASSES, DIM, TOKEN, Server, gallery_embeddings, make_model, png
+from _server import axis_vector as axis
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -51,11 +52,6 @@ def exported(model_dir):
 def unit(v):
     v = np.asarray(v, np.float64)
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def axis(i, noise=0.0, seed=0):
-    v = np.eye(DIM)[i] + noise * np.random.default_rng(seed).standard_normal(DIM)
-    return v.astype(np.float32).tolist()
 
 
 def post(client, path, body):
