@@ -13,9 +13,6 @@ import pytest
 from _server import CLASSES, DIM, TOKEN, Server, gallery_embeddings, make_model, png
 from _server import axis_vector as axis
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-
 STORES = ["embedded", "milvus"]
 
 
@@ -27,7 +24,6 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module", params=STORES)
 def server(request, model_dir, tmp_path_factory):
     if request.param == "milvus":
-        pytest.importorskip("pymilvus")
         store = f"milvus:{tmp_path_factory.mktemp('milvus') / 'gallery.db'}"
     else:
         store = str(tmp_path_factory.mktemp("embedded") / "store")

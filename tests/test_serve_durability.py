@@ -15,8 +15,6 @@ import pytest
 
 from _server import DIM, SRC, Server, axis_vector, make_model
 
-pytest.importorskip("fastapi")
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
@@ -36,7 +34,6 @@ def labels_of(client, ids):
 @pytest.mark.parametrize("kind", ["embedded", "milvus"])
 def test_writes_survive_clean_restart_sigkill_and_deletes(kind, model_dir, tmp_path):
     if kind == "milvus":
-        pytest.importorskip("pymilvus")
         store = f"milvus:{tmp_path / 'gallery.db'}"
     else:
         store = str(tmp_path / "store")

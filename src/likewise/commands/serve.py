@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-batch", type=_positive(int), default=64, help="most rows per model call / search")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more requests")
     p.add_argument("--max-queue", type=_positive(int), default=256, help="requests waiting before 503")
+    p.add_argument(
+        "--threads", type=_positive(int), help="threads for the model and FAISS (default: their own default)"
+    )
     p.add_argument("--compact-every", type=_positive(int), default=10_000, help="writes between snapshots")
     p.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
@@ -74,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_wait_ms < 0:
         raise ValueError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    if args.threads:
+        import faiss
+        import torch
+
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     service = Service(
         args.model,
         args.store,
