@@ -133,3 +133,32 @@ def test_index_vectors_are_the_stored_vectors():
             )
             with pytest.raises(ValueError, match=r"ids not in the index: \[31\]"):
                 index.vectors([ids[4]])
+
+
+def test_service_says_what_is_missing(tmp_path):
+    """A model without a matcher: /match has no threshold, no 'far'; an empty gallery cannot be searched."""
+    import torch
+
+    from _server import DIM
+    from likewise.export import save_model
+    from likewise.models import build_model
+    from likewise.serve.service import NotAvailable, Service
+
+    torch.manual_seed(0)
+    model = build_model("mlp", (5,), embedding_dim=DIM, trunk_kwargs={"hidden": [6]})
+    save_model(tmp_path / "m", model)
+    service = Service(tmp_path / "m", tmp_path / "store")
+    q = np.eye(DIM, dtype=np.float32)[:1]
+
+    async def main():
+        with pytest.raises(NotAvailable, match="the gallery is empty: add items with POST /items first"):
+            await service.search(q, 3)
+        with pytest.raises(NotAvailable, match="the model has no calibrated matcher"):
+            await service.match(q, None)
+        with pytest.raises(NotAvailable, match="the model has no calibration data"):
+            await service.match(q, 0.1)
+        assert service.verify(q[0], q[0]) == {"score": pytest.approx(1.0), "same": None, "threshold": None}
+        await service.close()
+
+    asyncio.run(main())
+    assert len(service.store) == 0

@@ -375,7 +375,9 @@ class Index:
 
     def vectors(self, ids: Any = None) -> np.ndarray:
         """The stored vectors ``[n, dim]`` (float32) of ``ids`` (default: all live ids, in :attr:`ids`
-        order), as stored: L2-normalised for ``cosine``. Unknown ids raise ``ValueError``."""
+        order), as stored: L2-normalised for ``cosine``. Unknown ids raise ``ValueError``.
+
+        An IVF index gets a hash-table id map for this (kept, and saved with the index)."""
         import faiss
 
         arr = self._ids if ids is None else np.atleast_1d(np.asarray(ids))

@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         compact_every=args.compact_every,
     )
     app = create_app(service, token=token, max_body=int(args.max_body_mb * (1 << 20)))
+    if not token and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"likewise serve: warning: listening on {args.host} without --token", file=sys.stderr)
     print(
         f"likewise serve: {service.name}, {len(service.store)} items in {service.store.describe()}, "
         f"http://{args.host}:{args.port} (docs at /docs){', token required' if token else ''}",

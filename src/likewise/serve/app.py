@@ -11,6 +11,7 @@ valid JSON) and 503 with ``Retry-After`` (queue full). The server keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -106,18 +107,21 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 32
 
     model = service.model
 
-    def split(inputs: Any, name: str = "inputs") -> Any:
+    async def split(inputs: Any, name: str = "inputs") -> Any:
+        """Decode and check inputs; images are decoded in a worker thread, off the event loop."""
+        if any(item.image is not None for item in inputs):
+            return await asyncio.to_thread(split_inputs, inputs, model.input_shape, service.dim, name)
         return split_inputs(inputs, model.input_shape, service.dim, name)
 
     async def queries(body: Any) -> Any:
         if body.embeddings is not None:
             return embeddings_matrix(body.embeddings, service.dim)
-        return await service.embed(split(body.inputs))
+        return await service.embed(await split(body.inputs))
 
     @app.post("/embed", response_model=None, responses={200: {"model": EmbedResponse}})
     async def embed(body: EmbedRequest) -> Any:
         """Embed inputs with the model."""
-        return {"embeddings": (await service.embed(split(body.inputs))).tolist()}
+        return {"embeddings": (await service.embed(await split(body.inputs))).tolist()}
 
     @app.post("/search", response_model=None, responses={200: {"model": SearchResponse}})
     async def search(body: SearchRequest) -> Any:
@@ -134,7 +138,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 32
     @app.post("/verify", response_model=None, responses={200: {"model": VerifyResponse}})
     async def verify(body: VerifyRequest) -> Any:
         """Are ``a`` and ``b`` the same? Their score against the pair-level threshold."""
-        emb = await service.embed(split([body.a, body.b], "[a, b]"))
+        emb = await service.embed(await split([body.a, body.b], "[a, b]"))
         return service.verify(emb[0], emb[1])
 
     @app.post("/items", response_model=None, responses={200: {"model": ItemsResponse}})
@@ -142,7 +146,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 32
         """Add items to the gallery; answered once the write is durable."""
         items = body.items
         ids = await service.add(
-            split([item.input() for item in items], "items"),
+            await split([item.input() for item in items], "items"),
             [item.label for item in items],
             [item.metadata for item in items],
             [item.id for item in items],

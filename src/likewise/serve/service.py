@@ -140,6 +140,8 @@ class Service:
     async def match(self, queries: np.ndarray, far: float | None) -> tuple[list[dict[str, Any]], float]:
         threshold = await self.threshold_for(far)
         hits = await self.search(queries, self.match_k)
+        if not all(hits):  # emptied by deletes since the check in search
+            raise NotAvailable("the gallery is empty: add items with POST /items first")
         return [decide(row, threshold) for row in hits], threshold
 
     async def threshold_for(self, far: float | None) -> float:

@@ -27,6 +27,9 @@ DEFAULT_COLLECTION = "likewise"
 _METRIC = {"cosine": "IP", "dot": "IP", "euclidean": "L2"}
 #: rows per insert call when seeding and per page when listing ids
 _PAGE = 4096
+#: rows inserted between flushes: Milvus Lite searches rows not yet flushed (a "growing"
+#: segment) by a slow path — 10 s for 10 queries over 100,000 such rows here, 0.4 s once flushed
+FLUSH_ROWS = 4096
 
 
 def parse_uri(spec: str) -> tuple[str, str]:
@@ -81,6 +84,7 @@ class MilvusStore(GalleryStore):
                     part = slice(start, start + _PAGE)
                     n = len(ids[part])
                     self._insert(self._prepare(vectors[part]), labels[part], [None] * n, ids[part])
+                self.client.flush(c)
         else:
             fields = {f["name"]: f for f in self.client.describe_collection(c)["fields"]}
             have = fields.get("vector", {}).get("params", {}).get("dim")
@@ -89,6 +93,7 @@ class MilvusStore(GalleryStore):
                     f"Milvus collection {c!r} is not a likewise gallery of {self.dim}-dimensional vectors"
                 )
             self.client.load_collection(c)
+        self._unflushed = 0
         self._ids = self._all_ids()
         self.next_id = int(max(self._ids)) + 1 if self._ids else 0
         self._kind: str | None = None
@@ -158,6 +163,10 @@ class MilvusStore(GalleryStore):
             self._insert(self._prepare(vectors), labels, metadata, out)
             self._ids.update(out)
             self.next_id, self._kind = nxt, kind
+            self._unflushed += len(out)
+            if self._unflushed >= FLUSH_ROWS:  # seal the new rows, so that searches stay fast
+                self.client.flush(self.collection)
+                self._unflushed = 0
         return out
 
     def remove(self, item_id: int) -> bool:
@@ -195,4 +204,6 @@ class MilvusStore(GalleryStore):
 
     def close(self) -> None:
         with self._lock:
+            if self._unflushed:
+                self.client.flush(self.collection)
             self.client.close()
