@@ -60,8 +60,9 @@ def similarity(a: np.ndarray, b: np.ndarray, metric: str) -> float:
 
 
 def _gallery_dir(model_dir: Path) -> Path | None:
+    """The model's gallery index directory (its matcher's, else its own), checked by ``Index.load``."""
     for sub in ("matcher/index", "index"):
-        if (model_dir / sub / "index.json").is_file():
+        if (model_dir / sub).is_dir():
             return model_dir / sub
     return None
 
