@@ -53,6 +53,7 @@ _SUBMODULES = (
     "models",
     "report",
     "sampling",
+    "serve",
     "similarity",
     "stereo",
     "train",

@@ -59,6 +59,8 @@ KINDS: dict[str, ArtifactKind] = {
     "model": ArtifactKind(
         "model.json", "likewise-model", frozenset({"model.json", "model.safetensors", "index", "matcher"})
     ),
+    # a snapshot inside a `likewise serve` store (the store itself is checked by its own store.json)
+    "snapshot": ArtifactKind("items.json", None, frozenset({"items.json", "index"})),
 }
 
 #: entries ``likewise evaluate --out`` writes

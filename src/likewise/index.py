@@ -422,6 +422,24 @@ class Index:
         self._faiss, self._removed = fresh, np.empty(0, dtype=np.int64)
         return self
 
+    def vectors(self, ids: Any = None) -> np.ndarray:
+        """The stored vectors ``[n, dim]`` (float32) of ``ids`` (default: all live ids, in :attr:`ids`
+        order), as stored: L2-normalised for ``cosine``. Unknown ids raise ``ValueError``.
+
+        An IVF index gets a hash-table id map for this (kept, and saved with the index)."""
+        import faiss
+
+        arr = self._ids if ids is None else np.atleast_1d(np.asarray(ids))
+        if arr.size == 0:
+            return np.zeros((0, self.dim), np.float32)
+        arr = _as_ids(arr, arr.size)
+        missing = np.setdiff1d(arr, self._ids)
+        if missing.size:
+            raise ValueError(f"ids not in the index: {missing[:5].tolist()}")
+        if self.kind == "ivf" and self._faiss.direct_map.type != faiss.DirectMap.Hashtable:
+            self._faiss.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return np.asarray(self._faiss.reconstruct_batch(arr), dtype=np.float32).reshape(arr.size, self.dim)
+
     # -- searching -----------------------------------------------------------------
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
