@@ -13,6 +13,12 @@ their backward passes one by one: on a CPU that costs several times the GEMM the
 normalised vectors then feed (``[1024, 128]`` rows: about 4 ms against 1.5 ms). Every
 loss normalises its embeddings, so this sits on every training step.
 
+``eps`` is raised to the smallest normal number of ``x``'s dtype (``torch.finfo(dtype).tiny``)
+when it is below it: the default ``1e-12`` rounds to 0 in float16 (an all-zero row would then
+give ``0 / 0 = NaN``); float32, float64 and bfloat16 keep ``1e-12``. In float16 the gradient
+``g / eps`` of such a row exceeds the dtype's range: it saturates at the largest finite
+float16 instead of becoming inf.
+
 First-order only (``once_differentiable``): double backward raises.
 """
 
@@ -41,16 +47,38 @@ class _L2Normalize(torch.autograd.Function):
         # the projection away from y applies only where the norm was not clamped
         along = torch.mul(y, grad).sum(ctx.dim, keepdim=True).mul_(norm > ctx.eps)
         if scale == 1.0:
-            return torch.addcmul(grad, y, along, value=-1.0).div_(denom), None, None, None
-        along.div_(scale * scale)  # <y, g> / scale^2: the projection on the unit vectors
-        dx = torch.addcmul(grad, y, along, value=-1.0).mul_(denom.reciprocal_().mul_(scale))
+            dx = torch.addcmul(grad, y, along, value=-1.0).div_(denom)
+        else:
+            along.div_(scale * scale)  # <y, g> / scale^2: the projection on the unit vectors
+            dx = torch.addcmul(grad, y, along, value=-1.0).mul_(_factor(denom, scale))
+        if _narrow(dx.dtype):  # g / eps of a zero row exceeds float16's range: saturate
+            finite = torch.finfo(dx.dtype).max
+            dx.clamp_(-finite, finite)
         return dx, None, None, None
+
+
+def _narrow(dtype: torch.dtype) -> bool:
+    """float16: ``1 / tiny`` times a gradient of order one may exceed its largest value."""
+    return dtype == torch.float16
+
+
+def _factor(denom: Tensor, scale: float) -> Tensor:
+    """``scale / denom`` (``[..., 1]``), kept finite in float16 (``64 / tiny`` overflows there)."""
+    factor = denom.reciprocal_().mul_(scale)  # denom: a fresh tensor of the caller
+    return factor.clamp_max_(torch.finfo(factor.dtype).max) if _narrow(factor.dtype) else factor
 
 
 def _normalized(x: Tensor, norm: Tensor, eps: float, scale: float) -> Tensor:
     if scale == 1.0:
         return x / norm.clamp_min(eps)
-    return x * norm.clamp_min(eps).reciprocal_().mul_(scale)
+    return x * _factor(norm.clamp_min(eps), scale)
+
+
+def valid_eps(eps: float, dtype: torch.dtype) -> float:
+    """``max(eps, torch.finfo(dtype).tiny)``: an epsilon that does not round to 0 in ``dtype``
+    (floating dtypes; a plain Python computation, no device work)."""
+    tiny = torch.finfo(dtype).tiny
+    return eps if eps >= tiny else tiny
 
 
 def l2_normalize(x: Tensor, dim: int = 1, eps: float = 1e-12, scale: float = 1.0) -> Tensor:
@@ -58,11 +86,13 @@ def l2_normalize(x: Tensor, dim: int = 1, eps: float = 1e-12, scale: float = 1.0
     see the module docstring). The scale costs no extra pass, forward or backward.
 
     Shapes: any; typically ``x [B, D]`` with ``dim=1`` (rows) or a ``[D, C]`` weight with
-    ``dim=0`` (columns). Without autograd it is a plain forward.
+    ``dim=0`` (columns). Without autograd it is a plain forward. ``eps`` below the dtype's
+    smallest normal number is raised to it (see the module docstring).
     """
+    eps = valid_eps(eps, x.dtype)
     if not (torch.is_grad_enabled() and x.requires_grad):
         return _normalized(x, torch.linalg.vector_norm(x, dim=dim, keepdim=True), eps, scale)
     return _L2Normalize.apply(x, dim, eps, float(scale))
 
 
-__all__ = ["l2_normalize"]
+__all__ = ["l2_normalize", "valid_eps"]

@@ -2,9 +2,13 @@
 
 ``loss(embeddings, labels, *, ref_emb=None, ref_labels=None, relevance=None)``
 
-* ``embeddings``: float ``[B, D]``; ``labels``: int ``[B]`` or multi-label ``[B, C]``.
+* ``embeddings``: float ``[B, D]``; ``labels``: integer class ids ``[B]`` (bool: two
+  classes, False and True; float ids raise ``TypeError``) or multi-label ``[B, C]``.
 * ``ref_emb`` / ``ref_labels``: float ``[N, D]`` / ``[N]`` — the references the
   queries are compared with (a memory queue, gathered embeddings, another view).
+  Embeddings and references of different float dtypes are computed in
+  ``torch.promote_types`` of the two (float64 with float32: float64), as ``a @ b``
+  with both cast would be; gradients come back in each input's own dtype.
   When absent the references are the queries themselves and self-pairs are
   excluded (pytorch-metric-learning's convention).
 * ``relevance``: optional bool ``[B, N]`` matrix that replaces the label relation
@@ -98,8 +102,10 @@ def _check_labels(labels: Any, n: int, name: str, emb_name: str) -> Tensor:
         )
     if labels.shape[0] != n:
         raise ValueError(f"{name} has {labels.shape[0]} entries but {emb_name} has {n} rows")
-    if labels.is_floating_point() and labels.dim() == 1:
-        raise TypeError(f"{name} must be integer class ids, got dtype {labels.dtype}")
+    if labels.dim() == 1 and (labels.is_floating_point() or labels.is_complex()):
+        raise TypeError(f"{name} must be integer class ids (or bool), got dtype {labels.dtype}")
+    if labels.dim() == 1 and labels.dtype == torch.bool:
+        labels = labels.long()  # two classes, 0 and 1 (searchsorted and sort take no bool)
     if labels.dim() == 2:
         rows = "N" if name.startswith("ref") else "B"
         check_binary(labels, f"multi-label {name} [{rows}, C]", "0/1 (or bool): 1 marks a label the row has")
@@ -127,6 +133,8 @@ def check_batch(
             raise ValueError(
                 f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have {embeddings.shape[1]}"
             )
+        if ref_emb.dtype != embeddings.dtype:  # computed in torch's promoted dtype
+            embeddings, ref_emb = promote(embeddings, ref_emb)
     same_set = ref_emb is None
     n = b if same_set else ref_emb.shape[0]
     if relevance is not None:
@@ -159,6 +167,8 @@ def check_batch(
         ref_labels = _check_labels(ref_labels, n, "ref_labels", "ref_emb")
         if labels is not None and labels.dim() != ref_labels.dim():
             raise ValueError("labels and ref_labels must both be [B] ids or both [B, C] multi-label")
+        if labels is not None and labels.dim() == 1 and labels.dtype != ref_labels.dtype:
+            labels, ref_labels = labels.long(), ref_labels.long()  # one dtype for sort/searchsorted
         ref_labels = ref_labels.to(embeddings.device)
     return Batch(
         embeddings=embeddings,
@@ -169,6 +179,34 @@ def check_batch(
         same_set=same_set,
         self_index=self_index,
     )
+
+
+class _Widen(torch.autograd.Function):
+    """``x.to(dtype)`` (a wider float dtype) whose backward casts the gradient back saturated:
+    a gradient beyond ``x``'s range (``1 / eps`` of an all-zero row, normalised in float32,
+    going back to float16) becomes its largest finite value instead of inf."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, dtype: torch.dtype) -> Tensor:
+        ctx.source = x.dtype
+        return x.to(dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        finite = torch.finfo(ctx.source).max
+        return grad.clamp(-finite, finite).to(ctx.source), None
+
+
+def promote(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The floating tensors in ``torch.promote_types`` of their dtypes (as binary ops do; ``a @ b``
+    needs one dtype): float64 embeddings with float32 references are computed in float64,
+    float16 embeddings with float32 proxies in float32. Gradients flow back through the cast
+    to each tensor's own dtype (saturated to its range). Tensors already in that dtype are
+    returned as they are."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(t if t.dtype == dtype else _Widen.apply(t, dtype) for t in tensors)
 
 
 @contextmanager
@@ -302,6 +340,7 @@ __all__ = [
     "PairMask",
     "check_batch",
     "masked_mean",
+    "promote",
     "zero_loss",
     "INDICES_TUPLE_MESSAGE",
 ]
