@@ -17,7 +17,7 @@ loss normalises its embeddings, so this sits on every training step.
 when it is below it: the default ``1e-12`` rounds to 0 in float16 (an all-zero row would then
 give ``0 / 0 = NaN``); float32, float64 and bfloat16 keep ``1e-12``. In float16 the gradient
 ``g / eps`` of such a row exceeds the dtype's range: it saturates at the largest finite
-float16 instead of becoming inf.
+float16 instead of becoming inf (see :func:`saturate_`).
 
 First-order only (``once_differentiable``): double backward raises.
 """
@@ -52,9 +52,17 @@ class _L2Normalize(torch.autograd.Function):
             along.div_(scale * scale)  # <y, g> / scale^2: the projection on the unit vectors
             dx = torch.addcmul(grad, y, along, value=-1.0).mul_(_factor(denom, scale))
         if _narrow(dx.dtype):  # g / eps of a zero row exceeds float16's range: saturate
-            finite = torch.finfo(dx.dtype).max
-            dx.clamp_(-finite, finite)
+            saturate_(dx)
         return dx, None, None, None
+
+
+def saturate_(grad: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``grad`` clamped in place to ``+-`` half the largest finite value of ``dtype`` (default:
+    its own): a gradient beyond the range (``1 / eps`` of an all-zero row in float16) becomes
+    finite, and two of them (a tensor used as queries and as references) still add up to a
+    finite sum. NaN stays NaN."""
+    bound = torch.finfo(grad.dtype if dtype is None else dtype).max / 2
+    return grad.clamp_(-bound, bound)
 
 
 def _narrow(dtype: torch.dtype) -> bool:
@@ -95,4 +103,4 @@ def l2_normalize(x: Tensor, dim: int = 1, eps: float = 1e-12, scale: float = 1.0
     return _L2Normalize.apply(x, dim, eps, float(scale))
 
 
-__all__ = ["l2_normalize", "valid_eps"]
+__all__ = ["l2_normalize", "saturate_", "valid_eps"]

@@ -9,6 +9,11 @@
   Embeddings and references of different float dtypes are computed in
   ``torch.promote_types`` of the two (float64 with float32: float64), as ``a @ b``
   with both cast would be; gradients come back in each input's own dtype.
+  float16 inputs are computed in float32 and the loss is float32, as ``torch.autocast``
+  does for PyTorch's own losses: float16's range (6.5e4) does not hold the exponentials,
+  the sums over ``B x N`` pairs and the squared distances of a loss, nor the ``1 / eps``
+  gradient of an all-zero row (that one comes back saturated at float16's largest value).
+  bfloat16 (float32's range) is computed in bfloat16.
   When absent the references are the queries themselves and self-pairs are
   excluded (pytorch-metric-learning's convention).
 * ``relevance``: optional bool ``[B, N]`` matrix that replaces the label relation
@@ -32,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.mined import Mined, PairMask, to_pair_mask
+from likewise.normalize import saturate_
 from likewise.similarity import check_binary, relation_masks
 
 INDICES_TUPLE_MESSAGE = (
@@ -135,6 +141,9 @@ def check_batch(
             )
         if ref_emb.dtype != embeddings.dtype:  # computed in torch's promoted dtype
             embeddings, ref_emb = promote(embeddings, ref_emb)
+    if embeddings.dtype == torch.float16:  # computed in float32, as under autocast
+        embeddings = widen(embeddings)
+        ref_emb = None if ref_emb is None else widen(ref_emb)
     same_set = ref_emb is None
     n = b if same_set else ref_emb.shape[0]
     if relevance is not None:
@@ -184,7 +193,7 @@ def check_batch(
 class _Widen(torch.autograd.Function):
     """``x.to(dtype)`` (a wider float dtype) whose backward casts the gradient back saturated:
     a gradient beyond ``x``'s range (``1 / eps`` of an all-zero row, normalised in float32,
-    going back to float16) becomes its largest finite value instead of inf."""
+    going back to float16) becomes half its largest finite value (:func:`saturate_`), not inf."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -193,8 +202,12 @@ class _Widen(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        finite = torch.finfo(ctx.source).max
-        return grad.clamp(-finite, finite).to(ctx.source), None
+        return saturate_(grad.clone(), ctx.source).to(ctx.source), None
+
+
+def widen(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``x`` in ``dtype`` (wider), with its gradient cast back saturated (see ``_Widen``)."""
+    return _Widen.apply(x, dtype)
 
 
 def promote(*tensors: Tensor) -> tuple[Tensor, ...]:
@@ -206,7 +219,7 @@ def promote(*tensors: Tensor) -> tuple[Tensor, ...]:
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
-    return tuple(t if t.dtype == dtype else _Widen.apply(t, dtype) for t in tensors)
+    return tuple(t if t.dtype == dtype else widen(t, dtype) for t in tensors)
 
 
 @contextmanager
@@ -341,6 +354,7 @@ __all__ = [
     "check_batch",
     "masked_mean",
     "promote",
+    "widen",
     "zero_loss",
     "INDICES_TUPLE_MESSAGE",
 ]

@@ -31,21 +31,25 @@ from likewise.losses.base import (
     _check_float_matrix,
     full_precision,
     promote,
+    widen,
     zero_loss,
 )
 from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import distance_matrix
 from likewise.losses.positives import self_pairs
+from likewise.normalize import saturate_
 from likewise.similarity import squared_euclidean
 
 EPS = 1e-6
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the loss is summed in: float32 for float16 (range 6e4: the loss sums ``B N``
-    squared log-ratios and its gradient divides by ``D + eps``, ``1e-6`` at duplicates; the
-    gradient goes back saturated to float16's range), else ``dtype``."""
-    return torch.float32 if dtype == torch.float16 else dtype
+    """The dtype the loss is computed in: float32 for float16 and bfloat16, else ``dtype``.
+    ``log(D + eps)`` needs ``D`` to about ``eps = 1e-6`` (a duplicate's squared distance,
+    taken as ``|x|^2 + |y|^2 - 2 x y`` in bfloat16, is off by ``1e-2 |x|^2``), its gradient
+    divides by ``D + eps``, and the loss sums ``B N`` squared log-ratios (float16's range is
+    6.5e4). Gradients go back to the input's dtype, saturated to its range."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _log_ratio(
@@ -76,8 +80,7 @@ def _log_ratio(
         loss = (pair_sums.sum() / num_pairs).to(emb_dist.dtype)
         grad = dev.div_(shifted).mul_((count * (2 / num_pairs)).unsqueeze(1)) if want else None
         if grad is not None and work != emb_dist.dtype:
-            finite = torch.finfo(emb_dist.dtype).max
-            grad = grad.clamp_(-finite, finite).to(emb_dist.dtype)
+            grad = saturate_(grad, emb_dist.dtype).to(emb_dist.dtype)
     return with_gradient(emb_dist, loss, grad), num_pairs
 
 
@@ -206,6 +209,9 @@ class LogRatioLoss(MetricLoss):
                 )
             if refs.dtype != embeddings.dtype:  # computed in torch's promoted dtype
                 embeddings, refs = promote(embeddings, refs)
+        if work_dtype(embeddings.dtype) != embeddings.dtype:
+            embeddings = widen(embeddings, work_dtype(embeddings.dtype))
+            refs = embeddings if same_set else widen(refs, embeddings.dtype)
         n = refs.shape[0]
         if (labels is None) == (label_dist is None):
             raise ValueError("LogRatioLoss needs exactly one of labels [B, L] (float) or label_dist [B, N]")
