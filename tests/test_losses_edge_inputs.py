@@ -156,3 +156,221 @@ def test_loss_is_finite_and_agrees_with_float32(name, dtype, case):
         for g, ref_g in zip(grads[1:], ref_grads[1:]):  # the references, the proxies
             keep = ~zero.flip(0) if path == "refs" and g.shape == x.shape else slice(None)
             assert _close(g[keep], ref_g[keep], g_rtol, g_rtol / 100), path
+
+
+def test_a_tensor_used_as_queries_and_references_keeps_finite_float16_gradients():
+    """An all-zero float16 row whose gradient saturates, met twice (as a query and as a
+    reference, as in a cross-batch memory), still sums to a finite gradient."""
+    x, labels = _data("zero_rows_and_duplicates")
+    x = x.half().requires_grad_(True)
+    for name in LOSS_MAKERS:
+        if name in NO_REFS:
+            continue
+        y = labels.double().unsqueeze(1) if name == "LogRatioLoss" else labels
+        value = _make(name)(x, y, ref_emb=x, ref_labels=y)
+        (grad,) = torch.autograd.grad(value, x)
+        assert torch.isfinite(value) and torch.isfinite(grad).all(), name
+        assert grad.dtype == torch.float16
+    from likewise.memory import CrossBatchMemory
+
+    xbm = CrossBatchMemory(L.SupConLoss(), D, memory_size=3 * B)
+    for _ in range(2):
+        value = xbm(x, labels)
+        (grad,) = torch.autograd.grad(value, x)
+        assert torch.isfinite(value) and torch.isfinite(grad).all()
+
+
+#: (embeddings, references) dtypes of one call, and the dtype torch promotes them to
+MIXED = [
+    (torch.float64, torch.float32),
+    (torch.float32, torch.float64),
+    (torch.float16, torch.float32),
+    (torch.bfloat16, torch.float32),
+    (torch.float16, torch.bfloat16),
+]
+
+
+def _mixed_id(pair):
+    return f"{str(pair[0])[6:]}+{str(pair[1])[6:]}"
+
+
+@pytest.mark.parametrize("pair", MIXED, ids=_mixed_id)
+@pytest.mark.parametrize("name", list(LOSS_MAKERS))
+def test_mixed_dtypes_are_computed_in_the_promoted_dtype(name, pair):
+    """References (or, for proxy losses, the class vectors) of another float dtype: the loss
+    equals the one of both inputs cast to ``torch.promote_types``, and each gradient comes
+    back in its input's dtype."""
+    emb_dtype, ref_dtype = pair
+    common = torch.promote_types(emb_dtype, ref_dtype)
+    x, labels = _data("zero_row")
+    x, r = x.to(emb_dtype), x.flip(0).to(ref_dtype)
+    y = labels.double().unsqueeze(1) if name == "LogRatioLoss" else labels
+    # float16 and bfloat16 values are exact in float32: the cast reference sees the same numbers
+    tol = {"rtol": 1e-5, "atol": 1e-6} if common == torch.float64 else {"rtol": 2e-3, "atol": 1e-4}
+
+    def run(loss, a, b):
+        a, b = a.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True)
+        if name in NO_REFS:
+            if name == "NPairsLoss":  # no references at all: refused, whatever the dtypes
+                with pytest.raises(ValueError, match="NPairsLoss supports neither ref_emb"):
+                    loss(a, y, ref_emb=b, ref_labels=y.flip(0))
+                return None
+            loss = loss.to(ref_dtype).to(b.dtype)  # class vectors: the values of the reference dtype
+            value = loss(a, y)
+            params = list(loss.parameters())
+            grads = torch.autograd.grad(value, [a, *params])
+            return value, grads[0], grads[1]
+        value = loss(a, y, ref_emb=b, ref_labels=y.flip(0))
+        return (value, *torch.autograd.grad(value, [a, b]))
+
+    got = run(_make(name), x, r)
+    if got is None:
+        return
+    want = run(_make(name), x.to(common), r.to(common))
+    value, g_emb, g_ref = got
+    assert torch.isfinite(value) and torch.isfinite(g_emb).all() and torch.isfinite(g_ref).all()
+    assert value.dtype == (torch.float32 if common in LOW else common)
+    assert g_emb.dtype == emb_dtype and g_ref.dtype == ref_dtype
+    torch.testing.assert_close(value, want[0].to(value.dtype), **tol)
+    zero = torch.linalg.vector_norm(x.double(), dim=1) == 0
+    torch.testing.assert_close(g_emb[~zero], want[1][~zero].to(emb_dtype), **tol)
+    keep = ~zero.flip(0) if g_ref.shape == x.shape else slice(None)
+    torch.testing.assert_close(g_ref[keep], want[2][keep].to(ref_dtype), **tol)
+
+
+LABEL_DTYPES = (torch.bool, torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
+def _as_ids(labels, dtype):
+    """The labels in ``dtype`` and the int64 class ids they stand for (bool: two classes)."""
+    if dtype == torch.bool:
+        labels = labels % 2
+        return labels.bool(), labels
+    return labels.to(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", LABEL_DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(LOSS_MAKERS))
+def test_class_ids_of_any_integer_dtype_or_bool(name, dtype):
+    """Class ids as bool (two classes) or any integer dtype give the loss of the same ids in
+    int64, for the queries and, in another dtype still, for the references."""
+    x, labels = _data("random")
+    if name == "LogRatioLoss":  # continuous labels: bool and integer vectors are their values
+        y, ids = _as_ids(labels, dtype)
+        loss = _make(name)
+        torch.testing.assert_close(loss(x, y.unsqueeze(1)), loss(x, ids.double().unsqueeze(1)))
+        return
+    y, ids = _as_ids(labels, dtype)
+    got, want = _value_and_grads(_make(name), name, x, y), _value_and_grads(_make(name), name, x, ids)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[1][0], want[1][0], rtol=1e-12, atol=1e-12)
+    if name in NO_REFS:
+        return
+    other = torch.int64 if dtype != torch.int64 else torch.int32  # references in another dtype
+    loss = _make(name)
+    got = loss(
+        x, y, ref_emb=x.flip(0), ref_labels=y.flip(0).to(other) if dtype != torch.bool else ids.flip(0)
+    )
+    want = loss(x, ids, ref_emb=x.flip(0), ref_labels=ids.flip(0))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+BAD_INPUTS = {
+    "float class ids": (
+        lambda x, y: (x, y.float()),
+        TypeError,
+        r"labels must be integer class ids \(or bool\), got dtype torch.float32",
+    ),
+    "float16 class ids": (
+        lambda x, y: (x, y.half()),
+        TypeError,
+        r"labels must be integer class ids \(or bool\), got dtype torch.float16",
+    ),
+    "integer embeddings": (
+        lambda x, y: (x.long(), y),
+        TypeError,
+        "embeddings must be a floating point tensor, got dtype torch.int64",
+    ),
+    "NaN embeddings": (
+        lambda x, y: (x.index_fill(0, torch.tensor([2]), float("nan")), y),
+        ValueError,
+        "embeddings contain NaN or inf",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_INPUTS))
+@pytest.mark.parametrize("name", [*LOSS_MAKERS, *MINERS])
+def test_bad_input_gives_the_exact_error(name, bad):
+    make_input, error, message = BAD_INPUTS[bad]
+    if name == "LogRatioLoss" and "class ids" in bad:
+        return  # its labels are float vectors: see test_losses_log_ratio for its own errors
+    x, labels = _data("random")
+    x, labels = make_input(x.float(), labels)
+    fn = _miner(name) if name in MINERS else _make(name)
+    if name == "LogRatioLoss":
+        labels = labels.double().unsqueeze(1)
+    with pytest.raises(error, match=message):
+        fn(x, labels)
+
+
+def _same_selection(a, b):
+    if isinstance(a, M.Triplets):
+        assert isinstance(b, M.Triplets)
+        for u, v in zip((a.anchor, a.positive, a.negative), (b.anchor, b.positive, b.negative)):
+            assert torch.equal(u, v)
+    else:
+        assert torch.equal(a.pos, b.pos) and torch.equal(a.neg, b.neg)
+
+
+@pytest.mark.parametrize("case", ["random", "zero_row", "duplicates", "zero_rows_and_duplicates"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(MINERS))
+def test_miner_selects_what_float32_selects(name, dtype, case):
+    """A miner runs on every dtype with finite statistics; float16 / bfloat16 embeddings are
+    mined in float32 (the same selection as float32 embeddings of the same values)."""
+    x, labels = _data(case)
+    x = x.to(dtype)
+    miner = _miner(name)
+    mined = miner(x, labels)
+    assert all(torch.isfinite(torch.tensor(v)) for v in miner.stats.values()), miner.stats
+    if dtype in LOW:
+        _same_selection(mined, _miner(name)(x.float(), labels))
+    refs = _miner(name)(x, labels, ref_emb=x.flip(0), ref_labels=labels.flip(0))
+    if dtype in LOW:
+        _same_selection(
+            refs, _miner(name)(x.float(), labels, ref_emb=x.flip(0).float(), ref_labels=labels.flip(0))
+        )
+
+
+@pytest.mark.parametrize("pair", MIXED, ids=_mixed_id)
+@pytest.mark.parametrize("name", list(MINERS))
+def test_miner_with_mixed_dtypes_mines_in_the_promoted_dtype(name, pair):
+    x, labels = _data("zero_row")
+    emb, ref = x.to(pair[0]), x.flip(0).to(pair[1])
+    common = torch.promote_types(*pair)
+    got = _miner(name)(emb, labels, ref_emb=ref, ref_labels=labels.flip(0))
+    want = _miner(name)(emb.to(common), labels, ref_emb=ref.to(common), ref_labels=labels.flip(0))
+    _same_selection(got, want)
+
+
+@pytest.mark.parametrize("dtype", LABEL_DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(MINERS))
+def test_miner_takes_class_ids_of_any_integer_dtype_or_bool(name, dtype):
+    x, labels = _data("random")
+    y, ids = _as_ids(labels, dtype)
+    _same_selection(_miner(name)(x, y), _miner(name)(x, ids))
+    other = ids.flip(0).to(torch.int32)
+    got = _miner(name)(x, y, ref_emb=x.flip(0), ref_labels=other)
+    _same_selection(got, _miner(name)(x, ids, ref_emb=x.flip(0), ref_labels=ids.flip(0)))
+
+
+def test_distance_weighted_miner_on_float16_draws_as_on_float32():
+    """Its weights ``d^(2 - dim)`` overflowed float16 (dim = 512): now drawn in float32."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 512, generator=g)
+    labels = torch.arange(32) % 4
+    got = M.DistanceWeightedMiner(seed=3)(x.half(), labels)
+    want = M.DistanceWeightedMiner(seed=3)(x.half().float(), labels)
+    _same_selection(got, want)
+    assert len(got) == int((labels[:, None] == labels[None]).sum()) - 32
