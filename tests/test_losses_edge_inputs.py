@@ -19,7 +19,8 @@ import torch
 
 import likewise.losses as L
 import likewise.mining as M
-from likewise.similarity import relation_masks
+from likewise.normalize import l2_normalize, valid_eps
+from likewise.similarity import pairwise_distance, pairwise_similarity, relation_masks
 
 B, D, CLASSES = 24, 16, 4
 PROXY_LOSSES = ("ProxyAnchorLoss", "ArcFaceLoss")
@@ -374,3 +375,32 @@ def test_distance_weighted_miner_on_float16_draws_as_on_float32():
     want = M.DistanceWeightedMiner(seed=3)(x.half().float(), labels)
     _same_selection(got, want)
     assert len(got) == int((labels[:, None] == labels[None]).sum()) - 32
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_l2_normalize_of_a_zero_row_in_every_dtype(dtype):
+    """The default eps (1e-12) rounds to 0 in float16: it is raised to the dtype's smallest
+    normal number, so a zero row stays 0 (not NaN) and its gradient is finite; other rows
+    equal ``F.normalize`` of the same values."""
+    x, _ = _data("zero_row")
+    x = x[:6].to(dtype).requires_grad_(True)
+    y = l2_normalize(x, dim=1)
+    (grad,) = torch.autograd.grad(y.sum() * 100, x)  # a large upstream gradient
+    assert torch.isfinite(y).all() and torch.isfinite(grad).all() and grad.dtype == dtype
+    assert torch.equal(y[3], torch.zeros_like(y[3]))
+    want = torch.nn.functional.normalize(x.detach().float(), dim=1)
+    torch.testing.assert_close(y.float(), want, rtol=1e-2, atol=1e-2)
+    assert valid_eps(1e-12, torch.float16) == torch.finfo(torch.float16).tiny
+    assert valid_eps(1e-12, dtype) == max(1e-12, torch.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean", "squared_euclidean"])
+@pytest.mark.parametrize("pair", MIXED, ids=_mixed_id)
+def test_pairwise_similarity_and_distance_promote_mixed_dtypes(pair, metric):
+    x, _ = _data("zero_row")
+    a, b = x.to(pair[0]), x.flip(0).to(pair[1])
+    common = torch.promote_types(*pair)
+    for fn in (pairwise_similarity, pairwise_distance):
+        got = fn(a, b, metric)
+        assert got.dtype == common and torch.isfinite(got).all()
+        torch.testing.assert_close(got, fn(a.to(common), b.to(common), metric))

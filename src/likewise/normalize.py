@@ -1,4 +1,6 @@
-"""L2 normalisation of rows (or columns) with a two-pass backward.
+"""L2 normalisation of rows (or columns) with a two-pass backward, and the float dtype rules
+of the inputs it is applied to (epsilons valid in the dtype, mixed dtypes promoted, float16
+widened with saturated gradients).
 
 ``y = x / max(|x|, eps)`` along ``dim``: the same values as ``torch.nn.functional.normalize``
 (p = 2). Its gradient is written out instead of recorded op by op::
@@ -16,8 +18,8 @@ loss normalises its embeddings, so this sits on every training step.
 ``eps`` is raised to the smallest normal number of ``x``'s dtype (``torch.finfo(dtype).tiny``)
 when it is below it: the default ``1e-12`` rounds to 0 in float16 (an all-zero row would then
 give ``0 / 0 = NaN``); float32, float64 and bfloat16 keep ``1e-12``. In float16 the gradient
-``g / eps`` of such a row exceeds the dtype's range: it saturates at the largest finite
-float16 instead of becoming inf (see :func:`saturate_`).
+``g / eps`` of such a row may exceed the dtype's range: it saturates at half the largest
+finite float16 instead of becoming inf (see :func:`saturate_`).
 
 First-order only (``once_differentiable``): double backward raises.
 """
@@ -82,6 +84,38 @@ def _normalized(x: Tensor, norm: Tensor, eps: float, scale: float) -> Tensor:
     return x * _factor(norm.clamp_min(eps), scale)
 
 
+class _Widen(torch.autograd.Function):
+    """``x.to(dtype)`` (a wider float dtype) whose backward casts the gradient back saturated:
+    a gradient beyond ``x``'s range (``1 / eps`` of an all-zero row, normalised in float32,
+    going back to float16) becomes half its largest finite value (:func:`saturate_`), not inf."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, dtype: torch.dtype) -> Tensor:
+        ctx.source = x.dtype
+        return x.to(dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return saturate_(grad.clone(), ctx.source).to(ctx.source), None
+
+
+def widen(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``x`` in ``dtype`` (wider), with its gradient cast back saturated (see ``_Widen``)."""
+    return _Widen.apply(x, dtype)
+
+
+def promote(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The floating tensors in ``torch.promote_types`` of their dtypes (as binary ops do; ``a @ b``
+    needs one dtype): float64 embeddings with float32 references are computed in float64,
+    float16 embeddings with float32 proxies in float32. Gradients flow back through the cast
+    to each tensor's own dtype (saturated to its range). Tensors already in that dtype are
+    returned as they are."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(t if t.dtype == dtype else widen(t, dtype) for t in tensors)
+
+
 def valid_eps(eps: float, dtype: torch.dtype) -> float:
     """``max(eps, torch.finfo(dtype).tiny)``: an epsilon that does not round to 0 in ``dtype``
     (floating dtypes; a plain Python computation, no device work)."""
@@ -103,4 +137,4 @@ def l2_normalize(x: Tensor, dim: int = 1, eps: float = 1e-12, scale: float = 1.0
     return _L2Normalize.apply(x, dim, eps, float(scale))
 
 
-__all__ = ["l2_normalize", "saturate_", "valid_eps"]
+__all__ = ["l2_normalize", "promote", "saturate_", "valid_eps", "widen"]

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.mined import Mined, PairMask, to_pair_mask
-from likewise.normalize import saturate_
+from likewise.normalize import promote, widen
 from likewise.similarity import check_binary, relation_masks
 
 INDICES_TUPLE_MESSAGE = (
@@ -190,38 +190,6 @@ def check_batch(
     )
 
 
-class _Widen(torch.autograd.Function):
-    """``x.to(dtype)`` (a wider float dtype) whose backward casts the gradient back saturated:
-    a gradient beyond ``x``'s range (``1 / eps`` of an all-zero row, normalised in float32,
-    going back to float16) becomes half its largest finite value (:func:`saturate_`), not inf."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, dtype: torch.dtype) -> Tensor:
-        ctx.source = x.dtype
-        return x.to(dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return saturate_(grad.clone(), ctx.source).to(ctx.source), None
-
-
-def widen(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``x`` in ``dtype`` (wider), with its gradient cast back saturated (see ``_Widen``)."""
-    return _Widen.apply(x, dtype)
-
-
-def promote(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """The floating tensors in ``torch.promote_types`` of their dtypes (as binary ops do; ``a @ b``
-    needs one dtype): float64 embeddings with float32 references are computed in float64,
-    float16 embeddings with float32 proxies in float32. Gradients flow back through the cast
-    to each tensor's own dtype (saturated to its range). Tensors already in that dtype are
-    returned as they are."""
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return tuple(t if t.dtype == dtype else widen(t, dtype) for t in tensors)
-
-
 @contextmanager
 def full_precision(embeddings: Any) -> Iterator[Callable[[Any], Any]]:
     """Inside ``torch.autocast``: a region with autocast off and a function that turns float16 /
@@ -353,8 +321,6 @@ __all__ = [
     "PairMask",
     "check_batch",
     "masked_mean",
-    "promote",
-    "widen",
     "zero_loss",
     "INDICES_TUPLE_MESSAGE",
 ]

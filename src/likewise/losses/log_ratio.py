@@ -30,14 +30,12 @@ from likewise.losses.base import (
     MetricLoss,
     _check_float_matrix,
     full_precision,
-    promote,
-    widen,
     zero_loss,
 )
 from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import distance_matrix
 from likewise.losses.positives import self_pairs
-from likewise.normalize import saturate_
+from likewise.normalize import promote, saturate_, widen
 from likewise.similarity import squared_euclidean
 
 EPS = 1e-6

@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from likewise.losses.base import Batch, MetricLoss, promote
+from likewise.losses.base import Batch, MetricLoss
 from likewise.losses.fused import exp_, with_product_gradient
 from likewise.losses.pair import check_number
 from likewise.losses.row_softmax import group_logsumexp
-from likewise.normalize import l2_normalize
+from likewise.normalize import l2_normalize, promote
 
 
 def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, add_one: bool = False) -> Tensor:

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from likewise.losses.base import Batch, MetricLoss, widen, zero_loss
+from likewise.losses.base import Batch, MetricLoss, zero_loss
 from likewise.losses.fused import with_product_gradient
 from likewise.losses.positives import fast_pairs
-from likewise.normalize import l2_normalize, valid_eps
+from likewise.normalize import l2_normalize, valid_eps, widen
 from likewise.similarity import squared_euclidean
 
 
