@@ -404,3 +404,21 @@ def test_pairwise_similarity_and_distance_promote_mixed_dtypes(pair, metric):
         got = fn(a, b, metric)
         assert got.dtype == common and torch.isfinite(got).all()
         torch.testing.assert_close(got, fn(a.to(common), b.to(common), metric))
+
+
+@pytest.mark.parametrize("name", list(LOSS_MAKERS))
+def test_float16_autocast_with_a_zero_row_keeps_finite_gradients(name):
+    """Under autocast a float16 layer output is taken to float32 for the loss; the zero row's
+    gradient ``g / 1e-12`` comes back to float16 saturated, not inf."""
+    x, labels = _data("zero_row")
+    y = labels.double().unsqueeze(1) if name == "LogRatioLoss" else labels
+    net = torch.nn.Linear(D, D, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(D))
+    loss = _make(name)
+    with torch.autocast("cpu", dtype=torch.float16):
+        emb = net(x.float())
+        value = loss(emb, y)
+    assert emb.dtype == torch.float16 and value.dtype == torch.float32
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(net.weight.grad).all()

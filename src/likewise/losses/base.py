@@ -206,8 +206,8 @@ def full_precision(embeddings: Any) -> Iterator[Callable[[Any], Any]]:
         yield lambda t: t
         return
 
-    def cast(t: Any) -> Any:
-        return t.float() if isinstance(t, Tensor) and t.dtype in (torch.float16, torch.bfloat16) else t
+    def cast(t: Any) -> Any:  # gradients go back saturated (a zero row's 1 / eps: see widen)
+        return widen(t) if isinstance(t, Tensor) and t.dtype in (torch.float16, torch.bfloat16) else t
 
     with torch.autocast(device_type=device_type, enabled=False):
         yield cast
