@@ -127,15 +127,8 @@ TOLERANCE = {torch.float16: (1e-3, 1e-2), torch.bfloat16: (6e-2, 0.4)}
 
 def test_every_public_loss_and_miner_is_covered():
     assert set(L.LOSSES) <= set(LOSS_MAKERS)
-    assert set(MINERS) == {
-        "BatchHardMiner",
-        "BatchAllMiner",
-        "SemiHardMiner",
-        "EasyPositiveMiner",
-        "DistanceWeightedMiner",
-        "MultiSimilarityMiner",
-    } | set(MINERS)
-    assert len(MINERS) >= 6
+    named = {"BatchHardMiner", "BatchAllMiner", "SemiHardMiner", "EasyPositiveMiner"}
+    assert named | {"DistanceWeightedMiner", "MultiSimilarityMiner"} <= set(MINERS)
 
 
 @pytest.mark.parametrize("case", ["random", "zero_row", "duplicates", "zero_rows_and_duplicates", "large"])
@@ -154,7 +147,7 @@ def test_loss_is_finite_and_agrees_with_float32(name, dtype, case):
         ref_value, ref_grads = _value_and_grads(_make(name), name, x.float(), labels, path)
         v_rtol, g_rtol = TOLERANCE[dtype]
         assert _close(value, ref_value, v_rtol, v_rtol / 100), (path, value, ref_value)
-        # a zero row's gradient is g / eps (eps: the dtype's): compared on the other rows only
+        # a zero row's gradient is g / eps, saturated in float16: compared on the other rows only
         assert _close(grads[0][~zero], ref_grads[0][~zero], g_rtol, g_rtol / 100), path
         for g, ref_g in zip(grads[1:], ref_grads[1:]):  # the references, the proxies
             keep = ~zero.flip(0) if path == "refs" and g.shape == x.shape else slice(None)
