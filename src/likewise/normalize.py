@@ -100,8 +100,9 @@ class _Widen(torch.autograd.Function):
 
 
 def widen(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``x`` in ``dtype`` (wider), with its gradient cast back saturated (see ``_Widen``)."""
-    return _Widen.apply(x, dtype)
+    """``x`` in ``dtype`` (wider). From float16 its gradient is cast back saturated (see
+    ``_Widen``); other dtypes (range 3e38 and more) take a plain cast."""
+    return _Widen.apply(x, dtype) if x.dtype == torch.float16 else x.to(dtype)
 
 
 def promote(*tensors: Tensor) -> tuple[Tensor, ...]:
@@ -111,6 +112,8 @@ def promote(*tensors: Tensor) -> tuple[Tensor, ...]:
     to each tensor's own dtype (saturated to its range). Tensors already in that dtype are
     returned as they are."""
     dtype = tensors[0].dtype
+    if all(t.dtype == dtype for t in tensors[1:]):
+        return tensors
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     return tuple(t if t.dtype == dtype else widen(t, dtype) for t in tensors)

@@ -55,8 +55,7 @@ def _check_class_ids(labels: Tensor, num_classes: int, name: str) -> Tensor:
         raise ValueError(f"{name} needs class ids [B], got labels of shape {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"{name} needs integer class ids (or bool), got dtype {labels.dtype}")
-    labels = labels.long()  # bool: classes 0 and 1
-    if labels.numel():
+    if labels.numel():  # (bool class ids arrive as int64: check_batch converts them)
         low, high = (int(v) for v in torch.aminmax(labels))
         if low < 0 or high >= num_classes:
             raise ValueError(
