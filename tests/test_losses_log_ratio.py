@@ -188,7 +188,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match=r"label vectors \[B, L\]"):
         loss(emb, torch.rand(5, 2, 2))
     with pytest.raises(TypeError, match="real-valued"):
-        loss(emb, torch.ones(5, 2, dtype=torch.bool))
+        loss(emb, torch.ones(5, 2, dtype=torch.complex64))
     with pytest.raises(ValueError, match=r"label_dist must have shape \(5, 5\)"):
         loss(emb, label_dist=torch.rand(5, 4))
     with pytest.raises(ValueError, match="finite and non-negative"):

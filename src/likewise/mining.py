@@ -17,6 +17,11 @@ calls it on detached embeddings. Positives and negatives come from
 :func:`likewise.similarity.relation_masks`. Every miner works on one distance matrix
 ``d [B, N]`` and keeps at most O(B * N) numbers alive: nothing of size B^3.
 
+Input dtypes: embeddings and references of different float dtypes are taken in
+``torch.promote_types`` of the two; float16 and bfloat16 ones are mined in float32 (a miner
+only selects indices: the wider range and exact column numbers cost nothing downstream).
+Class ids may be any integer dtype or bool (two classes); float class ids raise ``TypeError``.
+
 Distances (``distance=``, a metric name of :mod:`likewise.similarity`): ``"euclidean"``
 with ``normalize_embeddings=True`` (pytorch-metric-learning's default ``LpDistance``)
 unless stated otherwise; the similarity metrics are turned into distances by
@@ -66,7 +71,9 @@ class Miner(nn.Module):
                 embeddings, labels, ref_emb, ref_labels, relevance, ref_self_index=ref_self_index
             )
             pos, neg = batch.masks()
-            x, y = batch.embeddings, batch.ref_emb
+            x, y = batch.embeddings, batch.ref_emb  # one dtype: check_batch promoted mixed ones
+            if x.dtype in _LOW_PRECISION:  # selected in float32 (see the module docstring)
+                x, y = x.float(), (x.float() if batch.same_set else y.float())
             if self.normalize_embeddings and self.distance != "cosine":
                 x = l2_normalize(x, dim=1)
                 y = x if batch.same_set else l2_normalize(y, dim=1)
@@ -117,6 +124,10 @@ def _sorted_negatives(d: Tensor, neg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     values, cols = d.masked_fill(~neg, math.inf).sort(dim=1)
     return values, cols, neg.sum(dim=1)
 
+
+#: float16 / bfloat16: miners compute distances and weights in float32 (range, and exact
+#: column numbers: float16 counts exactly only to 2048, bfloat16 to 256)
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 #: added to the distances that are not candidates of a search by float passes (``> any distance``)
 _FAR = 1e30
@@ -318,6 +329,8 @@ class SemiHardMiner(Miner):
         """
         pr, pc = pairs
         b, n = d.shape
+        if d.dtype in _LOW_PRECISION:  # _FAR and the column numbers need float32
+            d = d.float()
         counts = torch.bincount(pr, minlength=b)
         max_pos = int(counts.max()) if pr.numel() else 0
         if self.hard_fallback or not _use_dense(max_pos, n):
@@ -448,7 +461,8 @@ class DistanceWeightedMiner(Miner):
         log_w = distance_weighted_log_weights(d, neg, dim, self.cutoff, self.nonzero_loss_cutoff)
         empty = torch.isinf(log_w).all(dim=1, keepdim=True) & neg.any(dim=1, keepdim=True)
         log_w = torch.where(empty & neg, torch.zeros_like(log_w), log_w)  # uniform fallback
-        w = torch.exp(log_w - log_w.max(dim=1, keepdim=True).values.clamp_min(-1e30))
+        lowest = torch.finfo(log_w.dtype).min  # a row without candidates: all weights 0
+        w = torch.exp(log_w - log_w.max(dim=1, keepdim=True).values.clamp_min(lowest))
         return w / w.sum(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
     def mine(self, x: Tensor, y: Tensor, pos: Tensor, neg: Tensor) -> Triplets:

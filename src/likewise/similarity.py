@@ -12,7 +12,9 @@ Metrics (``x`` is a query row, ``y`` a reference row):
 * ``squared_euclidean``  d = |x - y|_2^2                (s = -d)
 
 Distances are built from one GEMM, ``|x|^2 + |y|^2 - 2 x y^T``, clamped at zero;
-the square root has a zero gradient at zero distance (never NaN).
+the square root has a zero gradient at zero distance (never NaN). ``x`` and ``y`` of
+different float dtypes are computed in ``torch.promote_types`` of the two
+(:func:`likewise.normalize.promote`); epsilons are valid in the dtype (float16 included).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from likewise.normalize import l2_normalize
+from likewise.normalize import l2_normalize, promote
 
 Metric = Literal["cosine", "dot", "euclidean", "squared_euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "dot", "euclidean", "squared_euclidean")
@@ -113,6 +115,8 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "eucl
     """
     check_metric(metric, "metric")
     y = x if y is None else y
+    if y.dtype != x.dtype:
+        x, y = promote(x, y)
     if metric == "euclidean":
         return _sqrt_safe(squared_euclidean(x, y))
     if metric == "squared_euclidean":
@@ -127,6 +131,8 @@ def pairwise_similarity(x: Tensor, y: Tensor | None = None, metric: Metric = "co
     """
     check_metric(metric, "metric")
     y = x if y is None else y
+    if y.dtype != x.dtype:
+        x, y = promote(x, y)
     if metric == "cosine":
         return l2_normalize(x, dim=1) @ l2_normalize(y, dim=1).T
     if metric == "dot":

@@ -2,9 +2,18 @@
 
 ``loss(embeddings, labels, *, ref_emb=None, ref_labels=None, relevance=None)``
 
-* ``embeddings``: float ``[B, D]``; ``labels``: int ``[B]`` or multi-label ``[B, C]``.
+* ``embeddings``: float ``[B, D]``; ``labels``: integer class ids ``[B]`` (bool: two
+  classes, False and True; float ids raise ``TypeError``) or multi-label ``[B, C]``.
 * ``ref_emb`` / ``ref_labels``: float ``[N, D]`` / ``[N]`` — the references the
   queries are compared with (a memory queue, gathered embeddings, another view).
+  Embeddings and references of different float dtypes are computed in
+  ``torch.promote_types`` of the two (float64 with float32: float64), as ``a @ b``
+  with both cast would be; gradients come back in each input's own dtype.
+  float16 inputs are computed in float32 and the loss is float32, as ``torch.autocast``
+  does for PyTorch's own losses: float16's range (6.5e4) does not hold the exponentials,
+  the sums over ``B x N`` pairs and the squared distances of a loss, nor the ``1 / eps``
+  gradient of an all-zero row (that one comes back saturated at float16's largest value).
+  bfloat16 (float32's range) is computed in bfloat16.
   When absent the references are the queries themselves and self-pairs are
   excluded (pytorch-metric-learning's convention).
 * ``relevance``: optional bool ``[B, N]`` matrix that replaces the label relation
@@ -28,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.mined import Mined, PairMask, to_pair_mask
+from likewise.normalize import promote, widen
 from likewise.similarity import check_binary, relation_masks
 
 INDICES_TUPLE_MESSAGE = (
@@ -98,8 +108,10 @@ def _check_labels(labels: Any, n: int, name: str, emb_name: str) -> Tensor:
         )
     if labels.shape[0] != n:
         raise ValueError(f"{name} has {labels.shape[0]} entries but {emb_name} has {n} rows")
-    if labels.is_floating_point() and labels.dim() == 1:
-        raise TypeError(f"{name} must be integer class ids, got dtype {labels.dtype}")
+    if labels.dim() == 1 and (labels.is_floating_point() or labels.is_complex()):
+        raise TypeError(f"{name} must be integer class ids (or bool), got dtype {labels.dtype}")
+    if labels.dim() == 1 and labels.dtype == torch.bool:
+        labels = labels.long()  # two classes, 0 and 1 (searchsorted and sort take no bool)
     if labels.dim() == 2:
         rows = "N" if name.startswith("ref") else "B"
         check_binary(labels, f"multi-label {name} [{rows}, C]", "0/1 (or bool): 1 marks a label the row has")
@@ -127,6 +139,11 @@ def check_batch(
             raise ValueError(
                 f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have {embeddings.shape[1]}"
             )
+        if ref_emb.dtype != embeddings.dtype:  # computed in torch's promoted dtype
+            embeddings, ref_emb = promote(embeddings, ref_emb)
+    if embeddings.dtype == torch.float16:  # computed in float32, as under autocast
+        embeddings = widen(embeddings)
+        ref_emb = None if ref_emb is None else widen(ref_emb)
     same_set = ref_emb is None
     n = b if same_set else ref_emb.shape[0]
     if relevance is not None:
@@ -159,6 +176,8 @@ def check_batch(
         ref_labels = _check_labels(ref_labels, n, "ref_labels", "ref_emb")
         if labels is not None and labels.dim() != ref_labels.dim():
             raise ValueError("labels and ref_labels must both be [B] ids or both [B, C] multi-label")
+        if labels is not None and labels.dim() == 1 and labels.dtype != ref_labels.dtype:
+            labels, ref_labels = labels.long(), ref_labels.long()  # one dtype for sort/searchsorted
         ref_labels = ref_labels.to(embeddings.device)
     return Batch(
         embeddings=embeddings,
@@ -187,8 +206,8 @@ def full_precision(embeddings: Any) -> Iterator[Callable[[Any], Any]]:
         yield lambda t: t
         return
 
-    def cast(t: Any) -> Any:
-        return t.float() if isinstance(t, Tensor) and t.dtype in (torch.float16, torch.bfloat16) else t
+    def cast(t: Any) -> Any:  # gradients go back saturated (a zero row's 1 / eps: see widen)
+        return widen(t) if isinstance(t, Tensor) and t.dtype in (torch.float16, torch.bfloat16) else t
 
     with torch.autocast(device_type=device_type, enabled=False):
         yield cast

@@ -35,9 +35,19 @@ from likewise.losses.base import (
 from likewise.losses.fused import needs_grad, with_gradient
 from likewise.losses.pair import distance_matrix
 from likewise.losses.positives import self_pairs
+from likewise.normalize import promote, saturate_, widen
 from likewise.similarity import squared_euclidean
 
 EPS = 1e-6
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the loss is computed in: float32 for float16 and bfloat16, else ``dtype``.
+    ``log(D + eps)`` needs ``D`` to about ``eps = 1e-6`` (a duplicate's squared distance,
+    taken as ``|x|^2 + |y|^2 - 2 x y`` in bfloat16, is off by ``1e-2 |x|^2``), its gradient
+    divides by ``D + eps``, and the loss sums ``B N`` squared log-ratios (float16's range is
+    6.5e4). Gradients go back to the input's dtype, saturated to its range."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _log_ratio(
@@ -53,19 +63,22 @@ def _log_ratio(
     """
     b, n = emb_dist.shape
     want = needs_grad(emb_dist)
-    count = (n - torch.bincount(excluded[0], minlength=b)).to(emb_dist.dtype)  # candidates per anchor
+    work = work_dtype(emb_dist.dtype)
+    count = (n - torch.bincount(excluded[0], minlength=b)).to(work)  # candidates per anchor
     num_pairs = float((count * (count - 1) / 2).sum())
     if num_pairs == 0:
         return zero_loss(emb_dist), 0.0
     with torch.no_grad():
-        shifted = emb_dist.detach() + eps
-        dev = torch.log(shifted).sub_(label_log)
+        shifted = emb_dist.detach().to(work) + eps
+        dev = torch.log(shifted).sub_(label_log.to(work))
         dev[excluded] = 0
         dev.sub_((dev.sum(1) / count.clamp_min(1)).unsqueeze(1))
         dev[excluded] = 0
         pair_sums = count * torch.linalg.vector_norm(dev, dim=1).square()  # n sum_i dev_i^2, per anchor
-        loss = pair_sums.sum() / num_pairs
+        loss = (pair_sums.sum() / num_pairs).to(emb_dist.dtype)
         grad = dev.div_(shifted).mul_((count * (2 / num_pairs)).unsqueeze(1)) if want else None
+        if grad is not None and work != emb_dist.dtype:
+            grad = saturate_(grad, emb_dist.dtype).to(emb_dist.dtype)
     return with_gradient(emb_dist, loss, grad), num_pairs
 
 
@@ -80,7 +93,7 @@ def log_ratio_loss(
     ``(u_i - u_j)^2`` over every anchor's unordered candidate pairs; 0 (in the
     graph) when no anchor has two candidates.
     """
-    label_log = torch.log(label_dist.to(emb_dist.dtype) + eps)
+    label_log = torch.log(label_dist.to(work_dtype(emb_dist.dtype)) + eps)
     if valid is None:
         empty = torch.zeros(0, dtype=torch.long, device=emb_dist.device)
         excluded = (empty, empty)
@@ -119,7 +132,7 @@ def _check_continuous_labels(labels: Any, n: int, name: str, rows_name: str) -> 
         raise ValueError(
             f"{name} must be continuous label vectors [B, L] (or [B]), got shape {tuple(labels.shape)}"
         )
-    if labels.dtype == torch.bool or labels.is_complex():
+    if labels.is_complex():
         raise TypeError(f"{name} must be real-valued (float) label vectors, got dtype {labels.dtype}")
     if labels.shape[0] != n:
         raise ValueError(f"{name} has {labels.shape[0]} rows but {rows_name} has {n}")
@@ -192,6 +205,11 @@ class LogRatioLoss(MetricLoss):
                 raise ValueError(
                     f"ref_emb has dimension {refs.shape[1]} but embeddings have {embeddings.shape[1]}"
                 )
+            if refs.dtype != embeddings.dtype:  # computed in torch's promoted dtype
+                embeddings, refs = promote(embeddings, refs)
+        if work_dtype(embeddings.dtype) != embeddings.dtype:
+            embeddings = widen(embeddings, work_dtype(embeddings.dtype))
+            refs = embeddings if same_set else widen(refs, embeddings.dtype)
         n = refs.shape[0]
         if (labels is None) == (label_dist is None):
             raise ValueError("LogRatioLoss needs exactly one of labels [B, L] (float) or label_dist [B, N]")
@@ -204,7 +222,8 @@ class LogRatioLoss(MetricLoss):
                 raise ValueError("label_dist must be finite and non-negative")
             if ref_labels is not None:
                 raise ValueError("pass either label_dist or labels/ref_labels, not both")
-            label_log = torch.log(label_dist.to(device=embeddings.device, dtype=embeddings.dtype) + self.eps)
+            work = work_dtype(embeddings.dtype)
+            label_log = torch.log(label_dist.to(device=embeddings.device, dtype=work) + self.eps)
         else:
             y = _check_continuous_labels(labels, b, "labels", "embeddings")
             if same_set:
@@ -215,7 +234,8 @@ class LogRatioLoss(MetricLoss):
                 y_ref = _check_continuous_labels(ref_labels, n, "ref_labels", "ref_emb")
                 if y_ref.shape[1] != y.shape[1]:
                     raise ValueError(f"labels have {y.shape[1]} columns but ref_labels have {y_ref.shape[1]}")
-            label_log = label_log_distance(y, y_ref, self.eps, embeddings.dtype).to(embeddings.device)
+            label_log = label_log_distance(y, y_ref, self.eps, work_dtype(embeddings.dtype))
+            label_log = label_log.to(embeddings.device)
         if same_set:
             excluded = self_pairs(None, b, True, embeddings.device)
         elif ref_self_index is not None:

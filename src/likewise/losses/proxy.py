@@ -7,7 +7,9 @@ Both compare the batch ``[B, D]`` with ``C`` class vectors through cosine
 similarity: ``S = cos(embeddings, proxies)`` of shape ``[B, C]``. The
 references are the proxies, so ``ref_emb`` / ``ref_labels`` / ``relevance`` are
 refused with a ``ValueError`` (pytorch-metric-learning raises ``ValueError`` for
-``ref_emb`` too). Labels are class ids ``[B]`` in ``[0, num_classes)``.
+``ref_emb`` too). Labels are class ids ``[B]`` in ``[0, num_classes)`` (bool: 0 and 1).
+Embeddings and class vectors of different float dtypes are computed in
+``torch.promote_types`` of the two (float16 embeddings, float32 proxies: float32).
 
 The learnable tensors have pytorch-metric-learning's shapes and initialisation
 (``ProxyAnchorLoss.proxies`` ``[C, D]``, Kaiming-normal with ``fan_out``;
@@ -28,7 +30,7 @@ from likewise.losses.base import Batch, MetricLoss
 from likewise.losses.fused import exp_, with_product_gradient
 from likewise.losses.pair import check_number
 from likewise.losses.row_softmax import group_logsumexp
-from likewise.normalize import l2_normalize
+from likewise.normalize import l2_normalize, promote
 
 
 def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, add_one: bool = False) -> Tensor:
@@ -51,9 +53,9 @@ def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, add_one: bool = False) -
 def _check_class_ids(labels: Tensor, num_classes: int, name: str) -> Tensor:
     if labels.dim() != 1:
         raise ValueError(f"{name} needs class ids [B], got labels of shape {tuple(labels.shape)}")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"{name} needs integer class ids, got dtype {labels.dtype}")
-    if labels.numel():
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"{name} needs integer class ids (or bool), got dtype {labels.dtype}")
+    if labels.numel():  # (bool class ids arrive as int64: check_batch converts them)
         low, high = (int(v) for v in torch.aminmax(labels))
         if low < 0 or high >= num_classes:
             raise ValueError(
@@ -98,8 +100,9 @@ def _proxy_anchor(
     embeddings: Tensor, labels: Tensor, proxies: Tensor, margin: float, alpha: float
 ) -> tuple[Tensor, dict[str, Any]]:
     """The loss (gradient computed with it) and the statistics of one call (for ``_record``)."""
+    embeddings, proxies = promote(embeddings, proxies)
     x = l2_normalize(embeddings, dim=1)
-    p = l2_normalize(proxies.to(embeddings.dtype), dim=1)
+    p = l2_normalize(proxies, dim=1)
     b, c = x.shape[0], p.shape[0]
     col = labels.unsqueeze(1)
     want = torch.is_grad_enabled() and (x.requires_grad or p.requires_grad)
@@ -262,8 +265,9 @@ def _arcface(
     ``dL/dlogits`` (``(p_c - 1[c = y]) / B``, the true class's entry times the derivative of
     its margin logit), so backward is the GEMMs of the logits only.
     """
+    embeddings, weight = promote(embeddings, weight)
     x = l2_normalize(embeddings, dim=1)
-    w = l2_normalize(weight.to(embeddings.dtype), dim=0, scale=scale).T  # [C, D], |w_c| = scale
+    w = l2_normalize(weight, dim=0, scale=scale).T  # [C, D], |w_c| = scale
     b = x.shape[0]
     col = labels.unsqueeze(1)
     want = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)

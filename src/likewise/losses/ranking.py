@@ -19,7 +19,7 @@ from torch import Tensor
 from likewise.losses.base import Batch, MetricLoss, zero_loss
 from likewise.losses.fused import with_product_gradient
 from likewise.losses.positives import fast_pairs
-from likewise.normalize import l2_normalize
+from likewise.normalize import l2_normalize, valid_eps, widen
 from likewise.similarity import squared_euclidean
 
 
@@ -251,7 +251,7 @@ def _has_tiny_rows(*matrices: Tensor, eps: float = 1e-12) -> bool:
     the row, which :func:`_fast_ap_of_class_ids` leaves out (zero rows are fine)."""
     for m in matrices:
         norms = torch.linalg.vector_norm(m.detach(), dim=1)
-        if bool(((norms > 0) & (norms <= eps)).any()):
+        if bool(((norms > 0) & (norms <= valid_eps(eps, m.dtype))).any()):
             return True
     return False
 
@@ -270,7 +270,9 @@ class FastAPLoss(MetricLoss):
     ``relevance [B, N]``). Time and memory ``O(B N)`` (plus ``O(B num_bins)``): each
     distance is scattered into its two nearest bins, forward and backward. No ``miner=``: AP is a
     listwise quantity over all references. Stats: ``fast_ap`` (mean over queries
-    with a positive), ``queries_with_pos`` (fraction).
+    with a positive), ``queries_with_pos`` (fraction). bfloat16 embeddings are computed in
+    float32 (the loss is float32, gradients bfloat16): its 8 significant bits count a
+    histogram's entries exactly only up to 256.
     """
 
     def __init__(self, num_bins: int = 10) -> None:
@@ -280,8 +282,12 @@ class FastAPLoss(MetricLoss):
         self.num_bins = int(num_bins)
 
     def compute(self, batch: Batch) -> Tensor:
-        x = l2_normalize(batch.embeddings, dim=1)
-        y = x if batch.same_set else l2_normalize(batch.ref_emb, dim=1)
+        x, y = batch.embeddings, batch.ref_emb
+        if x.dtype == torch.bfloat16:  # histogram counts: bfloat16 counts exactly only to 256
+            x = widen(x)
+            y = x if batch.same_set else widen(y)
+        x = l2_normalize(x, dim=1)
+        y = x if batch.same_set else l2_normalize(y, dim=1)
         fast = fast_pairs(batch, None)
         if fast is not None and not _has_tiny_rows(batch.embeddings, batch.ref_emb):
             loss, ap, has_pos = _fast_ap_of_class_ids(x, y, *fast, self.num_bins)
