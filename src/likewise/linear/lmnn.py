@@ -39,7 +39,13 @@ import numpy as np
 import torch
 
 from likewise.linear.base import MahalanobisTransformer, resolve_device
-from likewise.linear.impostors import candidate_impostors, class_ranges, target_distances, target_neighbors
+from likewise.linear.impostors import (
+    argsort_keys,
+    candidate_impostors,
+    class_ranges,
+    target_distances,
+    target_neighbors,
+)
 from likewise.linear.init import initial_components
 from likewise.linear.lbfgs import lbfgs, work_dtype
 
@@ -95,14 +101,14 @@ class SparseLMNN:
         self.n_t = len(rows)
         r, c = torch.cat([rows, self.ii]), torch.cat([targets.reshape(-1).index_select(0, self.slots), ll])
         self.r, self.c = r, c  # pair order: targets, then impostors
-        order = torch.argsort(r * N + c)  # W's (CSR) order
+        order = argsort_keys(r * N + c)  # W's (CSR) order
         ar = torch.arange(len(order), device=order.device)
         self.pos = torch.empty_like(order)  # pair p's place in it
         self.pos[order] = ar
         self.crow, self.col = _crow(r[order], N), c[order]
         # [W | W^T]: row i holds W's row i (columns c), then W^T's row i (columns N + r of the pairs
         # with c = i); W^T's order comes from a second sort, the merge by arithmetic on the pointers
-        t_order = torch.argsort(c * N + r)
+        t_order = argsort_keys(c * N + r)
         t_rows, t_crow = c[t_order], _crow(c[t_order], N)
         self.crow2 = self.crow + t_crow
         w_rows = r[order]
@@ -295,6 +301,8 @@ class LMNN(MahalanobisTransformer):
         if isinstance(init, str) and init == "auto":
             init = "identity" if d == X.shape[1] else "pca"
         L0 = initial_components(init, X, d, self.random_state, y)
+        if not isinstance(init, str):  # an array is in input units; X here is scaled (base class)
+            L0 = self._in_fit_units(L0)
         order = np.argsort(y, kind="stable")  # class-sorted: a class is a contiguous range
         Xt = torch.tensor((X - X.mean(0))[order], dtype=dt, device=dev)  # distances do not see the mean
         yt = torch.as_tensor(y[order], device=dev)
