@@ -40,7 +40,6 @@ import torch
 
 from likewise.linear.base import MahalanobisTransformer, resolve_device
 from likewise.linear.impostors import (
-    argsort_keys,
     candidate_impostors,
     class_ranges,
     target_distances,
@@ -61,10 +60,10 @@ __all__ = [
 ]
 
 
-def _crow(rows: torch.Tensor, N: int) -> torch.Tensor:
+def _crow(rows: np.ndarray, N: int) -> np.ndarray:
     """CSR row pointers ``[N + 1]`` of entries sorted by row (``rows``: their row indices)."""
-    crow = torch.zeros(N + 1, dtype=torch.int64, device=rows.device)
-    crow[1:] = torch.bincount(rows, minlength=N).cumsum(0)
+    crow = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=N), out=crow[1:])
     return crow
 
 
@@ -76,78 +75,95 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tup
 
 class SparseLMNN:
     """``f`` and ``df/dZ`` on fixed pair lists: the valid target pairs ``(i, j)`` and the impostor
-    pairs ``(i, l)`` (``impostors``: two ``[P]`` index tensors).
+    pairs ``(i, l)`` (``impostors``: two ``[P]`` index tensors, in any order).
 
-    The ``N k + P`` pairs ``(r, c)`` are one sparsity pattern of an ``[N, N]`` matrix, built once:
+    The ``n = N k + P`` pairs ``(r, c)`` are one sparsity pattern of an ``[N, N]`` matrix ``W``,
+    kept in its CSR order (built once, with NumPy on the host):
 
     * distances ``D_rc = ||z_r||^2 + ||z_c||^2 - 2 z_r.z_c``, the dot products by one sampled product
       (``torch.sparse.sampled_addmm``: ``Z Z^T`` at the pattern only, no ``[P, d]`` gather);
     * ``f`` is ``sum W_rc D_rc`` for the weights of the active terms (``(1 - mu) + mu * #active l``
       on a target pair, ``-mu * #active j`` on an impostor pair), so
-      ``df/dZ = 2 (diag(W 1 + W^T 1) Z - (W + W^T) Z)``, and ``(W + W^T) Z = [W | W^T] [Z; Z]`` is one
-      sparse-dense product with the ``[N, 2N]`` pattern of ``[W | W^T]``.
+      ``df/dZ = 2 (diag(W 1 + W^T 1) Z - (W + W^T) Z)``. Both parts come from one sparse-dense
+      product: ``[W | W^T] [Z 1; Z 1]`` (``[N, 2N] x [2N, d + 1]``) holds ``(W + W^T) Z`` and, in its
+      last column, the degrees ``W 1 + W^T 1``.
 
-    An evaluation costs ``O((N k + P) (d + k))``, with no ``[P, d]`` work buffer.
+    An evaluation costs ``O(n (d + k))``, with no ``[P, d]`` work buffer.
     """
 
     def __init__(self, targets: torch.Tensor, valid: torch.Tensor, impostors, mu: float, margin: float = 1.0):
         N, k = targets.shape
+        dev = targets.device
         self.N, self.k, self.mu, self.margin = N, k, float(mu), float(margin)
-        flat = valid.reshape(-1)
-        self.valid, self.all_valid = valid, bool(flat.all())
-        self.slots = flat.nonzero().squeeze(1)  # the valid slots of [N * k]
-        rows = torch.arange(N, device=targets.device).repeat_interleave(k).index_select(0, self.slots)
-        self.ii, ll = impostors
-        self.n_t = len(rows)
-        r, c = torch.cat([rows, self.ii]), torch.cat([targets.reshape(-1).index_select(0, self.slots), ll])
-        self.r, self.c = r, c  # pair order: targets, then impostors
-        order = argsort_keys(r * N + c)  # W's (CSR) order
-        ar = torch.arange(len(order), device=order.device)
-        self.pos = torch.empty_like(order)  # pair p's place in it
-        self.pos[order] = ar
-        self.crow, self.col = _crow(r[order], N), c[order]
-        # [W | W^T]: row i holds W's row i (columns c), then W^T's row i (columns N + r of the pairs
-        # with c = i); W^T's order comes from a second sort, the merge by arithmetic on the pointers
-        t_order = argsort_keys(c * N + r)
-        t_rows, t_crow = c[t_order], _crow(c[t_order], N)
-        self.crow2 = self.crow + t_crow
-        w_rows = r[order]
-        at_w = self.crow2[w_rows] + (ar - self.crow[w_rows])  # place of W's q-th entry in [W | W^T]
-        at_t = self.crow2[t_rows] + (self.crow[t_rows + 1] - self.crow[t_rows]) + (ar - t_crow[t_rows])
-        self.src2 = torch.empty(2 * len(order), dtype=torch.int64, device=order.device)
-        self.src2[at_w], self.src2[at_t] = order, len(order) + t_order  # values = cat([w, w])[src2]
-        self.col2 = torch.empty_like(self.src2)
-        self.col2[at_w], self.col2[at_t] = c[order], r[t_order] + N
+        vd = valid.cpu().numpy().reshape(-1)
+        self.valid, self.all_valid = valid, bool(vd.all())
+        slots = np.flatnonzero(vd)  # the valid slots of [N * k]
+        ii, ll = (t.cpu().numpy().astype(np.int64, copy=False) for t in impostors)
+        r = np.concatenate([slots // k, ii])
+        c = np.concatenate([targets.cpu().numpy().reshape(-1)[slots], ll])
+        n, self.n_t = len(r), len(slots)
+        order = np.argsort(r * N + c)  # W's CSR order (the keys are distinct)
+        R, C = r[order], c[order]
+        at = np.empty(n, dtype=np.int64)  # pair p's place in the CSR order
+        at[order] = np.arange(n)
+        crow = _crow(R, N)
+        # [W | W^T]: row i holds W's row i (columns C), then W^T's row i (columns N + R of the
+        # entries with C = i, in W^T's CSR order t2); values are gathered from W's by src2
+        t2 = np.argsort(C * N + R)
+        tcrow = _crow(C[t2], N)
+        crow2 = crow + tcrow
+        q = np.arange(n)
+        at_w = crow2[R] + (q - crow[R])
+        Ct = C[t2]
+        at_t = crow2[Ct] + (crow[Ct + 1] - crow[Ct]) + (q - tcrow[Ct])
+        src2, col2 = np.empty(2 * n, dtype=np.int64), np.empty(2 * n, dtype=np.int64)
+        src2[at_w], src2[at_t] = q, t2
+        col2[at_w], col2[at_t] = C, R[t2] + N
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(dev)
+
+        self.R, self.C, self.crow, self.at = put(R), put(C), put(crow), put(at)
+        self.t_at, self.i_at = self.at[: self.n_t], self.at[self.n_t :]
+        self.ii = put(ii)
+        self.crow2, self.col2, self.src2 = put(crow2), put(col2), put(src2)
+        self.slots = put(slots)
         self.pull = (1.0 - self.mu) * valid.to(torch.float64)  # pull weights before the impostors' share
         self.zeros: torch.Tensor | None = None
+        self.ZZ1: torch.Tensor | None = None
 
     def __call__(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         N, k, mu = self.N, self.k, self.mu
+        d_out = Z.shape[1]
         if self.zeros is None or self.zeros.dtype != Z.dtype:
-            self.zeros, self.pull = Z.new_zeros(len(self.col)), self.pull.to(Z.dtype)
+            self.zeros, self.pull = Z.new_zeros(len(self.C)), self.pull.to(Z.dtype)
+        if self.ZZ1 is None or self.ZZ1.shape[1] != d_out + 1 or self.ZZ1.dtype != Z.dtype:
+            self.ZZ1 = Z.new_ones(2 * N, d_out + 1)
         sq = (Z * Z).sum(1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            dot = torch.sparse.sampled_addmm(_csr(self.crow, self.col, self.zeros, (N, N)), Z, Z.T, beta=0.0)
-        d = sq.index_select(0, self.r).add_(sq.index_select(0, self.c))
-        d.sub_(dot.values().index_select(0, self.pos), alpha=2.0)  # [N k + P] squared distances
+            dot = torch.sparse.sampled_addmm(_csr(self.crow, self.C, self.zeros, (N, N)), Z, Z.T, beta=0.0)
+        d = sq.index_select(0, self.R).add_(sq.index_select(0, self.C)).sub_(dot.values(), alpha=2.0)
         if self.all_valid:
-            t = tm = d[: self.n_t].view(N, k)  # target distances [N, k]
+            t = tm = d.index_select(0, self.t_at).view(N, k)  # target distances [N, k]
         else:
-            t = Z.new_zeros(N * k).index_copy_(0, self.slots, d[: self.n_t]).view(N, k)
+            t = Z.new_zeros(N * k).index_copy_(0, self.slots, d.index_select(0, self.t_at)).view(N, k)
             tm = t.masked_fill(~self.valid, -torch.inf)  # an invalid slot has no hinge
-        H = tm.index_select(0, self.ii).sub_(d[self.n_t :, None]).add_(self.margin)  # [P, k]
+        H = tm.index_select(0, self.ii).sub_(d.index_select(0, self.i_at)[:, None]).add_(self.margin)  # [P,k]
         active = (H > 0).to(Z.dtype)
         loss = (1.0 - mu) * t.sum(dtype=torch.float64) + mu * H.clamp_min_(0.0).sum(dtype=torch.float64)
         wt = active.new_zeros(N, k).index_add_(0, self.ii, active).mul_(mu).add_(self.pull).view(-1)
         if not self.all_valid:
             wt = wt.index_select(0, self.slots)
-        w = torch.cat([wt, active.sum(1).mul_(-mu)])  # weight of each pair's D, pair order
-        deg = torch.zeros_like(sq).index_add_(0, self.r, w).index_add_(0, self.c, w)
-        W2 = _csr(self.crow2, self.col2, torch.cat([w, w]).index_select(0, self.src2), (N, 2 * N))
+        w = torch.empty_like(d).index_copy_(0, self.at, torch.cat([wt, active.sum(1).mul_(-mu)]))  # CSR order
+        W2 = _csr(self.crow2, self.col2, w.index_select(0, self.src2), (N, 2 * N))
+        ZZ1 = self.ZZ1
+        ZZ1[:N, :d_out] = Z
+        ZZ1[N:, :d_out] = Z
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            G = (deg[:, None] * Z).sub_(W2 @ torch.cat([Z, Z]))
+            out = W2 @ ZZ1  # [(W + W^T) Z | W 1 + W^T 1]
+        G = (Z * out[:, d_out:]).sub_(out[:, :d_out])
         return loss, G.mul_(2.0)
 
 
