@@ -36,19 +36,30 @@ def target_neighbors(X: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Te
     N = X.shape[0]
     idx = torch.arange(N, device=X.device)[:, None].repeat(1, k)
     ok = torch.zeros(N, k, dtype=torch.bool, device=X.device)
-    for c in torch.unique(y):
-        members = (y == c).nonzero().squeeze(1)
-        kc = min(k, len(members) - 1)
+    ranges = class_ranges(y)  # class-sorted: each class is a slice
+    groups = (
+        [(None, c0, c1) for c0, c1 in ranges]
+        if ranges is not None
+        else [((y == c).nonzero().squeeze(1), 0, 0) for c in torch.unique(y)]
+    )
+    sq_all = (X * X).sum(1)
+    for members, c0, c1 in groups:
+        n_c = c1 - c0 if members is None else len(members)
+        kc = min(k, n_c - 1)
         if kc < 1:
             continue
-        Xc = X.index_select(0, members)
-        sq = (Xc * Xc).sum(1)
-        for s, e in row_blocks(len(members)):
+        Xc = X[c0:c1] if members is None else X.index_select(0, members)
+        sq = sq_all[c0:c1] if members is None else sq_all.index_select(0, members)
+        for s, e in row_blocks(n_c):
             D = torch.addmm(sq[None, :], Xc[s:e], Xc.T, alpha=-2.0)  # ||x_j||^2 - 2 x_i.x_j: same order in j
             D[:, s:e].fill_diagonal_(float("inf"))
             i = D.topk(kc, dim=1, largest=False)[1]
-            idx[members[s:e], :kc] = members[i]
-            ok[members[s:e], :kc] = True
+            if members is None:
+                idx[c0 + s : c0 + e, :kc] = i + c0
+                ok[c0 + s : c0 + e, :kc] = True
+            else:
+                idx[members[s:e], :kc] = members[i]
+                ok[members[s:e], :kc] = True
     return idx, ok
 
 
@@ -82,11 +93,13 @@ def candidate_impostors(
     margin: float = 1.0,
     slack: float = 0.0,
     tight: bool = False,
+    sort: bool = True,
 ):
     """``(i, l)``, ``[P]`` each, sorted by ``(i, l)``: the differently labelled pairs with
     ``D_il < (1 + slack)(margin + max_j D_ij)`` (``slack = 0``: every pair that can be active at
     ``Z``, and no other). ``tight=True`` adds a bool ``[P]``: which of the pairs meet the bound with
-    ``slack = 0``.
+    ``slack = 0``. ``sort=False`` leaves the pairs in the search's order (for a caller that sorts
+    them itself).
 
     One pass over the upper triangle of the ``[N, N]`` distances, in blocks of rows: ``D`` is
     symmetric, so each block ``D[s:e, s:]`` is tested against the row bounds (pairs ``(i, l)``) and,
@@ -99,8 +112,11 @@ def candidate_impostors(
         order = torch.argsort(y, stable=True)
         inv = torch.empty_like(order)
         inv[order] = torch.arange(len(order), device=order.device)
-        out = candidate_impostors(Z[order], y[order], inv[targets[order]], valid[order], margin, slack, tight)
+        args = (Z[order], y[order], inv[targets[order]], valid[order], margin, slack, tight, False)
+        out = candidate_impostors(*args)
         ii, ll = order[out[0]], order[out[1]]
+        if not sort:
+            return (ii, ll, *out[2:])
         srt = argsort_keys(ii * len(y) + ll)
         return tuple(a[srt] for a in (ii, ll, *out[2:]))
     N = Z.shape[0]
@@ -130,6 +146,8 @@ def candidate_impostors(
         ii += [i + s, m + e]
         ll += [l + s, j + s]
     ii, ll = torch.cat(ii), torch.cat(ll)
-    srt = argsort_keys(ii * N + ll)
-    ii, ll = ii[srt], ll[srt]
-    return (ii, ll, torch.cat(ok)[srt]) if tight else (ii, ll)
+    ok = torch.cat(ok) if tight else None
+    if sort:
+        srt = argsort_keys(ii * N + ll)
+        ii, ll, ok = ii[srt], ll[srt], (ok[srt] if tight else None)
+    return (ii, ll, ok) if tight else (ii, ll)

@@ -123,45 +123,54 @@ class SparseLMNN:
         def put(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).to(dev)
 
+        self.keys = R * N + C  # sorted r * N + c of the pairs (NumPy, host)
         self.R, self.C, self.crow, self.at = put(R), put(C), put(crow), put(at)
         self.t_at, self.i_at = self.at[: self.n_t], self.at[self.n_t :]
         self.ii = put(ii)
         self.crow2, self.col2, self.src2 = put(crow2), put(col2), put(src2)
         self.slots = put(slots)
         self.pull = (1.0 - self.mu) * valid.to(torch.float64)  # pull weights before the impostors' share
-        self.zeros: torch.Tensor | None = None
-        self.ZZ1: torch.Tensor | None = None
+        self.buffers: tuple | None = None
+
+    def _buffers(self, Z: torch.Tensor) -> tuple:
+        """Work buffers for ``Z``'s dtype and width, made once: the sampled product's CSR pattern
+        (its values: ``||z_r||^2 + ||z_c||^2``, written per call), the CSR matrix ``[W | W^T]`` (its
+        values written per call: the CSR tensors alias them) and ``[Z 1; Z 1]``."""
+        N, d = Z.shape
+        if self.buffers is None or self.buffers[0] != (Z.dtype, d):
+            self.pull = self.pull.to(Z.dtype)
+            base = Z.new_empty(len(self.C))
+            w2 = Z.new_empty(len(self.src2))
+            ZZ1 = Z.new_ones(2 * N, d + 1)
+            pattern = _csr(self.crow, self.C, base, (N, N))
+            W2 = _csr(self.crow2, self.col2, w2, (N, 2 * N))
+            self.buffers = ((Z.dtype, d), base, pattern, w2, W2, ZZ1)
+        return self.buffers[1:]
 
     def __call__(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         N, k, mu = self.N, self.k, self.mu
         d_out = Z.shape[1]
-        if self.zeros is None or self.zeros.dtype != Z.dtype:
-            self.zeros, self.pull = Z.new_zeros(len(self.C)), self.pull.to(Z.dtype)
-        if self.ZZ1 is None or self.ZZ1.shape[1] != d_out + 1 or self.ZZ1.dtype != Z.dtype:
-            self.ZZ1 = Z.new_ones(2 * N, d_out + 1)
+        base, pattern, w2, W2, ZZ1 = self._buffers(Z)
         sq = (Z * Z).sum(1)
-        with warnings.catch_warnings():
+        torch.index_select(sq, 0, self.R, out=base).add_(sq.index_select(0, self.C))
+        with warnings.catch_warnings():  # torch: "sparse CSR support is in beta state"
             warnings.simplefilter("ignore", UserWarning)
-            dot = torch.sparse.sampled_addmm(_csr(self.crow, self.C, self.zeros, (N, N)), Z, Z.T, beta=0.0)
-        d = sq.index_select(0, self.R).add_(sq.index_select(0, self.C)).sub_(dot.values(), alpha=2.0)
-        if self.all_valid:
-            t = tm = d.index_select(0, self.t_at).view(N, k)  # target distances [N, k]
-        else:
-            t = Z.new_zeros(N * k).index_copy_(0, self.slots, d.index_select(0, self.t_at)).view(N, k)
-            tm = t.masked_fill(~self.valid, -torch.inf)  # an invalid slot has no hinge
-        H = tm.index_select(0, self.ii).sub_(d.index_select(0, self.i_at)[:, None]).add_(self.margin)  # [P,k]
-        active = (H > 0).to(Z.dtype)
-        loss = (1.0 - mu) * t.sum(dtype=torch.float64) + mu * H.clamp_min_(0.0).sum(dtype=torch.float64)
-        wt = active.new_zeros(N, k).index_add_(0, self.ii, active).mul_(mu).add_(self.pull).view(-1)
-        if not self.all_valid:
-            wt = wt.index_select(0, self.slots)
-        w = torch.empty_like(d).index_copy_(0, self.at, torch.cat([wt, active.sum(1).mul_(-mu)]))  # CSR order
-        W2 = _csr(self.crow2, self.col2, w.index_select(0, self.src2), (N, 2 * N))
-        ZZ1 = self.ZZ1
-        ZZ1[:N, :d_out] = Z
-        ZZ1[N:, :d_out] = Z
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+            d = torch.sparse.sampled_addmm(pattern, Z, Z.T, alpha=-2.0).values()  # [n], CSR order
+            if self.all_valid:
+                t = tm = d.index_select(0, self.t_at).view(N, k)  # target distances [N, k]
+            else:
+                t = Z.new_zeros(N * k).index_copy_(0, self.slots, d.index_select(0, self.t_at)).view(N, k)
+                tm = t.masked_fill(~self.valid, -torch.inf)  # an invalid slot has no hinge
+            H = tm.index_select(0, self.ii).sub_(d.index_select(0, self.i_at)[:, None]).add_(self.margin)
+            active = (H > 0).to(Z.dtype)  # [P, k]
+            loss = (1.0 - mu) * t.sum(dtype=torch.float64) + mu * H.clamp_min_(0.0).sum(dtype=torch.float64)
+            wt = active.new_zeros(N, k).index_add_(0, self.ii, active).mul_(mu).add_(self.pull).view(-1)
+            if not self.all_valid:
+                wt = wt.index_select(0, self.slots)
+            w = d.index_copy_(0, self.at, torch.cat([wt, active.sum(1).mul_(-mu)]))  # weights, CSR order
+            torch.index_select(w, 0, self.src2, out=w2)  # the values of W2
+            ZZ1[:N, :d_out] = Z
+            ZZ1[N:, :d_out] = Z
             out = W2 @ ZZ1  # [(W + W^T) Z | W 1 + W^T 1]
         G = (Z * out[:, d_out:]).sub_(out[:, :d_out])
         return loss, G.mul_(2.0)
@@ -207,8 +216,8 @@ class ActiveSet:
         self.X, self.y, self.targets, self.valid = X, y, targets, valid
         self.mu, self.slack, self.margin = mu, slack, margin
         self.calls, self.next, self.gap, self.n_rebuilds = -1, 0, 5, 0
-        self.keys: torch.Tensor | None = None  # sorted i * N + l of the listed pairs
         self.terms: SparseLMNN | None = None
+        self.n_impostors = 0  # impostor pairs in the current list
 
     def embed(self, L: np.ndarray) -> torch.Tensor:
         """``Z = X L^T`` ``[N, d]`` in the work dtype and device."""
@@ -227,22 +236,22 @@ class ActiveSet:
             return False
         self.next, self.gap = self.calls + self.gap, 10
         ii, ll, tight = candidate_impostors(
-            self.embed(L), self.y, self.targets, self.valid, self.margin, self.slack, tight=True
+            self.embed(L), self.y, self.targets, self.valid, self.margin, self.slack, tight=True, sort=False
         )
-        keys = ii * len(self.y) + ll
-        missing = self.keys is None or not _all_in(keys[tight], self.keys)
-        self.keys, self.terms = keys, SparseLMNN(self.targets, self.valid, (ii, ll), self.mu, self.margin)
-        self.n_rebuilds += 1
+        old, self.terms = self.terms, SparseLMNN(self.targets, self.valid, (ii, ll), self.mu, self.margin)
+        missing = old is None or not _all_in((ii * len(self.y) + ll)[tight], old.keys)
+        self.n_rebuilds, self.n_impostors = self.n_rebuilds + 1, len(ii)
         return missing
 
 
-def _all_in(a: torch.Tensor, sorted_b: torch.Tensor) -> bool:
-    """Whether every entry of ``a`` is in the sorted ``sorted_b``."""
+def _all_in(a, sorted_b) -> bool:
+    """Whether every entry of ``a`` is in the sorted ``sorted_b`` (1-D int tensors or arrays)."""
+    a, sorted_b = (t.cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in (a, sorted_b))
     if len(a) == 0:
         return True
     if len(sorted_b) == 0:
         return False
-    pos = torch.searchsorted(sorted_b, a).clamp_(max=len(sorted_b) - 1)
+    pos = np.searchsorted(sorted_b, a).clip(max=len(sorted_b) - 1)
     return bool((sorted_b[pos] == a).all())
 
 
@@ -329,5 +338,5 @@ class LMNN(MahalanobisTransformer):
         active(L0)
         L, self.objective_, n_iter = lbfgs(active.fun, L0, int(self.max_iter), float(self.tol), active)
         self.n_iter_ = max(n_iter, 1)  # the check of the start point counts (sklearn: n_iter_ >= 1)
-        self.n_refreshes_, self.n_active_pairs_ = active.n_rebuilds, len(active.keys)
+        self.n_refreshes_, self.n_active_pairs_ = active.n_rebuilds, active.n_impostors
         return L
