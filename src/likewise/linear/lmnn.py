@@ -22,7 +22,13 @@ memory kept); if none was, the sparse objective *is* ``f`` at the solution. Earl
 (after iterations 1, 3, 7, 15) cost more than they saved: a list taken where few impostors were
 near let the next iterations shrink the metric into a region with many (digits: 50,000 listed
 pairs after iteration 7, against 8,800 at the end; 39 evaluations and 7 rebuilds instead of 30
-and 5). Digits (1,257 x 64): 5 rebuilds, 8,800-24,000 listed pairs against 1.4 million.
+and 5). Later rebuilds (first after 8 or 10 iterations, then every 15 or 20) or a wider list
+(``slack=0.3``) were slower too (digits, CPU time in one process: 76-107 ms against 66 ms).
+Digits (1,257 x 64): 5 rebuilds, 8,800-24,000 listed pairs against 1.4 million. Where the time
+goes there (one thread, measured on a loaded machine): about 36% in the 30 sparse evaluations
+(two sparse kernels and a few small gathers each), 39% in the 5 list rebuilds (a third of that
+the triangle GEMM, the rest the threshold passes and the CSR tables), 12% in the two dense
+``[N, D] x [D, d]`` products per evaluation.
 
 A named start (identity, PCA, ...) is scaled so that the median target distance is the margin
 (:func:`margin_scale`): the margin sets LMNN's scale, and from the unscaled identity the first
