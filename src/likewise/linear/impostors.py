@@ -69,12 +69,15 @@ def target_distances(Z: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
     return (diff * diff).sum(2) * valid.to(Z.dtype)
 
 
-def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
-    """Flat (row-major) indices of the True entries of a 2-D ``mask`` (NumPy's ``flatnonzero`` on
-    CPU: about twice as fast as ``torch.nonzero`` there)."""
+def _nonzero(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat (row-major) indices, rows and columns of the True entries of a 2-D ``mask`` (NumPy's
+    ``flatnonzero`` and ``divmod`` on CPU: about twice as fast as ``torch.nonzero`` there)."""
     if mask.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(mask.numpy()))
-    return mask.reshape(-1).nonzero().squeeze(1)
+        flat = np.flatnonzero(mask.numpy())
+        r, c = np.divmod(flat, mask.shape[1])
+        return torch.from_numpy(flat), torch.from_numpy(r), torch.from_numpy(c)
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    return flat, flat // mask.shape[1], flat % mask.shape[1]
 
 
 def argsort_keys(keys: torch.Tensor) -> torch.Tensor:
@@ -94,6 +97,9 @@ def candidate_impostors(
     slack: float = 0.0,
     tight: bool = False,
     sort: bool = True,
+    *,
+    ranges: list[tuple[int, int]] | None = None,
+    t: torch.Tensor | None = None,
 ):
     """``(i, l)``, ``[P]`` each, sorted by ``(i, l)``: the differently labelled pairs with
     ``D_il < (1 + slack)(margin + max_j D_ij)`` (``slack = 0``: every pair that can be active at
@@ -105,9 +111,11 @@ def candidate_impostors(
     symmetric, so each block ``D[s:e, s:]`` is tested against the row bounds (pairs ``(i, l)``) and,
     right of its diagonal square, the column bounds (pairs ``(l, i)``). With class-sorted ``y``
     (:class:`~likewise.linear.lmnn.LMNN` sorts once) the same-class rectangles are cleared by
-    slicing; other input is sorted here and mapped back.
+    slicing; other input is sorted here and mapped back. A caller that has them may pass the class
+    ``ranges`` of the sorted ``y`` (:func:`class_ranges`) and the target distances ``t`` ``[N, k]`` at
+    ``Z`` (:func:`target_distances`).
     """
-    ranges = class_ranges(y)
+    ranges = class_ranges(y) if ranges is None else ranges
     if ranges is None:
         order = torch.argsort(y, stable=True)
         inv = torch.empty_like(order)
@@ -121,7 +129,7 @@ def candidate_impostors(
         return tuple(a[srt] for a in (ii, ll, *out[2:]))
     N = Z.shape[0]
     sq = (Z * Z).sum(1)
-    t = target_distances(Z, targets, valid)
+    t = target_distances(Z, targets, valid) if t is None else t
     bound = margin + torch.where(valid, t, torch.full_like(t, -float("inf"))).amax(1)  # -inf: no targets
     thr = (1.0 + slack) * bound
     ii, ll, ok = [], [], []
@@ -135,9 +143,8 @@ def candidate_impostors(
                 rows[r0 - s : r1 - s, max(c0, s) - s : c1 - s] = False  # (c0 < s: a class across blocks)
                 if c1 > e:
                     cols[r0 - s : r1 - s, max(c0, e) - e : c1 - e] = False
-        f_rows, f_cols = _flat_nonzero(rows), _flat_nonzero(cols)
-        i, l = f_rows // rows.shape[1], f_rows % rows.shape[1]
-        j, m = f_cols // cols.shape[1], f_cols % cols.shape[1]
+        f_rows, i, l = _nonzero(rows)
+        f_cols, j, m = _nonzero(cols)
         if tight:  # the entries by their flat index in D (cols is D's right part: column m + e - s)
             ok += [
                 D.view(-1).index_select(0, f_rows) < bound[s + i],

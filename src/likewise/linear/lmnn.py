@@ -137,6 +137,8 @@ class SparseLMNN:
         self.slots = put(slots)
         self.pull = (1.0 - self.mu) * valid.to(torch.float64)  # pull weights before the impostors' share
         self.buffers: tuple | None = None
+        self.last_z: torch.Tensor | None = None  # the last Z evaluated, and its target distances
+        self.last_t: torch.Tensor | None = None
 
     def _buffers(self, Z: torch.Tensor) -> tuple:
         """Work buffers for ``Z``'s dtype and width, made once: the sampled product's CSR pattern
@@ -179,6 +181,7 @@ class SparseLMNN:
             ZZ1[N:, :d_out] = Z
             out = W2 @ ZZ1  # [(W + W^T) Z | W 1 + W^T 1]
         G = (Z * out[:, d_out:]).sub_(out[:, :d_out])
+        self.last_z, self.last_t = Z, t
         return loss, G.mul_(2.0)
 
 
@@ -224,10 +227,17 @@ class ActiveSet:
         self.calls, self.next, self.gap, self.n_rebuilds = -1, 0, 5, 0
         self.terms: SparseLMNN | None = None
         self.n_impostors = 0  # impostor pairs in the current list
+        self.ranges = class_ranges(y)
+        self.last: tuple[np.ndarray, torch.Tensor] | None = None  # (L, Z) of the last embedding
 
     def embed(self, L: np.ndarray) -> torch.Tensor:
-        """``Z = X L^T`` ``[N, d]`` in the work dtype and device."""
-        return self.X @ torch.as_tensor(L, device=self.X.device).to(self.X.dtype).T
+        """``Z = X L^T`` ``[N, d]`` in the work dtype and device (the last one again for the same
+        ``L``: L-BFGS checks the list at the point it has just evaluated)."""
+        if self.last is not None and np.array_equal(self.last[0], L):
+            return self.last[1]
+        Z = self.X @ torch.as_tensor(L, device=self.X.device).to(self.X.dtype).T
+        self.last = (np.array(L), Z)
+        return Z
 
     def fun(self, L: np.ndarray) -> tuple[float, np.ndarray]:
         """``(f, df/dL)`` on the current list (``df/dL = (df/dZ)^T X``)."""
@@ -241,8 +251,19 @@ class ActiveSet:
         if not (final or self.calls >= self.next):
             return False
         self.next, self.gap = self.calls + self.gap, 10
+        Z = self.embed(L)
+        t = self.terms.last_t if self.terms is not None and self.terms.last_z is Z else None  # same Z
         ii, ll, tight = candidate_impostors(
-            self.embed(L), self.y, self.targets, self.valid, self.margin, self.slack, tight=True, sort=False
+            Z,
+            self.y,
+            self.targets,
+            self.valid,
+            self.margin,
+            self.slack,
+            tight=True,
+            sort=False,
+            ranges=self.ranges,
+            t=t,
         )
         old, self.terms = self.terms, SparseLMNN(self.targets, self.valid, (ii, ll), self.mu, self.margin)
         missing = old is None or not _all_in((ii * len(self.y) + ll)[tight], old.keys)
