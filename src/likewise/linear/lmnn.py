@@ -25,9 +25,9 @@ pairs after iteration 7, against 8,800 at the end; 39 evaluations and 7 rebuilds
 and 5). Later rebuilds (first after 8 or 10 iterations, then every 15 or 20) or a wider list
 (``slack=0.3``) were slower too (digits, CPU time in one process: 76-107 ms against 66 ms).
 Digits (1,257 x 64): 5 rebuilds, 8,800-24,000 listed pairs against 1.4 million. Where the time
-goes there (one thread, measured on a loaded machine): about 36% in the 30 sparse evaluations
-(two sparse kernels and a few small gathers each), 39% in the 5 list rebuilds (a third of that
-the triangle GEMM, the rest the threshold passes and the CSR tables), 12% in the two dense
+goes there (one thread, measured on a loaded machine): about 40% in the 30 sparse evaluations
+(two sparse kernels and a few small gathers each), 35% in the 5 list rebuilds (a third of that
+the triangle GEMM, the rest the threshold passes and the CSR tables), 13% in the two dense
 ``[N, D] x [D, d]`` products per evaluation.
 
 A named start (identity, PCA, ...) is scaled so that the median target distance is the margin
