@@ -165,3 +165,8 @@ def test_constant_features_get_no_weight_in_distances(name):
     d_c = est.pair_distance(Xc[:30], Xc[30:])
     d_0 = MAKE[name]().fit(X0, y).pair_distance(X0[:30], X0[30:])
     np.testing.assert_allclose(d_c, d_0, rtol=1e-6)
+    if name in ("MMC", "ITML"):
+        p, s = pairs_of(y)
+        d_c = MAKE[name]().fit_pairs(Xc, p, s).pair_distance(Xc[:30], Xc[30:])
+        d_0 = MAKE[name]().fit_pairs(X0, p, s).pair_distance(X0[:30], X0[30:])
+        np.testing.assert_allclose(d_c, d_0, rtol=1e-6)
