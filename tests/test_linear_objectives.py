@@ -91,6 +91,24 @@ def test_lmnn_singleton_class_has_no_targets():
     assert valid.sum(1).tolist() == [2, 2, 2, 0, 0]
 
 
+@pytest.mark.parametrize("sort", [True, False])
+def test_target_neighbors_match_brute_force(sort):
+    """The k nearest same-class points, nearest first, for class-sorted labels (slices) and for
+    shuffled labels (index lists); a class of 2 has one valid target."""
+    rng = np.random.default_rng(4)
+    y = np.r_[np.repeat([0, 1, 2], [9, 2, 7]), 3]
+    X = rng.normal(size=(len(y), 3))
+    if not sort:
+        p = rng.permutation(len(y))
+        X, y = X[p], y[p]
+    idx, valid = target_neighbors(torch.tensor(X), torch.tensor(y), 3)
+    D = ((X[:, None] - X[None]) ** 2).sum(2)
+    for i in range(len(y)):
+        same = [j for j in np.argsort(D[i], kind="stable") if j != i and y[j] == y[i]][:3]
+        assert idx[i][valid[i]].tolist() == same
+        assert (idx[i][~valid[i]] == i).all()
+
+
 def test_mmc_objective_matches_loops():
     rng = np.random.default_rng(2)
     VS, VD = rng.normal(size=(5, 3)), rng.normal(size=(6, 3))

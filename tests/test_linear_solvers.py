@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_info
 import likewise.linear.impostors as impostors
 import likewise.linear.pairs as pairs_mod
 from likewise.linear import LMNN, MMC
-from likewise.linear.base import one_blas_thread
+from likewise.linear.base import one_blas_thread, scale_exponent
 from likewise.linear.impostors import candidate_impostors, target_neighbors
 from likewise.linear.itml import interleave, itml_bregman
 from likewise.linear.lmnn import SparseLMNN, _all_in, lmnn_objective, margin_scale
@@ -131,8 +131,11 @@ def test_lmnn_named_start_is_scaled_array_start_is_not(monkeypatch):
     o = np.argsort(y, kind="stable")
     idx, valid = target_neighbors(Xc[o], torch.tensor(y[o]), 3)
     s = margin_scale(Xc[o], idx, valid)
-    np.testing.assert_allclose(seen[0], s * np.eye(4), rtol=1e-9)
-    np.testing.assert_allclose(seen[1], np.eye(4))
+    # the solver works on X / 2^e (scale_exponent), where the same map is 2^e L
+    e = scale_exponent(X)
+    assert 2.0**e <= np.abs(X - X.mean(0)).max() < 2.0 ** (e + 1)
+    np.testing.assert_allclose(seen[0], 2.0**e * s * np.eye(4), rtol=1e-9)
+    np.testing.assert_allclose(seen[1], 2.0**e * np.eye(4))
 
 
 def brute_label_pairs(X, y, k, anchors):

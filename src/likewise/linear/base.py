@@ -51,6 +51,25 @@ def span_basis(V: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
     return U[:, keep]
 
 
+def scale_exponent(X: np.ndarray) -> int:
+    """``e`` such that ``X * 2^-e`` (``[N, D]``, finite) has its largest centred entry,
+    ``max |x - mean|``, in ``[1, 2)`` (0 when every row is the same).
+
+    The estimators fit on ``X * 2^-e`` and return ``L * 2^-e``: multiplying by a power of two is exact
+    in floating point, so a fit is exactly scale-equivariant (``fit(2^k X)`` gives ``L / 2^k`` bit for
+    bit), and data near 1e150 or 1e-150 neither overflow nor underflow in the squared distances (nor
+    in the float32 work of LMNN and NCA). Found in float64 without overflow: ``X`` is first brought
+    into ``[-1, 1]`` by its largest absolute entry.
+    """
+    top = float(np.abs(X).max(initial=0.0))
+    if not top > 0:
+        return 0
+    b = int(np.frexp(top)[1])  # top = m 2^b, m in [0.5, 1)
+    Xb = np.ldexp(X, -b)
+    spread = float(np.abs(Xb - Xb.mean(0)).max())
+    return b + int(np.frexp(spread)[1]) - 1 if spread > 0 else 0
+
+
 _BLAS_CONTROLLER: ThreadpoolController | None = None
 
 
@@ -71,8 +90,13 @@ class MahalanobisTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     """Base class: a learned linear map ``L`` (``components_``, ``[n_components, n_features_in_]``).
 
     Subclasses implement ``_fit(X, y) -> L`` on validated float64 ``X`` ``[N, D]`` and integer-coded
-    ``y`` ``[N]`` (at least two classes).
+    ``y`` ``[N]`` (at least two classes, one of them with two samples or more). ``X`` there is the
+    input times ``2^-self._scale_exp`` (:func:`scale_exponent`: centred entries of at most 2 in
+    absolute value), and the ``L`` returned is for that ``X``; an array given in input units (an
+    ``init``, a ``prior``) is converted by the subclass. The base class maps ``L`` back.
     """
+
+    _scale_exp = 0  # X was divided by 2**_scale_exp for _fit (set by fit / fit_pairs)
 
     _requires_y = True
 
@@ -91,6 +115,33 @@ class MahalanobisTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         X = _validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=2)
         return np.asarray(X, dtype=np.float64)
 
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        """``X * 2^-e`` for the fit (:func:`scale_exponent`; ``e`` kept in ``_scale_exp``); a
+        ValueError when every sample is the same point (no distance to learn from)."""
+        self._scale_exp = scale_exponent(X)
+        if self._requires_y and not (X != X[0]).any():
+            raise ValueError(
+                f"every sample in X is the same point ({X.shape[0]} identical points): {type(self).__name__} "
+                "has no distance to learn from"
+            )
+        return np.ldexp(X, -self._scale_exp)
+
+    def _unscaled(self, L: np.ndarray) -> np.ndarray:
+        """``L`` learned on the scaled ``X`` -> ``L`` for the input ``X``."""
+        return np.ldexp(np.asarray(L, dtype=np.float64), -self._scale_exp)
+
+    def _in_fit_units(self, A: np.ndarray, power: int = 1) -> np.ndarray:
+        """An array given in input units (``init`` ``L``: ``power=1``; a ``prior`` ``M``: 2) in the
+        units of the scaled ``X`` (a ValueError if that overflows)."""
+        with np.errstate(over="ignore"):
+            out = np.ldexp(A, power * self._scale_exp)
+        if not np.isfinite(out).all():
+            raise ValueError(
+                f"the given array is too large for the scale of X (X is divided by 2^{self._scale_exp} "
+                "for the fit, the array multiplied by it): rescale X or the array"
+            )
+        return out
+
     def _validate_Xy(self, X, y) -> tuple[np.ndarray, np.ndarray]:
         if y is None:
             raise ValueError(
@@ -102,7 +153,14 @@ class MahalanobisTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.classes_, y_int = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(
-                f"y has only one class ({self.classes_[0]!r}); metric learning needs at least two classes"
+                f"y has only one class ({self.classes_[:1].tolist()[0]!r}); metric learning needs at least "
+                "two classes"
+            )
+        if len(self.classes_) == len(y):
+            raise ValueError(
+                f"every label in y is distinct ({len(y)} samples, {len(y)} classes): {type(self).__name__} "
+                "learns from samples of the same class (similar pairs, target neighbours) and needs "
+                "at least one class with two samples or more"
             )
         return np.asarray(X, dtype=np.float64), y_int.astype(np.int64)
 
@@ -110,7 +168,7 @@ class MahalanobisTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def fit(self, X, y=None):
         """Learn ``L`` from ``X`` ``[N, D]`` and class labels ``y`` ``[N]``."""
         X, y = self._validate_Xy(X, y)
-        self._set_components(self._fit(X, y))
+        self._set_components(self._unscaled(self._fit(self._scaled(X), y)))
         return self
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract

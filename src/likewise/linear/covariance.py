@@ -36,7 +36,7 @@ class _Unsupervised(MahalanobisTransformer):
     def fit(self, X, y=None):
         """Learn ``L`` from ``X`` ``[N, D]`` (``y`` is ignored)."""
         X = self._validate_X(X, reset=True)
-        self._set_components(self._fit(X, None))
+        self._set_components(self._unscaled(self._fit(self._scaled(X), None)))
         return self
 
 

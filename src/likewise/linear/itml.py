@@ -123,7 +123,11 @@ class ITML(MahalanobisTransformer):
     ----------
     gamma : slack trade-off (larger: constraints enforced more strictly).
     prior : ``"identity"``, ``"covariance"`` (inverse covariance of ``X``, ridge-regularised) or a
-        positive-definite ``[D, D]`` array ``M_0``.
+        positive-definite ``[D, D]`` array ``M_0`` (in input units). ``"identity"`` is the identity on
+        the internally rescaled data (``X / 2^e``, centred entries of at most 2 in absolute value:
+        :func:`~likewise.linear.base.scale_exponent`), i.e. ``I / 4^e`` in input units, so that the
+        fit is scale-equivariant; with ``bounds=None`` ITML's solution does not depend on the
+        prior's overall scale (the bounds follow it), so this is the identity's metric.
     bounds : ``(u, l)`` for the similar / dissimilar squared distances, or ``None`` (5th / 95th
         percentile of the prior squared distances between the constrained points, :func:`auto_bounds`;
         a ValueError when those are all zero).
@@ -164,7 +168,7 @@ class ITML(MahalanobisTransformer):
         in ``{+1 (similar, S), -1 (dissimilar, D)}``."""
         X = self._validate_X(X, reset=True)
         a, b, sign = check_pairs(pairs, y_pairs, X.shape[0])
-        self._set_components(self._fit_constraints(X, a, b, sign))
+        self._set_components(self._unscaled(self._fit_constraints(self._scaled(X), a, b, sign)))
         return self
 
     def _prior(self, X: np.ndarray) -> np.ndarray:
@@ -181,7 +185,7 @@ class ITML(MahalanobisTransformer):
             raise ValueError(f"prior must have shape [{D}, {D}], got {M0.shape}")
         if not np.isfinite(M0).all() or not np.allclose(M0, M0.T) or np.linalg.eigvalsh(M0).min() <= 0:
             raise ValueError("prior must be a finite, symmetric, positive-definite matrix")
-        return M0
+        return self._in_fit_units(M0, power=2)  # input units; X here is scaled (base class)
 
     def _fit_constraints(self, X: np.ndarray, a: np.ndarray, b: np.ndarray, sign: np.ndarray) -> np.ndarray:
         if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:

@@ -22,7 +22,13 @@ memory kept); if none was, the sparse objective *is* ``f`` at the solution. Earl
 (after iterations 1, 3, 7, 15) cost more than they saved: a list taken where few impostors were
 near let the next iterations shrink the metric into a region with many (digits: 50,000 listed
 pairs after iteration 7, against 8,800 at the end; 39 evaluations and 7 rebuilds instead of 30
-and 5). Digits (1,257 x 64): 5 rebuilds, 8,800-24,000 listed pairs against 1.4 million.
+and 5). Later rebuilds (first after 8 or 10 iterations, then every 15 or 20) or a wider list
+(``slack=0.3``) were slower too (digits, CPU time in one process: 76-107 ms against 66 ms).
+Digits (1,257 x 64): 5 rebuilds, 8,800-24,000 listed pairs against 1.4 million. Where the time
+goes there (one thread, measured on a loaded machine): about 40% in the 30 sparse evaluations
+(two sparse kernels and a few small gathers each), 35% in the 5 list rebuilds (a third of that
+the triangle GEMM, the rest the threshold passes and the CSR tables), 13% in the two dense
+``[N, D] x [D, d]`` products per evaluation.
 
 A named start (identity, PCA, ...) is scaled so that the median target distance is the margin
 (:func:`margin_scale`): the margin sets LMNN's scale, and from the unscaled identity the first
@@ -39,7 +45,12 @@ import numpy as np
 import torch
 
 from likewise.linear.base import MahalanobisTransformer, resolve_device
-from likewise.linear.impostors import candidate_impostors, class_ranges, target_distances, target_neighbors
+from likewise.linear.impostors import (
+    candidate_impostors,
+    class_ranges,
+    target_distances,
+    target_neighbors,
+)
 from likewise.linear.init import initial_components
 from likewise.linear.lbfgs import lbfgs, work_dtype
 
@@ -55,10 +66,10 @@ __all__ = [
 ]
 
 
-def _crow(rows: torch.Tensor, N: int) -> torch.Tensor:
+def _crow(rows: np.ndarray, N: int) -> np.ndarray:
     """CSR row pointers ``[N + 1]`` of entries sorted by row (``rows``: their row indices)."""
-    crow = torch.zeros(N + 1, dtype=torch.int64, device=rows.device)
-    crow[1:] = torch.bincount(rows, minlength=N).cumsum(0)
+    crow = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=N), out=crow[1:])
     return crow
 
 
@@ -70,78 +81,107 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tup
 
 class SparseLMNN:
     """``f`` and ``df/dZ`` on fixed pair lists: the valid target pairs ``(i, j)`` and the impostor
-    pairs ``(i, l)`` (``impostors``: two ``[P]`` index tensors).
+    pairs ``(i, l)`` (``impostors``: two ``[P]`` index tensors, in any order).
 
-    The ``N k + P`` pairs ``(r, c)`` are one sparsity pattern of an ``[N, N]`` matrix, built once:
+    The ``n = N k + P`` pairs ``(r, c)`` are one sparsity pattern of an ``[N, N]`` matrix ``W``,
+    kept in its CSR order (built once, with NumPy on the host):
 
     * distances ``D_rc = ||z_r||^2 + ||z_c||^2 - 2 z_r.z_c``, the dot products by one sampled product
       (``torch.sparse.sampled_addmm``: ``Z Z^T`` at the pattern only, no ``[P, d]`` gather);
     * ``f`` is ``sum W_rc D_rc`` for the weights of the active terms (``(1 - mu) + mu * #active l``
       on a target pair, ``-mu * #active j`` on an impostor pair), so
-      ``df/dZ = 2 (diag(W 1 + W^T 1) Z - (W + W^T) Z)``, and ``(W + W^T) Z = [W | W^T] [Z; Z]`` is one
-      sparse-dense product with the ``[N, 2N]`` pattern of ``[W | W^T]``.
+      ``df/dZ = 2 (diag(W 1 + W^T 1) Z - (W + W^T) Z)``. Both parts come from one sparse-dense
+      product: ``[W | W^T] [Z 1; Z 1]`` (``[N, 2N] x [2N, d + 1]``) holds ``(W + W^T) Z`` and, in its
+      last column, the degrees ``W 1 + W^T 1``.
 
-    An evaluation costs ``O((N k + P) (d + k))``, with no ``[P, d]`` work buffer.
+    An evaluation costs ``O(n (d + k))``, with no ``[P, d]`` work buffer.
     """
 
     def __init__(self, targets: torch.Tensor, valid: torch.Tensor, impostors, mu: float, margin: float = 1.0):
         N, k = targets.shape
+        dev = targets.device
         self.N, self.k, self.mu, self.margin = N, k, float(mu), float(margin)
-        flat = valid.reshape(-1)
-        self.valid, self.all_valid = valid, bool(flat.all())
-        self.slots = flat.nonzero().squeeze(1)  # the valid slots of [N * k]
-        rows = torch.arange(N, device=targets.device).repeat_interleave(k).index_select(0, self.slots)
-        self.ii, ll = impostors
-        self.n_t = len(rows)
-        r, c = torch.cat([rows, self.ii]), torch.cat([targets.reshape(-1).index_select(0, self.slots), ll])
-        self.r, self.c = r, c  # pair order: targets, then impostors
-        order = torch.argsort(r * N + c)  # W's (CSR) order
-        ar = torch.arange(len(order), device=order.device)
-        self.pos = torch.empty_like(order)  # pair p's place in it
-        self.pos[order] = ar
-        self.crow, self.col = _crow(r[order], N), c[order]
-        # [W | W^T]: row i holds W's row i (columns c), then W^T's row i (columns N + r of the pairs
-        # with c = i); W^T's order comes from a second sort, the merge by arithmetic on the pointers
-        t_order = torch.argsort(c * N + r)
-        t_rows, t_crow = c[t_order], _crow(c[t_order], N)
-        self.crow2 = self.crow + t_crow
-        w_rows = r[order]
-        at_w = self.crow2[w_rows] + (ar - self.crow[w_rows])  # place of W's q-th entry in [W | W^T]
-        at_t = self.crow2[t_rows] + (self.crow[t_rows + 1] - self.crow[t_rows]) + (ar - t_crow[t_rows])
-        self.src2 = torch.empty(2 * len(order), dtype=torch.int64, device=order.device)
-        self.src2[at_w], self.src2[at_t] = order, len(order) + t_order  # values = cat([w, w])[src2]
-        self.col2 = torch.empty_like(self.src2)
-        self.col2[at_w], self.col2[at_t] = c[order], r[t_order] + N
+        vd = valid.cpu().numpy().reshape(-1)
+        self.valid, self.all_valid = valid, bool(vd.all())
+        slots = np.flatnonzero(vd)  # the valid slots of [N * k]
+        ii, ll = (t.cpu().numpy().astype(np.int64, copy=False) for t in impostors)
+        r = np.concatenate([slots // k, ii])
+        c = np.concatenate([targets.cpu().numpy().reshape(-1)[slots], ll])
+        n, self.n_t = len(r), len(slots)
+        order = np.argsort(r * N + c)  # W's CSR order (the keys are distinct)
+        R, C = r[order], c[order]
+        at = np.empty(n, dtype=np.int64)  # pair p's place in the CSR order
+        at[order] = np.arange(n)
+        crow = _crow(R, N)
+        # [W | W^T]: row i holds W's row i (columns C), then W^T's row i (columns N + R of the
+        # entries with C = i, in W^T's CSR order t2); values are gathered from W's by src2
+        t2 = np.argsort(C * N + R)
+        tcrow = _crow(C[t2], N)
+        crow2 = crow + tcrow
+        q = np.arange(n)
+        at_w = crow2[R] + (q - crow[R])
+        Ct = C[t2]
+        at_t = crow2[Ct] + (crow[Ct + 1] - crow[Ct]) + (q - tcrow[Ct])
+        src2, col2 = np.empty(2 * n, dtype=np.int64), np.empty(2 * n, dtype=np.int64)
+        src2[at_w], src2[at_t] = q, t2
+        col2[at_w], col2[at_t] = C, R[t2] + N
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(dev)
+
+        self.keys = R * N + C  # sorted r * N + c of the pairs (NumPy, host)
+        self.R, self.C, self.crow, self.at = put(R), put(C), put(crow), put(at)
+        self.t_at, self.i_at = self.at[: self.n_t], self.at[self.n_t :]
+        self.ii = put(ii)
+        self.crow2, self.col2, self.src2 = put(crow2), put(col2), put(src2)
+        self.slots = put(slots)
         self.pull = (1.0 - self.mu) * valid.to(torch.float64)  # pull weights before the impostors' share
-        self.zeros: torch.Tensor | None = None
+        self.buffers: tuple | None = None
+        self.last_z: torch.Tensor | None = None  # the last Z evaluated, and its target distances
+        self.last_t: torch.Tensor | None = None
+
+    def _buffers(self, Z: torch.Tensor) -> tuple:
+        """Work buffers for ``Z``'s dtype and width, made once: the sampled product's CSR pattern
+        (its values: ``||z_r||^2 + ||z_c||^2``, written per call), the CSR matrix ``[W | W^T]`` (its
+        values written per call: the CSR tensors alias them) and ``[Z 1; Z 1]``."""
+        N, d = Z.shape
+        if self.buffers is None or self.buffers[0] != (Z.dtype, d):
+            self.pull = self.pull.to(Z.dtype)
+            base = Z.new_empty(len(self.C))
+            w2 = Z.new_empty(len(self.src2))
+            ZZ1 = Z.new_ones(2 * N, d + 1)
+            pattern = _csr(self.crow, self.C, base, (N, N))
+            W2 = _csr(self.crow2, self.col2, w2, (N, 2 * N))
+            self.buffers = ((Z.dtype, d), base, pattern, w2, W2, ZZ1)
+        return self.buffers[1:]
 
     def __call__(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         N, k, mu = self.N, self.k, self.mu
-        if self.zeros is None or self.zeros.dtype != Z.dtype:
-            self.zeros, self.pull = Z.new_zeros(len(self.col)), self.pull.to(Z.dtype)
+        d_out = Z.shape[1]
+        base, pattern, w2, W2, ZZ1 = self._buffers(Z)
         sq = (Z * Z).sum(1)
-        with warnings.catch_warnings():
+        torch.index_select(sq, 0, self.R, out=base).add_(sq.index_select(0, self.C))
+        with warnings.catch_warnings():  # torch: "sparse CSR support is in beta state"
             warnings.simplefilter("ignore", UserWarning)
-            dot = torch.sparse.sampled_addmm(_csr(self.crow, self.col, self.zeros, (N, N)), Z, Z.T, beta=0.0)
-        d = sq.index_select(0, self.r).add_(sq.index_select(0, self.c))
-        d.sub_(dot.values().index_select(0, self.pos), alpha=2.0)  # [N k + P] squared distances
-        if self.all_valid:
-            t = tm = d[: self.n_t].view(N, k)  # target distances [N, k]
-        else:
-            t = Z.new_zeros(N * k).index_copy_(0, self.slots, d[: self.n_t]).view(N, k)
-            tm = t.masked_fill(~self.valid, -torch.inf)  # an invalid slot has no hinge
-        H = tm.index_select(0, self.ii).sub_(d[self.n_t :, None]).add_(self.margin)  # [P, k]
-        active = (H > 0).to(Z.dtype)
-        loss = (1.0 - mu) * t.sum(dtype=torch.float64) + mu * H.clamp_min_(0.0).sum(dtype=torch.float64)
-        wt = active.new_zeros(N, k).index_add_(0, self.ii, active).mul_(mu).add_(self.pull).view(-1)
-        if not self.all_valid:
-            wt = wt.index_select(0, self.slots)
-        w = torch.cat([wt, active.sum(1).mul_(-mu)])  # weight of each pair's D, pair order
-        deg = torch.zeros_like(sq).index_add_(0, self.r, w).index_add_(0, self.c, w)
-        W2 = _csr(self.crow2, self.col2, torch.cat([w, w]).index_select(0, self.src2), (N, 2 * N))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            G = (deg[:, None] * Z).sub_(W2 @ torch.cat([Z, Z]))
+            d = torch.sparse.sampled_addmm(pattern, Z, Z.T, alpha=-2.0).values()  # [n], CSR order
+            if self.all_valid:
+                t = tm = d.index_select(0, self.t_at).view(N, k)  # target distances [N, k]
+            else:
+                t = Z.new_zeros(N * k).index_copy_(0, self.slots, d.index_select(0, self.t_at)).view(N, k)
+                tm = t.masked_fill(~self.valid, -torch.inf)  # an invalid slot has no hinge
+            H = tm.index_select(0, self.ii).sub_(d.index_select(0, self.i_at)[:, None]).add_(self.margin)
+            active = (H > 0).to(Z.dtype)  # [P, k]
+            loss = (1.0 - mu) * t.sum(dtype=torch.float64) + mu * H.clamp_min_(0.0).sum(dtype=torch.float64)
+            wt = active.new_zeros(N, k).index_add_(0, self.ii, active).mul_(mu).add_(self.pull).view(-1)
+            if not self.all_valid:
+                wt = wt.index_select(0, self.slots)
+            w = d.index_copy_(0, self.at, torch.cat([wt, active.sum(1).mul_(-mu)]))  # weights, CSR order
+            torch.index_select(w, 0, self.src2, out=w2)  # the values of W2
+            ZZ1[:N, :d_out] = Z
+            ZZ1[N:, :d_out] = Z
+            out = W2 @ ZZ1  # [(W + W^T) Z | W 1 + W^T 1]
+        G = (Z * out[:, d_out:]).sub_(out[:, :d_out])
+        self.last_z, self.last_t = Z, t
         return loss, G.mul_(2.0)
 
 
@@ -185,12 +225,19 @@ class ActiveSet:
         self.X, self.y, self.targets, self.valid = X, y, targets, valid
         self.mu, self.slack, self.margin = mu, slack, margin
         self.calls, self.next, self.gap, self.n_rebuilds = -1, 0, 5, 0
-        self.keys: torch.Tensor | None = None  # sorted i * N + l of the listed pairs
         self.terms: SparseLMNN | None = None
+        self.n_impostors = 0  # impostor pairs in the current list
+        self.ranges = class_ranges(y)
+        self.last: tuple[np.ndarray, torch.Tensor] | None = None  # (L, Z) of the last embedding
 
     def embed(self, L: np.ndarray) -> torch.Tensor:
-        """``Z = X L^T`` ``[N, d]`` in the work dtype and device."""
-        return self.X @ torch.as_tensor(L, device=self.X.device).to(self.X.dtype).T
+        """``Z = X L^T`` ``[N, d]`` in the work dtype and device (the last one again for the same
+        ``L``: L-BFGS checks the list at the point it has just evaluated)."""
+        if self.last is not None and np.array_equal(self.last[0], L):
+            return self.last[1]
+        Z = self.X @ torch.as_tensor(L, device=self.X.device).to(self.X.dtype).T
+        self.last = (np.array(L), Z)
+        return Z
 
     def fun(self, L: np.ndarray) -> tuple[float, np.ndarray]:
         """``(f, df/dL)`` on the current list (``df/dL = (df/dZ)^T X``)."""
@@ -204,23 +251,34 @@ class ActiveSet:
         if not (final or self.calls >= self.next):
             return False
         self.next, self.gap = self.calls + self.gap, 10
+        Z = self.embed(L)
+        t = self.terms.last_t if self.terms is not None and self.terms.last_z is Z else None  # same Z
         ii, ll, tight = candidate_impostors(
-            self.embed(L), self.y, self.targets, self.valid, self.margin, self.slack, tight=True
+            Z,
+            self.y,
+            self.targets,
+            self.valid,
+            self.margin,
+            self.slack,
+            tight=True,
+            sort=False,
+            ranges=self.ranges,
+            t=t,
         )
-        keys = ii * len(self.y) + ll
-        missing = self.keys is None or not _all_in(keys[tight], self.keys)
-        self.keys, self.terms = keys, SparseLMNN(self.targets, self.valid, (ii, ll), self.mu, self.margin)
-        self.n_rebuilds += 1
+        old, self.terms = self.terms, SparseLMNN(self.targets, self.valid, (ii, ll), self.mu, self.margin)
+        missing = old is None or not _all_in((ii * len(self.y) + ll)[tight], old.keys)
+        self.n_rebuilds, self.n_impostors = self.n_rebuilds + 1, len(ii)
         return missing
 
 
-def _all_in(a: torch.Tensor, sorted_b: torch.Tensor) -> bool:
-    """Whether every entry of ``a`` is in the sorted ``sorted_b``."""
+def _all_in(a, sorted_b) -> bool:
+    """Whether every entry of ``a`` is in the sorted ``sorted_b`` (1-D int tensors or arrays)."""
+    a, sorted_b = (t.cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in (a, sorted_b))
     if len(a) == 0:
         return True
     if len(sorted_b) == 0:
         return False
-    pos = torch.searchsorted(sorted_b, a).clamp_(max=len(sorted_b) - 1)
+    pos = np.searchsorted(sorted_b, a).clip(max=len(sorted_b) - 1)
     return bool((sorted_b[pos] == a).all())
 
 
@@ -295,6 +353,8 @@ class LMNN(MahalanobisTransformer):
         if isinstance(init, str) and init == "auto":
             init = "identity" if d == X.shape[1] else "pca"
         L0 = initial_components(init, X, d, self.random_state, y)
+        if not isinstance(init, str):  # an array is in input units; X here is scaled (base class)
+            L0 = self._in_fit_units(L0)
         order = np.argsort(y, kind="stable")  # class-sorted: a class is a contiguous range
         Xt = torch.tensor((X - X.mean(0))[order], dtype=dt, device=dev)  # distances do not see the mean
         yt = torch.as_tensor(y[order], device=dev)
@@ -305,5 +365,5 @@ class LMNN(MahalanobisTransformer):
         active(L0)
         L, self.objective_, n_iter = lbfgs(active.fun, L0, int(self.max_iter), float(self.tol), active)
         self.n_iter_ = max(n_iter, 1)  # the check of the start point counts (sklearn: n_iter_ >= 1)
-        self.n_refreshes_, self.n_active_pairs_ = active.n_rebuilds, len(active.keys)
+        self.n_refreshes_, self.n_active_pairs_ = active.n_rebuilds, active.n_impostors
         return L

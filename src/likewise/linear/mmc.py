@@ -165,7 +165,7 @@ class MMC(MahalanobisTransformer):
         in ``{+1 (similar, S), -1 (dissimilar, D)}``; both kinds are needed."""
         X = self._validate_X(X, reset=True)
         a, b, sign = check_pairs(pairs, y_pairs, X.shape[0])
-        self._set_components(self._fit_constraints(X, a, b, sign))
+        self._set_components(self._unscaled(self._fit_constraints(self._scaled(X), a, b, sign)))
         return self
 
     def _fit_constraints(self, X: np.ndarray, a: np.ndarray, b: np.ndarray, sign: np.ndarray) -> np.ndarray:

@@ -106,7 +106,9 @@ class NCA(MahalanobisTransformer):
         directions first). NCA's softmax saturates when one feature's noise dominates the distances,
         and L-BFGS then crawls from the identity; whitened, it starts near a good metric (digits:
         the identity's accuracy in 7 iterations instead of 10). scikit-learn's ``"auto"`` uses LDA
-        only for ``d < n_classes``. Also ``"identity"``, ``"pca"``, ``"random"`` or an array ``[d, D]``.
+        only for ``d < n_classes``. Also ``"identity"``, ``"pca"``, ``"random"`` (these three on the
+        internally rescaled data ``X / 2^e``, centred entries of at most 2 in absolute value:
+        :func:`~likewise.linear.base.scale_exponent`) or an array ``[d, D]`` (in input units).
     max_iter : L-BFGS iterations (at most).
     tol : stop when an iteration decreases ``f`` by less than ``tol * |f|`` (or every gradient entry
         is below ``tol``): scikit-learn's ``NeighborhoodComponentsAnalysis`` rule and default, 1e-5.
@@ -141,6 +143,8 @@ class NCA(MahalanobisTransformer):
             raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
         dev, dt = resolve_device(self.device), work_dtype(self.dtype)
         L0 = initial_components(self.init, X, self._check_n_components(X.shape[1]), self.random_state, y)
+        if not isinstance(self.init, str):  # an array is in input units; X here is scaled (base class)
+            L0 = self._in_fit_units(L0)
         order = np.argsort(y, kind="stable")  # class-sorted: same-class entries form rectangles
         Xt = torch.tensor((X - X.mean(0))[order], dtype=dt, device=dev)  # distances do not see the mean
         blocks = class_blocks(np.bincount(y).tolist())  # y is fixed: its class blocks are found once
