@@ -45,7 +45,11 @@ def _pairs(seed: int = 1, k: int = 24, n_ref: int = B) -> tuple[torch.Tensor, ..
 def _triplets(seed: int = 2, k: int = 30) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     a = torch.randint(0, B, (k,), generator=g)
-    return a, (a + torch.randint(1, B, (k,), generator=g)) % B, (a + torch.randint(1, B, (k,), generator=g)) % B
+    return (
+        a,
+        (a + torch.randint(1, B, (k,), generator=g)) % B,
+        (a + torch.randint(1, B, (k,), generator=g)) % B,
+    )
 
 
 # disjoint pairs (the mask-based losses refuse a pair listed both ways, as PML asserts)
@@ -76,7 +80,9 @@ PAIR_LOSSES = [  # accept any tuple, duplicates and pairs listed both ways
     pytest.param(ContrastiveLoss, pml.ContrastiveLoss, {}, id="contrastive"),
     pytest.param(ContrastiveLoss, pml.ContrastiveLoss, {"pos_margin": 0.3, "neg_margin": 0.8}, id="contr-m"),
     pytest.param(TripletMarginLoss, pml.TripletMarginLoss, {"margin": 0.5}, id="triplet"),
-    pytest.param(TripletMarginLoss, pml.TripletMarginLoss, {"margin": 0.5, "smooth_loss": True}, id="softplus"),
+    pytest.param(
+        TripletMarginLoss, pml.TripletMarginLoss, {"margin": 0.5, "smooth_loss": True}, id="softplus"
+    ),
     pytest.param(TripletMarginLoss, pml.TripletMarginLoss, {"margin": 0.4, "swap": True}, id="swap"),
     pytest.param(NTXentLoss, pml.NTXentLoss, {"temperature": 0.5}, id="ntxent"),
 ]
@@ -102,12 +108,21 @@ def test_mask_losses_equal_pml(ours, theirs, kw, it):
 
 @pytest.mark.parametrize(
     ("ours", "theirs"),
-    [(ContrastiveLoss, pml.ContrastiveLoss), (TripletMarginLoss, pml.TripletMarginLoss),
-     (MultiSimilarityLoss, pml.MultiSimilarityLoss), (NTXentLoss, pml.NTXentLoss)],
+    [
+        (ContrastiveLoss, pml.ContrastiveLoss),
+        (TripletMarginLoss, pml.TripletMarginLoss),
+        (MultiSimilarityLoss, pml.MultiSimilarityLoss),
+        (NTXentLoss, pml.NTXentLoss),
+    ],
 )
 def test_with_ref_emb_the_tuple_indexes_the_references(ours, theirs):
     x, ref = _x(4), _x(5, b=9)
-    it = (torch.tensor([0, 1, 2, 3]), torch.tensor([8, 0, 4, 4]), torch.tensor([0, 5, 6]), torch.tensor([2, 3, 7]))
+    it = (
+        torch.tensor([0, 1, 2, 3]),
+        torch.tensor([8, 0, 4, 4]),
+        torch.tensor([0, 5, 6]),
+        torch.tensor([2, 3, 7]),
+    )
     e1, r1 = x.clone().requires_grad_(), ref.clone().requires_grad_()
     e2, r2 = x.clone().requires_grad_(), ref.clone().requires_grad_()
     v1 = ours()(e1, None, indices_tuple=it, ref_emb=r1)
@@ -161,7 +176,9 @@ def test_lifted_structure_is_songs_formula_on_the_listed_relation():
     N = {(i, j) for i, j in zip(a2.tolist(), n.tolist())}
     total, count = 0.0, 0
     for i, j in sorted(P):
-        negs = [1.0 - d[i, k].item() for (r, k) in N if r == i] + [1.0 - d[l, j].item() for (l, c) in N if c == j]
+        negs = [1.0 - d[i, k].item() for (r, k) in N if r == i] + [
+            1.0 - d[l, j].item() for (l, c) in N if c == j
+        ]
         if not negs:
             continue
         jij = math.log(sum(math.exp(v) for v in negs)) + d[i, j].item()
@@ -218,7 +235,12 @@ def test_labels_are_ignored_and_unlisted_pairs_are_unknown(make):
 )
 def test_gradcheck_float64(make):
     x = _x(13, b=6).requires_grad_()
-    it = (torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2, 3, 4]), torch.tensor([0, 1, 3, 2]), torch.tensor([5, 5, 4, 5]))
+    it = (
+        torch.tensor([0, 1, 2, 0]),
+        torch.tensor([1, 2, 3, 4]),
+        torch.tensor([0, 1, 3, 2]),
+        torch.tensor([5, 5, 4, 5]),
+    )
     loss = make()
     assert torch.autograd.gradcheck(lambda e: loss(e, None, indices_tuple=it), (x,))
 
@@ -253,7 +275,9 @@ def test_given_pairs_path_has_no_host_synchronisation(make, monkeypatch):
     x = _x(14).float().requires_grad_()
     loss = make()
     batch = check_batch(x, None, pairs_given=True)
-    given = parse_indices_tuple(_pairs(15) if loss.disjoint_pairs is False else DISJOINT, B, B, x.device, x.dtype)
+    given = parse_indices_tuple(
+        _pairs(15) if loss.disjoint_pairs is False else DISJOINT, B, B, x.device, x.dtype
+    )
     batch = type(batch)(**{**batch.__dict__, "given": given})
     trap = _Trap(monkeypatch)
     loss.compute(batch).backward()

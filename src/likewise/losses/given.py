@@ -33,9 +33,7 @@ from torch import Tensor
 
 from likewise.mined import Triplets
 
-INDICES_TUPLE_FORM = (
-    "indices_tuple must be pairs (a1, p, a2, n) or triplets (a, p, n) of 1-D integer tensors"
-)
+INDICES_TUPLE_FORM = "indices_tuple must be pairs (a1, p, a2, n) or triplets (a, p, n) of 1-D integer tensors"
 
 
 @dataclass(frozen=True)

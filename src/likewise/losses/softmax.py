@@ -443,7 +443,7 @@ class SupConLoss(MetricLoss):
 
     def compute(self, batch: Batch) -> Tensor:
         kernel = supcon_kernel(self.temperature, self.variant)
-        fast = None if batch.given is not None else _fast_loss(batch, self.miner, self.chunk_size, kernel, "cosine", self.temperature)
+        fast = _fast_loss(batch, self.miner, self.chunk_size, kernel, "cosine", self.temperature)
         if fast is not None:
             self._record(**fast[1])
             return fast[0]
