@@ -36,9 +36,10 @@ import numpy as np
 import torch
 
 TRAIN_CLASSES = (0, 1, 2, 3, 4)
-BATCH = 60
+BATCH = 120
 HIDDEN = 256
 DIM = 64
+EMBED = "head"
 
 
 def draw_pairs(y: np.ndarray, items: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,7 +66,7 @@ def write_csv(path: Path, rows: np.ndarray) -> Path:
 def base_config(loss: str, seed: int) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"name": loss}
     return {
-        "model": {"trunk": "mlp", "embedding_dim": DIM, "trunk_kwargs": {"hidden": [HIDDEN]}},
+        "model": {"trunk": "mlp", "embedding_dim": DIM, "trunk_kwargs": {"hidden": [HIDDEN]}, "embed": EMBED},
         "loss": kwargs,
         "optimizer": {"name": "adam", "lr": 1e-3},
         "eval": {"validation_fraction": 0.1, "heldout_curves": False},
@@ -159,8 +160,11 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=["ContrastiveLoss", "MultiSimilarityLoss"])
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the pairs run (labels: same steps)")
     parser.add_argument("--pairs", type=int, default=20_000)
+    parser.add_argument("--embed", choices=["head", "features"], default="head", help="model.embed")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args()
+    global EMBED
+    EMBED = args.embed
     torch.set_num_threads(2)
     results: dict[str, list[dict[str, Any]]] = {}
     for loss in args.losses:
