@@ -271,13 +271,15 @@ class _Trap:
         lambda: MultiSimilarityLoss(),
     ],
 )
-def test_given_pairs_path_has_no_host_synchronisation(make, monkeypatch):
+@pytest.mark.parametrize("tuple_of", ["pairs", "triplets"])
+def test_given_pairs_path_has_no_host_synchronisation(make, tuple_of, monkeypatch):
     x = _x(14).float().requires_grad_()
     loss = make()
     batch = check_batch(x, None, pairs_given=True)
-    given = parse_indices_tuple(
-        _pairs(15) if loss.disjoint_pairs is False else DISJOINT, B, B, x.device, x.dtype
-    )
+    it = DISJOINT if loss.disjoint_pairs else _pairs(15)
+    if tuple_of == "triplets":
+        it = DISJOINT_TRIPLETS
+    given = parse_indices_tuple(it, B, B, x.device, x.dtype)
     batch = type(batch)(**{**batch.__dict__, "given": given})
     trap = _Trap(monkeypatch)
     loss.compute(batch).backward()

@@ -431,7 +431,7 @@ class TripletMarginLoss(MetricLoss):
         if isinstance(mined, Triplets):
             return self._from_triplets(batch, dist, y, _check_triplets(mined, x.shape[0], y.shape[0]))
         if mined is None and given.triplets is not None:
-            return self._from_triplets(batch, dist, y, given.triplets)
+            return self._given_triplets(dist, y, given.triplets)
         pos_w, neg_w = given.pos_w, given.neg_w
         if mined is not None:
             m = to_pair_mask(mined, tuple(dist.shape), dist.device)
@@ -453,6 +453,19 @@ class TripletMarginLoss(MetricLoss):
             num_triplets=n_triplets, active_fraction=lambda: count / n_triplets.clamp_min(1)
         )
         return total / count.clamp_min(1)
+
+    def _given_triplets(self, dist: Tensor, y: Tensor, t: Triplets) -> Tensor:
+        """The loss of the caller's triplets, averaged over the non-zero terms (PML's reducer);
+        plain autograd on gathered distances, no host synchronisation."""
+        a, p, n = t.anchor, t.positive, t.negative
+        d_ap, d_an = dist[a, p], dist[a, n]
+        if self.swap:
+            d_an = torch.minimum(d_an, rowwise_distance_like(y[p], y[n], self.distance))
+        v = d_ap - d_an + self.margin
+        losses = F.softplus(v) if self.smooth_loss else F.relu(v)
+        active = losses > 0
+        self._record(num_triplets=len(t), active_fraction=lambda: active.float().mean())
+        return masked_mean(losses, active)
 
     def _all_triplets_of_class_ids(
         self, batch: Batch, x: Tensor, y: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
