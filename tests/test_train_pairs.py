@@ -153,3 +153,46 @@ def test_bad_pairs_files_and_configs_fail_in_one_line(capsys, digits_pairs, tmp_
     _fails(capsys, ["train", str(_write(tmp_path / "c.yaml", cfg))], "cannot learn from pairs")
     cfg = _config(tmp, pairs=str(tmp / "train.csv"), triplets=str(tmp / "train.csv"))
     _fails(capsys, ["train", str(_write(tmp_path / "c.yaml", cfg))], "data.triplets: give data.pairs or")
+
+
+def test_pairs_of_an_image_folder_name_images_by_relative_path(capsys, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "shots"
+    names = []
+    for k in range(16):
+        sub = root / ("day1" if k % 2 else "day2")  # folders are not classes
+        sub.mkdir(parents=True, exist_ok=True)
+        img = np.zeros((8, 8), np.uint8)
+        img[: 4 + (k % 4), :] = 200  # four kinds of image, by the height of the bright band
+        img = np.clip(img + rng.integers(0, 40, (8, 8)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(sub / f"{k:02d}.png")
+        names.append(f"{sub.name}/{k:02d}.png")
+    pairs = [(i, j) for i in range(16) for j in range(i + 1, 16)]
+    train = [(names[i], names[j], int(i % 4 == j % 4)) for i, j in pairs if j < 12]  # images 0-11
+    held = [(names[i], names[j], int(i % 4 == j % 4)) for i, j in pairs if i >= 8]  # 8-15
+    _write_csv(tmp_path / "p.csv", "a,b,similar", train)
+    _write_csv(tmp_path / "h.csv", "a,b,similar", held)
+    cfg = {
+        "data": {"dataset": str(root), "grayscale": True, "pairs": str(tmp_path / "p.csv")},
+        "eval": {"pairs": str(tmp_path / "h.csv")},
+        "model": {"trunk": "mlp", "embedding_dim": 8, "trunk_kwargs": {"hidden": [16]}},
+        "loss": {"name": "MultiSimilarityLoss"},
+        "sampler": {"batch_size": 8},
+        "optimizer": {"epochs": 1},
+        "trainer": {"progress_bar": False, "threads": 1},
+    }
+    out = tmp_path / "run"
+    assert main(["train", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_items"] == 16 and metrics["n_train_pairs"] == len(train)
+    assert 0 <= metrics["heldout_pairs"]["roc_auc"] <= 1
+    capsys.readouterr()
+    _write_csv(tmp_path / "bad.csv", "a,b,similar", [(names[0], "day3/00.png", 1)])
+    cfg["data"]["pairs"] = str(tmp_path / "bad.csv")
+    _fails(
+        capsys,
+        ["train", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "o")],
+        "bad.csv: row 1: b='day3/00.png' is not an image of the folder",
+    )
