@@ -255,8 +255,8 @@ def test_bad_input_errors():
         loss(emb, labels, ref_emb=torch.randn(5, 5), ref_labels=torch.arange(5))
     with pytest.raises(ValueError, match="ref_emb and ref_labels must be given together"):
         loss(emb, labels, ref_emb=torch.randn(5, 4))
-    with pytest.raises(TypeError, match="miner="):
-        loss(emb, labels, (torch.tensor([0]), torch.tensor([3]), torch.tensor([1])))
+    with pytest.raises(ValueError, match="lists a pair both as similar and as dissimilar"):
+        loss(emb, labels, (torch.tensor([0]), torch.tensor([3]), torch.tensor([0]), torch.tensor([3])))
     with pytest.raises(TypeError, match="floating point"):
         loss(torch.ones(6, 4, dtype=torch.long), labels)
 

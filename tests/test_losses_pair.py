@@ -590,8 +590,10 @@ def test_bad_input_errors(make):
     bad[2, 1] = float("inf")
     with pytest.raises(ValueError, match="contain NaN or inf"):
         loss(bad, y)
-    with pytest.raises(TypeError, match="miner="):
-        loss(x, y, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
+    with pytest.raises(ValueError, match=r"positive indices must lie in \[0, 5\]"):
+        loss(x, y, (torch.tensor([0]), torch.tensor([9]), torch.tensor([2])))
+    with pytest.raises(TypeError, match="1-D integer tensors; a has dtype torch.float"):
+        loss(x, y, (torch.tensor([0.0]), torch.tensor([1]), torch.tensor([2])))
 
 
 def test_bad_constructor_arguments():

@@ -419,11 +419,17 @@ def test_labels_of_wrong_length_and_dim_mismatch(make):
 
 
 @pytest.mark.parametrize("make", ALL)
-def test_positional_indices_tuple_points_to_miner(make):
+def test_positional_indices_tuple_is_pmls_third_argument(make):
     x, y = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
-    idx = (torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
-    with pytest.raises(TypeError, match="pass a miner in the constructor"):
-        make()(x, y, idx)
+    idx = (torch.tensor([0, 2]), torch.tensor([1, 3]), torch.tensor([2, 4]))
+    loss = make()
+    if not loss.accepts_indices_tuple:  # SNN, N-pairs: PML's take no pairs either way here
+        with pytest.raises(TypeError, match="takes no indices_tuple.*pass a miner in the constructor"):
+            loss(x, y, idx)
+        return
+    assert torch.equal(loss(x, y, idx), loss(x, None, indices_tuple=idx))
+    with pytest.raises(TypeError, match="give indices_tuple once"):
+        loss(x, y, idx, indices_tuple=idx)
 
 
 def test_one_class_ntxent_snn_npairs_are_zero():

@@ -382,10 +382,10 @@ def test_bad_input_errors():
         loss(bad, y)
     with pytest.raises(ValueError, match="ref_emb contain NaN or inf"):
         loss(x, y, ref_emb=bad, ref_labels=y)
-    with pytest.raises(TypeError, match="miner="):
-        loss(x, y, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
-    with pytest.raises(TypeError, match="miner="):
-        loss(x, y, indices_tuple=(torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
+    with pytest.raises(ValueError, match=r"negative indices must lie in \[0, 5\]"):
+        loss(x, y, (torch.tensor([0]), torch.tensor([1]), torch.tensor([6])))
+    with pytest.raises(ValueError, match=r"anchor indices must lie in \[0, 5\]"):
+        loss(x, y, indices_tuple=(torch.tensor([-1]), torch.tensor([1]), torch.tensor([2])))
 
 
 def test_bad_mined_triplets_and_arguments():

@@ -37,6 +37,8 @@ _LAZY = {
     "MemoryQueue": "likewise.memory",
     "CrossBatchMemory": "likewise.memory",
     "ClassBalancedBatchSampler": "likewise.sampling",
+    "PairBatchSampler": "likewise.pair_sampling",
+    "PairRelation": "likewise.data.pairs",
 }
 _SUBMODULES = (
     "augment",

@@ -62,15 +62,30 @@ class Miner(nn.Module):
         ref_labels: Tensor | None = None,
         relevance: Tensor | None = None,
         ref_self_index: Tensor | None = None,
+        relation: PairMask | None = None,
     ) -> Mined:
+        """``relation``: given similar / dissimilar pairs (a :class:`~likewise.mined.PairMask`
+        ``[B, N]``; pairs in neither are unknown) instead of labels: the miner picks within it."""
         # Imported here: likewise.losses imports loss modules that may import this one.
         from likewise.losses.base import check_batch
 
         with torch.no_grad():
             batch = check_batch(
-                embeddings, labels, ref_emb, ref_labels, relevance, ref_self_index=ref_self_index
+                embeddings,
+                labels,
+                ref_emb,
+                ref_labels,
+                relevance,
+                ref_self_index=ref_self_index,
+                pairs_given=relation is not None,
             )
-            pos, neg = batch.masks()
+            if relation is not None:
+                shape = (batch.embeddings.shape[0], batch.ref_emb.shape[0])
+                if not isinstance(relation, PairMask) or tuple(relation.pos.shape) != shape:
+                    raise ValueError(f"relation must be a PairMask of two bool {shape} masks")
+                pos, neg = relation.pos.bool(), relation.neg.bool()
+            else:
+                pos, neg = batch.masks()
             x, y = batch.embeddings, batch.ref_emb  # one dtype: check_batch promoted mixed ones
             if x.dtype in _LOW_PRECISION:  # selected in float32 (see the module docstring)
                 x, y = x.float(), (x.float() if batch.same_set else y.float())

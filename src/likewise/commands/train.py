@@ -38,6 +38,20 @@ def quiet_lightning() -> None:
 
 
 def summary_lines(result: dict[str, Any], out: Path) -> list[str]:
+    if "supervision" in result:  # pairs / triplets run (likewise.train.pairs)
+        kind, n_items = result["supervision"], result["n_items"]
+        lines = [f"trained from {result['n_train_pairs']} pairs ({kind} file) of {n_items} items"]
+        for name, key in (("held-out pairs", "heldout_pairs"), ("raw features", "raw_features_pairs")):
+            if key in result:
+                m = result[key]
+                lines.append(
+                    f"  {name}: roc_auc {m['roc_auc']:.4f}   "
+                    f"average_precision {m['average_precision']:.4f}   eer {m['eer']:.4f}   "
+                    f"tar_at_far_1e-03 {m['tar_at_far_1e-03']:.4f}"
+                )
+        report = out / "report.html"
+        lines.append(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}   report: {report}")
+        return lines
     m = result["heldout"]
     if result.get("selected_on") == "validation":
         chosen = f"best epoch {result['best_epoch']} (chosen on {result['n_validation']} validation samples)"

@@ -7,6 +7,7 @@ from pathlib import Path
 from likewise.data.arrays import ArrayDataset, LabeledArrays, encode_labels, load_array_dataset
 from likewise.data.bundled import BUNDLED, load_bundled, load_digits, load_mnist5k
 from likewise.data.folder import load_image_folder, load_images
+from likewise.data.pairs import PairRelation, read_pairs, read_triplets
 from likewise.data.splits import class_disjoint_split, stratified_split
 
 
@@ -40,6 +41,7 @@ __all__ = [
     "ArrayDataset",
     "BUNDLED",
     "LabeledArrays",
+    "PairRelation",
     "class_disjoint_split",
     "encode_labels",
     "load_array_dataset",
@@ -49,5 +51,7 @@ __all__ = [
     "load_image_folder",
     "load_images",
     "load_mnist5k",
+    "read_pairs",
+    "read_triplets",
     "stratified_split",
 ]

@@ -22,27 +22,30 @@
   that holds the query itself (``-1`` for none), excluded from every pair. A
   cross-batch memory or a cross-GPU gather that contains the current batch uses it.
 
-A third positional argument (pytorch-metric-learning's ``indices_tuple``) is
-refused with a message pointing to ``miner=``.
+* ``indices_tuple``: pytorch-metric-learning's pairs ``(a1, p, a2, n)`` or triplets
+  ``(a, p, n)`` (also PML's third positional argument), for the losses that set
+  ``accepts_indices_tuple``; labels may then be ``None``. See :mod:`likewise.losses.given`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from likewise.losses.given import Given, parse_indices_tuple
 from likewise.mined import Mined, PairMask, to_pair_mask
 from likewise.normalize import promote, widen
 from likewise.similarity import check_binary, relation_masks
 
 INDICES_TUPLE_MESSAGE = (
-    "likewise losses take no indices_tuple: pass a miner in the constructor instead, "
-    "e.g. TripletMarginLoss(miner=BatchHardMiner()), and call loss(embeddings, labels)"
+    "takes no indices_tuple (ContrastiveLoss, TripletMarginLoss, LiftedStructureLoss, "
+    "MultiSimilarityLoss, CircleLoss, NTXentLoss and SupConLoss do): pass a miner in the "
+    "constructor instead, e.g. TripletMarginLoss(miner=BatchHardMiner()), and call loss(embeddings, labels)"
 )
 
 
@@ -57,9 +60,12 @@ class Batch:
     relevance: Tensor | None  # bool [B, N]
     same_set: bool  # refs are the queries
     self_index: Tensor | None  # long [B]: ref column of each query itself (-1 none)
+    given: Given | None = None  # pairs / triplets given by the caller (indices_tuple)
 
     def masks(self) -> tuple[Tensor, Tensor]:
-        """Positive / negative masks ``[B, N]`` with self-pairs excluded."""
+        """Positive / negative masks ``[B, N]`` with self-pairs excluded (given pairs: as given)."""
+        if self.given is not None:
+            return self.given.masks()
         return relation_masks(
             self.labels,
             None if self.same_set else self.ref_labels,
@@ -79,6 +85,7 @@ class Batch:
             relevance=None if self.relevance is None else self.relevance[sl],
             same_set=False,
             self_index=None if self.self_index is None else self.self_index[sl],
+            given=None if self.given is None else self.given.rows(start, stop),
         )
 
 
@@ -127,11 +134,19 @@ def check_batch(
     *,
     ref_self_index: Any = None,
     labels_required: bool = True,
+    pairs_given: bool = False,
 ) -> Batch:
-    """Validate a loss call and return a :class:`Batch` (raises ValueError/TypeError)."""
+    """Validate a loss call and return a :class:`Batch` (raises ValueError/TypeError).
+
+    ``pairs_given``: the relation comes from an ``indices_tuple`` (parsed by the caller):
+    labels and ``ref_labels`` are then optional and ``relevance`` is refused."""
     embeddings = _check_float_matrix(embeddings, "embeddings")
     b = embeddings.shape[0]
-    if (ref_emb is None) != (ref_labels is None) and relevance is None:
+    if pairs_given:
+        if relevance is not None:
+            raise ValueError("pass either indices_tuple or relevance, not both")
+        labels_required = False
+    elif (ref_emb is None) != (ref_labels is None) and relevance is None:
         raise ValueError("ref_emb and ref_labels must be given together")
     if ref_emb is not None:
         ref_emb = _check_float_matrix(ref_emb, "ref_emb")
@@ -231,11 +246,17 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 class MetricLoss(nn.Module):
     """Base class for supervised losses with the likewise / PML call convention.
 
-    Subclasses implement :meth:`compute` on a validated :class:`Batch`. Statistics
+    Subclasses implement :meth:`compute` on a validated :class:`Batch`. Those that set
+    ``accepts_indices_tuple`` take PML's ``indices_tuple`` (``batch.given``); the losses
+    built on boolean masks also set ``disjoint_pairs`` (a pair may not be both similar and
+    dissimilar, as PML asserts for them). Statistics
     of the last call are read from ``self.stats`` (a plain dict of floats). They are
     computed when read, not in the call: a training step that does not look at them
     pays no ``float()`` (a device synchronisation on a GPU) and no extra passes.
     """
+
+    accepts_indices_tuple: bool = False
+    disjoint_pairs: bool = False
 
     def __init__(self, miner: Any = None) -> None:
         super().__init__()
@@ -263,12 +284,33 @@ class MetricLoss(nn.Module):
         ref_self_index: Tensor | None = None,
         indices_tuple: Any = None,
     ) -> Tensor:
-        if args or indices_tuple is not None:
-            raise TypeError(INDICES_TUPLE_MESSAGE)
+        if len(args) > 1 or (args and indices_tuple is not None):
+            raise TypeError("give indices_tuple once: loss(embeddings, labels, indices_tuple)")
+        if args:
+            indices_tuple = args[0]
+        given = indices_tuple is not None
+        if given and not self.accepts_indices_tuple:
+            raise TypeError(f"{type(self).__name__} {INDICES_TUPLE_MESSAGE}")
         with full_precision(embeddings) as cast:
             batch = check_batch(
-                cast(embeddings), labels, cast(ref_emb), ref_labels, relevance, ref_self_index=ref_self_index
+                cast(embeddings),
+                labels,
+                cast(ref_emb),
+                ref_labels,
+                relevance,
+                ref_self_index=ref_self_index,
+                pairs_given=given,
             )
+            if given:
+                rel = parse_indices_tuple(
+                    indices_tuple,
+                    batch.embeddings.shape[0],
+                    batch.ref_emb.shape[0],
+                    batch.embeddings.device,
+                    batch.embeddings.dtype,
+                    disjoint=self.disjoint_pairs,
+                )
+                batch = replace(batch, given=rel)
             return self.compute(batch)
 
     def compute(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
@@ -278,6 +320,13 @@ class MetricLoss(nn.Module):
         """Run the miner (if any) on detached embeddings."""
         if self.miner is None:
             return None
+        if batch.given is not None:  # the miner searches within the given relation
+            return self.miner(
+                batch.embeddings.detach(),
+                None,
+                ref_emb=None if batch.same_set else batch.ref_emb.detach(),
+                relation=PairMask(*batch.given.masks()),
+            )
         return self.miner(
             batch.embeddings.detach(),
             batch.labels,

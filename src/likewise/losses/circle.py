@@ -84,7 +84,13 @@ class CircleLoss(MetricLoss):
     Shapes: ``embeddings [B, D]``, ``labels [B]`` (or ``[B, C]`` multi-label, or
     ``relevance [B, N]``). Stats: ``active_rows`` (fraction of queries with a
     positive and a negative), ``pos_sim`` / ``neg_sim`` (mean cosine over the pairs used).
+
+    ``indices_tuple=`` (PML's pairs or triplets, labels then optional): the listed pairs are
+    the positives and negatives (each once; a pair listed as both is refused, as in PML).
     """
+
+    accepts_indices_tuple = True
+    disjoint_pairs = True
 
     def __init__(self, m: float = 0.4, gamma: float = 80, miner: Any = None) -> None:
         super().__init__(miner=miner)

@@ -178,7 +178,7 @@ class LogRatioLoss(MetricLoss):
         indices_tuple: Any = None,
     ) -> Tensor:
         if args or indices_tuple is not None:
-            raise TypeError(INDICES_TUPLE_MESSAGE)
+            raise TypeError(f"LogRatioLoss {INDICES_TUPLE_MESSAGE}")
         with full_precision(embeddings) as cast:
             emb, dist, refs = cast(embeddings), cast(label_dist), cast(ref_emb)
             return self._loss(emb, labels, dist, refs, ref_labels, ref_self_index)

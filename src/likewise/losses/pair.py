@@ -288,6 +288,29 @@ def _contrastive_sparse(
     return with_gradient(mat, pos_loss + neg_loss, grad), stats
 
 
+def _contrastive_listed(
+    mat: Tensor,
+    pos_w: Tensor,
+    neg_w: Tensor,
+    pos_margin: float,
+    neg_margin: float,
+    neg_form: str,
+    similarity: bool,
+) -> Tensor:
+    """The loss over listed pairs (``indices_tuple``), each listing one term, as PML's pair-based
+    form: ``pos_w, neg_w [B, N]`` count how often a pair is listed; per part the weighted sum of
+    the terms over the weighted count of the non-zero ones. Plain autograd, ``O(B * N)``."""
+    pos_sign = -1.0 if similarity else 1.0
+    loss = mat.new_zeros(())
+    for w, margin, sign in ((pos_w, pos_margin, pos_sign), (neg_w, neg_margin, -pos_sign)):
+        h = mat * mat - margin * margin if neg_form == "hinge_squared" else mat - margin
+        h = F.relu(h * sign)
+        t = h * h if neg_form == "squared_hinge" else h
+        active_w = torch.where(t > 0, w, 0.0)
+        loss = loss + (active_w * t).sum() / active_w.sum().clamp_min(1)
+    return loss
+
+
 def contrastive_loss(
     mat: Tensor,
     pos: Tensor,
@@ -331,9 +354,14 @@ class ContrastiveLoss(MetricLoss):
     ``ref_labels [N]``. Memory ``O(B * N)``. ``miner=``: the loss is restricted to
     the mined pairs (triplets give their (a, p) and (a, n) pairs).
 
+    ``indices_tuple=`` (PML's pairs ``(a1, p, a2, n)`` or triplets ``(a, p, n)``, labels then
+    optional): only the listed pairs count, each as often as it is listed, as in PML.
+
     ``stats``: ``pos_active_fraction``, ``neg_active_fraction`` (share of positive /
     negative pairs with a non-zero term), ``mean_pos_<unit>``, ``mean_neg_<unit>``.
     """
+
+    accepts_indices_tuple = True
 
     def __init__(
         self,
@@ -353,6 +381,8 @@ class ContrastiveLoss(MetricLoss):
         self.normalize_embeddings = bool(normalize_embeddings)
 
     def compute(self, batch: Batch) -> Tensor:
+        if batch.given is not None:
+            return self._compute_listed(batch)
         fast = fast_pairs(batch, self.miner)
         if fast is not None:  # class ids: index lists of the few positive and self pairs, no masks
             pairs, selves = fast
@@ -375,6 +405,26 @@ class ContrastiveLoss(MetricLoss):
             similarity=self.similarity,
         )
         self._record(**stats)
+        return loss
+
+
+    def _compute_listed(self, batch: Batch) -> Tensor:
+        """Given pairs (``indices_tuple``), within the miner's pairs when a miner is set."""
+        assert batch.given is not None
+        pos, neg = self.pair_masks(batch)
+        pos_w, neg_w = batch.given.pos_w * pos, batch.given.neg_w * neg
+        mat = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=self.similarity)
+        loss = _contrastive_listed(
+            mat, pos_w, neg_w, self.pos_margin, self.neg_margin, self.neg_form, self.similarity
+        )
+        unit = "similarity" if self.similarity else "distance"
+        m = mat.detach()
+        self._record(
+            **{
+                f"mean_pos_{unit}": lambda: (pos_w * m).sum() / pos_w.sum().clamp_min(1),
+                f"mean_neg_{unit}": lambda: (neg_w * m).sum() / neg_w.sum().clamp_min(1),
+            }
+        )
         return loss
 
 
@@ -490,9 +540,15 @@ class LiftedStructureLoss(MetricLoss):
     here). This is Song's loss, not PML's ``LiftedStructureLoss`` (a "generalised"
     variant with a different formula and reduction), so values differ from PML's.
 
+    ``indices_tuple=`` (PML's pairs or triplets, labels then optional): ``P`` and ``N`` are
+    the listed pairs (each once), every other pair is unknown and left out; the formula is
+    still Song's, so values differ from PML's as they do with labels.
+
     ``stats``: ``active_fraction`` (positive pairs with ``J > 0``),
     ``mean_pos_distance``, ``mean_neg_distance``.
     """
+
+    accepts_indices_tuple = True
 
     def __init__(
         self,
@@ -604,9 +660,17 @@ class MultiSimilarityLoss(MetricLoss):
     ``[B, N]`` bool masks are built once and sliced per block. ``miner=`` (e.g.
     ``MultiSimilarityMiner``) restricts the sums to the mined pairs.
 
+    ``indices_tuple=`` (PML's pairs or triplets, labels then optional): ``P_i`` and ``N_i``
+    are the pairs listed for query ``i`` (each once; a pair listed as both is refused, as
+    PML asserts) and, as PML's ``MeanReducer`` does then, the row losses are averaged over
+    all ``B`` queries (a query with no listed pair contributes 0).
+
     ``stats``: ``active_fraction`` (queries with a non-zero loss),
     ``mean_pos_similarity``, ``mean_neg_similarity`` (unchunked calls only).
     """
+
+    accepts_indices_tuple = True
+    disjoint_pairs = True
 
     def __init__(
         self,
@@ -676,8 +740,12 @@ class MultiSimilarityLoss(MetricLoss):
             else:
                 sim = pairwise_similarity(x, y, self.distance)
                 rows = _ms_row_losses(sim, pos, neg, self.alpha, self.beta, self.base)
-                stats = mean_stats(sim, pos, neg, "similarity")
+                if batch.given is None:
+                    stats = mean_stats(sim, pos, neg, "similarity")
         active = rows > 0
+        if batch.given is not None:  # PML's MeanReducer over all queries
+            self._record(active_fraction=lambda: active.sum() / rows.shape[0])
+            return rows.mean()
         self._record(active_fraction=float(active.sum()) / rows.shape[0], **stats)
         return masked_mean(rows, active)
 

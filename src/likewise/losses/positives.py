@@ -80,9 +80,11 @@ def batch_pairs(batch: Batch) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tens
 def fast_pairs(batch: Batch, miner: Any) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None:
     """The index lists of the mask-free loss paths, or ``None`` where they do not apply.
 
-    They apply to class-id labels without a miner or a relevance matrix; everything else
-    (multi-label, relevance, mined pairs) takes the general path on boolean masks.
+    They apply to class-id labels without a miner, a relevance matrix or given pairs; everything
+    else (multi-label, relevance, mined or given pairs) takes the general path on boolean masks.
     """
+    if batch.given is not None:  # indices_tuple: the given relation, not the labels
+        return None
     if miner is not None or batch.relevance is not None or batch.labels is None or batch.labels.dim() != 1:
         return None
     return batch_pairs(batch)

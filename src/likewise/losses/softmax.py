@@ -295,7 +295,13 @@ class NTXentLoss(MetricLoss):
 
     ``chunk_size``: see :mod:`likewise.losses.softmax`. ``miner=``: the positives and
     negatives are restricted to the mined pairs.
+
+    ``indices_tuple=`` (PML's pairs or triplets, labels then optional): ``l(a, p)`` for every
+    listed positive pair, over the negatives listed for ``a``, each pair as often as it is
+    listed (PML's pair-based form); mean over the listed positive pairs. Not chunked.
     """
+
+    accepts_indices_tuple = True
 
     def __init__(self, temperature: float = 0.07, chunk_size: int | None = None, miner: Any = None) -> None:
         super().__init__(miner=miner)
@@ -303,6 +309,8 @@ class NTXentLoss(MetricLoss):
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
 
     def compute(self, batch: Batch) -> Tensor:
+        if batch.given is not None:
+            return self._compute_listed(batch)
         # the mask-free kernel shifts rows by their max: safe while cosine logits span < 80
         fast = None
         if 2 / self.temperature < 80:
@@ -315,6 +323,30 @@ class NTXentLoss(MetricLoss):
         loss, stats = _row_loss(batch, ntxent_rows, self.temperature, "cosine", self.chunk_size, masks)
         self._record(**stats)
         return loss
+
+
+    def _compute_listed(self, batch: Batch) -> Tensor:
+        """Given pairs (``indices_tuple``): :func:`ntxent_listed` on their counts (within a miner's)."""
+        assert batch.given is not None
+        pos, neg = self.pair_masks(batch)
+        pos_w, neg_w = batch.given.pos_w * pos, batch.given.neg_w * neg
+        refs = None if batch.same_set else batch.ref_emb
+        logits = scaled_similarity(batch.embeddings, refs, "cosine", self.temperature)
+        self._record(pos_pairs=lambda: pos_w.sum())
+        return ntxent_listed(logits, pos_w, neg_w)
+
+
+def ntxent_listed(logits: Tensor, pos_w: Tensor, neg_w: Tensor) -> Tensor:
+    """NT-Xent over listed pairs: ``sum pos_w[a, p] l(a, p) / sum pos_w`` with
+    ``l(a, p) = log(e^{l_ap} + sum_n neg_w[a, n] e^{l_an}) - l_ap`` (``logits [B, N]``, counts
+    ``pos_w, neg_w [B, N]``). Plain autograd; no host synchronisation."""
+    listed = neg_w > 0
+    has = listed.any(dim=1, keepdim=True)
+    x = (logits + torch.where(listed, neg_w, 1.0).log()).masked_fill(~listed, float("-inf"))
+    lse_neg = torch.logsumexp(x.masked_fill(~has, 0.0), dim=1, keepdim=True)
+    lse_neg = lse_neg.masked_fill(~has, float("-inf"))  # no negatives: l(a, p) = 0
+    terms = torch.logaddexp(logits, lse_neg) - logits
+    return (pos_w * terms).sum() / pos_w.sum().clamp_min(1)
 
 
 # --------------------------------------------------------------------------- SupCon
@@ -388,7 +420,14 @@ class SupConLoss(MetricLoss):
 
     ``chunk_size``: see :mod:`likewise.losses.softmax`. ``miner=``: ``P`` and ``N``
     (hence ``A``) are restricted to the mined pairs, as in PML.
+
+    ``indices_tuple=`` (PML's pairs or triplets, labels then optional): ``P(i)`` and
+    ``N(i)`` are the pairs listed for anchor ``i`` (each once; a pair listed as both is
+    refused, as in PML), unlisted pairs are not candidates.
     """
+
+    accepts_indices_tuple = True
+    disjoint_pairs = True
 
     def __init__(
         self,

@@ -38,6 +38,9 @@ class DataConfig(_Section):
     test_size: float = Field(default=0.3, gt=0, lt=1)  # stratified split
     seed: int = 0
     standardize: bool = True  # inputs (x - mean) / std, statistics of the training part
+    pairs: str | None = None  # pairs file a,b,similar: supervision without labels (likewise.data.pairs)
+    triplets: str | None = None  # triplets file a,p,n (instead of pairs)
+    pairs_closure: bool = False  # similar pairs closed transitively (connected components)
 
 
 class ModelConfig(_Section):
@@ -137,6 +140,7 @@ class EvalConfig(_Section):
     batch_size: int = Field(default=512, gt=0)
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     heldout_curves: bool = True
+    pairs: str | None = None  # held-out pairs file a,b,similar: verification metrics (pairs runs)
 
 
 class TrainerConfig(_Section):
@@ -240,6 +244,8 @@ def validate_config(data: Any) -> TrainConfig:
             raise ValueError(f"miner.name: {exc}") from None
         check_kwargs(mcls, config.miner.kwargs, "miner")
         build(mcls, config.miner.kwargs, "miner")
+    if config.data.pairs is not None and config.data.triplets is not None:
+        raise ValueError("data.triplets: give data.pairs or data.triplets, not both")
     if config.data.split == "class_disjoint" and config.data.train_classes == []:
         raise ValueError("data.train_classes: must name at least one class")
     return config

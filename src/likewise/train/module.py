@@ -52,6 +52,8 @@ class MetricLearningModule(pl.LightningModule):
         self.register_buffer("std", torch.as_tensor(1.0 if std is None else std), persistent=False)
         aug = config.augment
         self.views = None
+        #: pairs supervision (likewise.data.pairs.PairRelation): batch labels are item ids
+        self.relation: Any = None
         if aug is not None:
             jitter = build_augmentation(
                 "light", degrees=aug.degrees, scale=aug.scale, translate=aug.translate
@@ -72,7 +74,10 @@ class MetricLearningModule(pl.LightningModule):
         with torch.autocast(device_type=emb.device.type, enabled=False):
             emb = emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb
             try:
-                value = distributed_loss(self.loss, emb, y, mode=self.config.trainer.gather)
+                if self.relation is not None:  # the batch's known pairs; the others are unknown
+                    value = self.loss(emb, None, indices_tuple=self.relation.batch_tuple(y))
+                else:
+                    value = distributed_loss(self.loss, emb, y, mode=self.config.trainer.gather)
             except ValueError as exc:
                 if "NaN" not in str(exc):
                     raise

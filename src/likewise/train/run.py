@@ -270,6 +270,10 @@ def fit(
     process; only rank 0 writes the final outputs and gets a non-empty result).
     """
     out = Path(out)
+    if config.data.pairs is not None or config.data.triplets is not None:
+        from likewise.train.pairs import fit_pairs
+
+        return fit_pairs(config, out, resume=resume, callbacks=callbacks)
     tc = config.trainer
     processes = tc.devices * tc.num_nodes
     if tc.threads:
