@@ -111,6 +111,7 @@ def _match(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import time
 
+    from likewise.commands.train import quiet_lightning
     from likewise.stereo.pretrained import save_patch_net
     from likewise.stereo.training import TrainSettings, train_patch_net
 
@@ -122,6 +123,7 @@ def _train(args: argparse.Namespace) -> int:
         **{k: v for k, v in given.items() if v is not None},
     )
     start = time.perf_counter()
+    quiet_lightning()
     net, summary = train_patch_net(settings)
     notes = {
         "command": f"likewise stereo train --steps {settings.steps} --seed {settings.seed}"
@@ -130,7 +132,11 @@ def _train(args: argparse.Namespace) -> int:
         "final_loss": f"{summary['final_loss']:.4f}",
     }
     save_patch_net(net, out, notes)
-    print(f"wrote {out} after {settings.steps} steps in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(
+        f"wrote {out} after {settings.steps} steps in {time.perf_counter() - start:.0f} s "
+        f"(final loss {summary['final_loss']:.4f})",
+        file=sys.stderr,
+    )
     return 0
 
 

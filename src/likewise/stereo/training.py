@@ -13,12 +13,12 @@ scored against its own positive and against all negatives of the batch (the MC-C
 negative and, as easier extras, the positives and negatives of the other anchors), with
 ``hard_negatives=True`` only the hardest negative of each anchor
 (:class:`~likewise.mining.BatchHardMiner`). The training pairs are re-rendered as training
-goes, so the network seldom sees the same pair twice.
+goes, so the network seldom sees the same pair twice. The loop runs on Lightning
+(:mod:`likewise.stereo.train_module`), imported only when training starts.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from likewise.stereo.network import PATCH, RADIUS, PatchNet, standardize
-from likewise.stereo.synthetic import SyntheticPair, synthetic_pair
+from likewise.stereo.synthetic import SyntheticPair
 
 #: negatives lie 1.5 to 6 pixels from the true match; positives within 0.5
 NEG_LOW, NEG_HIGH, POS_RANGE = 1.5, 6.0, 0.5
@@ -136,55 +136,66 @@ def triplet_loss(settings: TrainSettings) -> Callable[[Tensor, Tensor, Tensor], 
 
 
 def train_patch_net(
-    settings: TrainSettings = TrainSettings(), log: Callable[[str], None] | None = None
+    settings: TrainSettings = TrainSettings(),
+    log: Callable[[str], None] | None = None,
+    *,
+    progress_bar: bool = True,
 ) -> tuple[PatchNet, dict]:
-    """Train a :class:`PatchNet` from scratch; returns it (eval mode) and a summary dict."""
+    """Train a :class:`PatchNet` from scratch with Lightning; returns it (eval mode) and a summary.
+
+    The run is likewise's trainer set-up at a small scale: a ``pl.Trainer`` for
+    ``settings.steps`` optimiser steps on the CPU (the batches are 384 patches of 9x9, sampled
+    on the host), progress on stderr (:class:`~likewise.train.progress.StderrProgressBar`), no
+    checkpoints or logger, everything seeded by ``settings.seed``
+    (:class:`~likewise.stereo.train_module.PatchNetModule` holds the step). ``log`` receives a
+    line with the running loss every 200 steps. Summary: ``steps``, ``final_loss`` (running
+    average), ``seconds``.
+    """
     threads = torch.get_num_threads()
     # the steps are small (384 patches of 9x9): one thread beats two that wait on each other
     torch.set_num_threads(1)
     try:
-        return _train(settings, log or (lambda text: print(text, file=sys.stderr)))
+        return _train(settings, log, progress_bar)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(settings: TrainSettings, log: Callable[[str], None]) -> tuple[PatchNet, dict]:
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
+def _train(
+    settings: TrainSettings, log: Callable[[str], None] | None, progress_bar: bool
+) -> tuple[PatchNet, dict]:
+    import warnings
 
-    def render() -> SyntheticPair:
-        return synthetic_pair(rng, settings.height, settings.width, settings.max_disparity)
+    import lightning.pytorch as pl
+
+    from likewise.stereo.train_module import PatchNetModule
+    from likewise.train.progress import StderrProgressBar
 
     start = time.perf_counter()
-    pool = PairPool([render() for _ in range(settings.pairs)])
-    net = PatchNet(3, settings.hidden, settings.features)
-    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.05
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    module = PatchNetModule(settings, np.random.default_rng(settings.seed), log)
+    trainer = pl.Trainer(
+        max_steps=settings.steps,
+        max_epochs=-1,
+        accelerator="cpu",  # the host samples every batch; a GPU would wait on it
+        devices=1,
+        deterministic=True,
+        callbacks=[StderrProgressBar()] if progress_bar else [],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
-    loss_fn = triplet_loss(settings)
-    running = None
-    slot = 0
-    for step in range(1, settings.steps + 1):
-        a, p, n = pool.triplets(rng, settings.batch_size)
-        out = net(torch.cat([a, p, n]))
-        fa, fp, fn = out.split(settings.batch_size)
-        loss = loss_fn(fa, fp, fn)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
-        if step % settings.refresh_every == 0 and step < settings.steps:
-            for _ in range(settings.refresh_count):
-                pool.replace(slot, render())
-                slot = (slot + 1) % settings.pairs
-            pool.refresh()
-        if step % 200 == 0 or step == settings.steps:
-            log(f"step {step}/{settings.steps}  loss {running:.4f}  {time.perf_counter() - start:.0f} s")
-    net.eval()
-    summary = {"steps": settings.steps, "final_loss": running, "seconds": time.perf_counter() - start}
+    # the loader only counts steps: the patches are drawn from the pool in training_step
+    steps = torch.utils.data.DataLoader(range(settings.steps), batch_size=None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, train_dataloaders=steps)
+    if trainer.global_step != settings.steps:
+        raise RuntimeError(f"training stopped after {trainer.global_step} of {settings.steps} steps")
+    net = module.net.cpu().eval()
+    summary = {"steps": settings.steps, "final_loss": module.running, "seconds": time.perf_counter() - start}
     return net, summary
 
 
