@@ -257,3 +257,30 @@ def test_stats_of_the_pml_formula():
     mean_pos = sum(d[i, j].item() for i, j in zip(it[0].tolist(), it[1].tolist(), strict=True)) / len(it[0])
     assert loss.stats["mean_pos_distance"] == pytest.approx(mean_pos, rel=1e-10)
     assert 0.0 < loss.stats["active_fraction"] <= 1.0
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_pml_formula_reads_no_tensor_on_the_host(monkeypatch, given):
+    """Forward and backward after validation: no .item(), bool(), float(), int() or .tolist()
+    on a tensor (each would be a device synchronisation on a GPU)."""
+    from dataclasses import replace
+
+    from likewise.losses.base import check_batch
+    from likewise.losses.given import parse_indices_tuple
+
+    x = _x(29).requires_grad_()
+    batch = check_batch(x, None if given else _labels(29), pairs_given=given)
+    if given:
+        rel = parse_indices_tuple(_pairs(30), B, B, x.device, x.dtype)
+        batch = replace(batch, given=rel)
+    loss = LiftedStructureLoss(formula="pml")
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("host synchronisation")
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    value = loss.compute(batch)
+    value.backward()
+    monkeypatch.undo()
+    assert value.item() > 0 and x.grad.abs().sum().item() > 0
