@@ -457,8 +457,58 @@ def _lifted_terms(
     return j, valid
 
 
+LiftedFormula = Literal["song", "pml"]
+LIFTED_FORMULAS: tuple[str, ...] = ("song", "pml")
+
+
+def _check_lifted_formula(formula: Any) -> str:
+    if formula not in LIFTED_FORMULAS:
+        raise ValueError(f"unknown formula {formula!r}; expected 'song' or 'pml'")
+    return formula
+
+
+def _weighted_row_logsumexp(a: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """``log sum_n w_in exp(a_in)`` per row ``i`` (``w >= 0`` counts) and whether the row has any.
+
+    Empty rows give a very negative finite value (as :func:`_masked_logsumexp`)."""
+    keep = w > 0
+    return _masked_logsumexp(a + torch.where(keep, w, 1.0).log(), keep, dim=1)
+
+
+def _lifted_pml(
+    dist: Tensor, pos_w: Tensor, neg_w: Tensor, neg_margin: float, pos_margin: float
+) -> tuple[Tensor, Tensor]:
+    """PML's lifted structure loss on count matrices ``pos_w, neg_w [B, N]``: the loss and the
+    ``J [B, N]`` of every pair (see :func:`lifted_structure_loss`, ``formula="pml"``).
+
+    Plain autograd, ``O(B * N)``, no host synchronisation."""
+    b, n = dist.shape
+    row, row_has = _weighted_row_logsumexp(neg_margin - dist, neg_w)  # [B]: negatives of anchor i
+    # the negatives of anchor j: PML compares the anchor index a2 with the positive's index p,
+    # so column j takes query row j (none when j >= B, or j == i: each listed pair counts once)
+    k = min(b, n)
+    col = torch.cat([row[:k], row.new_full((n - k,), torch.finfo(dist.dtype).min / 4)])
+    col_has = torch.cat([row_has[:k], row_has.new_zeros(n - k)])
+    same = torch.arange(b, device=dist.device).unsqueeze(1) == torch.arange(n, device=dist.device)
+    both = torch.logaddexp(row.unsqueeze(1), col.unsqueeze(0))
+    lse = torch.where(same, row.unsqueeze(1), both)
+    has = row_has.unsqueeze(1) | (col_has.unsqueeze(0) & ~same)
+    j = torch.where(has, lse, torch.zeros_like(lse)) + dist - pos_margin  # PML: 0 with no negative
+    hinge = F.relu(j)
+    n_pos = pos_w.sum()
+    loss = (pos_w * hinge * hinge).sum() / (2 * n_pos.clamp_min(1))
+    # PML returns 0 when no pair is listed as positive or none as negative
+    return torch.where((n_pos > 0) & (neg_w.sum() > 0), loss, torch.zeros_like(loss)), j
+
+
 def lifted_structure_loss(
-    dist: Tensor, pos: Tensor, neg: Tensor, neg_margin: float = 1.0, pos_margin: float = 0.0
+    dist: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    neg_margin: float = 1.0,
+    pos_margin: float = 0.0,
+    *,
+    formula: LiftedFormula = "song",
 ) -> Tensor:
     """Lifted structured loss, smooth form (Song, Xiang, Jegelka & Savarese 2016).
 
@@ -477,7 +527,29 @@ def lifted_structure_loss(
     positive pair is lifted against the references negative to the query and the
     queries negative to the reference. Pairs with no negative at all are left out of
     ``P``. Computed densely with one row- and one column-wise log-sum-exp: ``O(B * N)``.
+
+    ``formula="pml"``: pytorch-metric-learning 2.x's ``LiftedStructureLoss`` (default
+    ``MeanReducer``). ``pos, neg`` may then be counts ``[B, N]`` (how often a pair is listed
+    in an ``indices_tuple``; bool masks count 1). For every listed positive pair ``(i, j)``,
+    once per listing::
+
+        R_i  = log sum_k neg_ik * exp(m - D_ik)              (negatives listed with anchor i)
+        S_ij = log(exp(R_i) + exp(R_j))  (R_j: 0 terms when j >= B or j == i)
+        J_ij = S_ij + D_ij - m_p         (S_ij = 0 when neither i nor j has a negative)
+        L    = 1 / (2 sum pos) * sum_ij pos_ij * [J_ij]_+^2
+
+    and ``L = 0`` when no pair is positive or none negative. Unlike Song's ``N(j)`` (the
+    queries negative to reference ``j``, a column), PML's second set is the negatives
+    listed with *anchor* ``j`` (a row: ``a2 == p`` in its code, which with ``ref_emb``
+    compares a query index with a reference index; this is reproduced). With class ids and
+    no ``ref_emb`` the masks are symmetric, every positive pair has negatives (or none has)
+    and the two formulas give the same value; they differ on given pairs (Song: each pair
+    once, the column ``N(j)``; PML: as often as listed, row ``j``), with ``ref_emb``, and for
+    a positive pair without any negative (Song leaves it out, PML keeps it with ``S = 0``).
+    Row log-sum-exps only: ``O(B * N)``.
     """
+    if _check_lifted_formula(formula) == "pml":
+        return _lifted_pml(dist, pos.to(dist.dtype), neg.to(dist.dtype), neg_margin, pos_margin)[0]
     j, valid = _lifted_terms(dist, pos, neg, neg_margin, pos_margin)
     hinge = F.relu(j)
     total = torch.where(valid, hinge * hinge, torch.zeros_like(hinge)).sum()
@@ -535,14 +607,28 @@ def _lifted_sparse(
 class LiftedStructureLoss(MetricLoss):
     """Lifted structured embedding loss, smooth form (Song et al. 2016).
 
-    See :func:`lifted_structure_loss` for the formula and what ``ref_emb`` means.
+    See :func:`lifted_structure_loss` for both formulas and what ``ref_emb`` means.
     Default distance: Euclidean between L2-normalised embeddings (as the other losses
-    here). This is Song's loss, not PML's ``LiftedStructureLoss`` (a "generalised"
-    variant with a different formula and reduction), so values differ from PML's.
+    here and PML's ``LpDistance``).
 
-    ``indices_tuple=`` (PML's pairs or triplets, labels then optional): ``P`` and ``N`` are
-    the listed pairs (each once), every other pair is unknown and left out; the formula is
-    still Song's, so values differ from PML's as they do with labels.
+    ``formula``: ``"song"`` (default) is Song et al.'s smooth loss, equal to PML's
+    ``LiftedStructureLoss`` with class ids and no ``ref_emb`` only; ``"pml"`` is PML 2.x's
+    formula and reduction: values and
+    gradients equal PML's with labels, with ``ref_emb``/``ref_labels`` and with an
+    ``indices_tuple`` (distances ``"euclidean"`` = ``LpDistance()``, ``"squared_euclidean"`` =
+    ``LpDistance(power=2)``; PML's ``CosineSimilarity`` with margins ``m_p, m_n`` is
+    ``distance="cosine"`` with ``pos_margin=1 - m_p, neg_margin=1 - m_n``). Two exceptions
+    stay, as in the other losses: PML returns 0 when every index tensor has at most one
+    entry (we compute the loss), and with a miner the mined pairs count once each.
+
+    ``indices_tuple=`` (PML's pairs or triplets, labels then optional): only the listed
+    pairs are known, every other pair is unknown and left out. ``"song"`` takes each listed
+    pair once; ``"pml"`` counts a pair as often as it is listed (a triplets tuple
+    ``(a, p, n)`` is PML's pairs ``(a, p, a, n)``).
+
+    Shapes: ``embeddings [B, D]``, ``labels [B]`` (or ``None`` with a tuple), optional
+    ``ref_emb [N, D]``, ``ref_labels [N]``; memory ``O(B * N)``. ``formula="pml"`` makes no
+    host synchronisation in forward or backward.
 
     ``stats``: ``active_fraction`` (positive pairs with ``J > 0``),
     ``mean_pos_distance``, ``mean_neg_distance``.
@@ -557,14 +643,40 @@ class LiftedStructureLoss(MetricLoss):
         distance: str = "euclidean",
         normalize_embeddings: bool = True,
         miner: Any = None,
+        formula: LiftedFormula = "song",
     ) -> None:
         super().__init__(miner=miner)
         self.neg_margin = check_number(neg_margin, "neg_margin")
         self.pos_margin = check_number(pos_margin, "pos_margin")
         self.distance = check_metric(distance)
         self.normalize_embeddings = bool(normalize_embeddings)
+        self.formula = _check_lifted_formula(formula)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("formula", "song")  # pickled before the keyword existed
+
+    def _compute_pml(self, batch: Batch) -> Tensor:
+        """PML's formula on the count matrices (given pairs) or the label masks."""
+        pos, neg = self.pair_masks(batch)
+        dtype = batch.embeddings.dtype
+        if batch.given is not None:
+            pos_w, neg_w = batch.given.pos_w * pos, batch.given.neg_w * neg
+        else:
+            pos_w, neg_w = pos.to(dtype), neg.to(dtype)
+        dist = batch_matrix(batch, self.distance, self.normalize_embeddings, similarity=False)
+        loss, j = _lifted_pml(dist, pos_w, neg_w, self.neg_margin, self.pos_margin)
+        m, jd = dist.detach(), j.detach()
+        self._record(
+            active_fraction=lambda: (pos_w * (jd > 0)).sum() / pos_w.sum().clamp_min(1),
+            mean_pos_distance=lambda: (pos_w * m).sum() / pos_w.sum().clamp_min(1),
+            mean_neg_distance=lambda: (neg_w * m).sum() / neg_w.sum().clamp_min(1),
+        )
+        return loss
 
     def compute(self, batch: Batch) -> Tensor:
+        if self.formula == "pml":
+            return self._compute_pml(batch)
         bounded = self.normalize_embeddings and self.distance in ("euclidean", "squared_euclidean")
         fast = fast_pairs(batch, self.miner) if bounded else None
         if fast is not None:
