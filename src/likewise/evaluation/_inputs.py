@@ -8,7 +8,9 @@ promoted to float32), labels become int64 class codes ``[n]``; bad input raises 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -163,6 +165,25 @@ def resolve_device(device: torch.device | str | None, *tensors: Any) -> torch.de
             raise ValueError(f"device={device!r} requested but MPS is not available")
         return dev
     raise ValueError(f"device={device!r} is not supported for evaluation: use 'cpu' or 'cuda'")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the enclosed CPU tensor operations on one thread (restored on exit).
+
+    For many small operations (a few thousand elements each): split over threads they cost
+    more in synchronisation than they save, and on a busy machine (more runnable threads than
+    cores) each one waits for a descheduled partner, ten times the single-thread time.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def range_exponent(*tensors: Tensor) -> int:

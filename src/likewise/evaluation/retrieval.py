@@ -57,12 +57,20 @@ from likewise.evaluation._inputs import (
     embeddings_tensor,
     encode_labels,
     labels_array,
+    one_thread,
     range_exponent,
     resolve_device,
     scale_by_power_of_two,
 )
 from likewise.evaluation._ranks import relevant_ranks, workspace
-from likewise.evaluation._top import SAMPLE_DIV, first_relevant_rank, top_relevant_ranks
+from likewise.evaluation._top import (
+    OVERSAMPLE,
+    candidates,
+    first_relevant_rank,
+    sample_size,
+    tight_rank,
+    top_relevant_ranks,
+)
 from likewise.evaluation.ranking import RANK_METRICS, metrics_from_ranks
 
 #: bytes of working memory per similarity entry of a block: S (4), a float copy (4),
@@ -277,8 +285,9 @@ def _per_query_metrics(
         rows = evaluated[start : start + batch_size]
         ranks = ranks_fn(rows)
         r = torch.from_numpy(n_rel[rows]).to(ranks.device)
-        for name, v in metrics_from_ranks(ranks, r, ks).items():
-            chunks.setdefault(name, []).append(v.cpu().numpy())
+        with one_thread():  # [b, R] operations: small
+            for name, v in metrics_from_ranks(ranks, r, ks).items():
+                chunks.setdefault(name, []).append(v.cpu().numpy())
     return {name: np.concatenate(v) for name, v in chunks.items()}
 
 
@@ -309,6 +318,7 @@ class _TorchRanks:
         self.n_refs = refs.shape[0]
         self.work: dict[str, Tensor] | None = None
         self.s_buf: Tensor | None = None
+        self.qp: Tensor | None = None
 
     def default_batch(self, memory_budget: int, max_rel: int) -> int:
         return max(1, memory_budget // (_BYTES_PER_ENTRY * self.n_refs + 48 * (max_rel + 1)))
@@ -329,7 +339,9 @@ class _TorchRanks:
     def scores(self, rows_t: Tensor) -> Tensor:
         """``[b, N]`` similarities of the rows' queries (the query itself ``-inf`` when leave-one-out)."""
         b = rows_t.numel()
-        S = self.scorer(self.scorer.prepare_queries(self.q[rows_t]), out=self.s_buf[:b])
+        if self.qp is None:  # the queries, normalised for cosine (once)
+            self.qp = self.scorer.prepare_queries(self.q)
+        S = self.scorer(self.qp[rows_t], out=self.s_buf[:b])
         if self.loo:
             S[torch.arange(b, device=self.device), rows_t] = float("-inf")
         return S
@@ -346,7 +358,12 @@ class _TorchRanks:
 
 
 class _TopRanks(_TorchRanks):
-    """Exact ranks of the relevant references within each query's top ``K`` (see module doc)."""
+    """Exact ranks of the relevant references within each query's top ``K`` (see module doc).
+
+    A call takes a batch of queries: their similarities are computed ``rows_per_block`` at a
+    time (the ``[b, N]`` working memory), each block keeps only its candidates, and the
+    candidates of the whole batch are ordered together (few large operations).
+    """
 
     def __init__(
         self,
@@ -362,33 +379,61 @@ class _TopRanks(_TorchRanks):
         need_first: bool,
     ) -> None:
         super().__init__(q, refs, q_codes, r_codes, ref_counts, metric, loo, device)
-        self.cut = cut
         self.need_first = need_first
         self.r_codes = torch.from_numpy(r_codes).to(device)
+        self.n_s = sample_size(self.n_refs, int(cut.max()))
+        self.cut = cut
+        self.tight = tight_rank(cut, self.n_refs, self.n_s)
+        self.rows_per_block = 1
         self.mask_buf: Tensor | None = None
 
     def default_batch(self, memory_budget: int, max_rel: int) -> int:
+        # the [b, N] block (scores + mask) gets half the budget, the batch's candidates the rest
         k = int(self.cut.max())
-        per_row = (self.q.element_size() + 1) * self.n_refs + 64 * (SAMPLE_DIV + 1) * k
-        return max(1, memory_budget // per_row)
+        self.rows_per_block = max(1, memory_budget // (2 * (self.q.element_size() + 1) * self.n_refs))
+        per_row = 48 * (OVERSAMPLE + 1) * k + 24 * (max_rel + 1)
+        return max(self.rows_per_block, memory_budget // (2 * per_row))
 
     def __call__(self, rows: np.ndarray) -> Tensor:
-        rows_t = torch.from_numpy(rows).to(self.device)
-        b, n = rows.size, self.n_refs
-        if self.s_buf is None or self.s_buf.shape[0] < b:
-            self.s_buf = torch.empty(b, n, dtype=self.q.dtype, device=self.device)
-            self.mask_buf = torch.empty(b * n, dtype=torch.bool, device=self.device)
-        S = self.scores(rows_t)
-        k_row = torch.from_numpy(self.cut[rows]).to(self.device)
-        width = int(self.counts[self.q_codes[rows_t]].max())
+        dev = self.device
+        rows_t = torch.from_numpy(rows).to(dev)
+        step = min(self.rows_per_block, rows.size)
+        n = self.n_refs
+        if self.s_buf is None or self.s_buf.shape[0] < step:
+            self.s_buf = torch.empty(step, n, dtype=self.q.dtype, device=dev)
+            self.mask_buf = torch.empty(step * n + 8, dtype=torch.bool, device=dev)
+        k_safe = torch.from_numpy(self.cut[rows]).to(dev)
+        k_tight = torch.from_numpy(self.tight[rows]).to(dev)
+        parts = []
+        for a in range(0, rows.size, step):
+            S = self.scores(rows_t[a : a + step])
+            r, c, s = candidates(S, k_safe[a : a + step], k_tight[a : a + step], self.n_s, self.mask_buf)
+            parts.append((r, a, c, s))
+        with one_thread():
+            row = torch.cat([r + a for r, a, _, _ in parts])
+            col = torch.cat([c for _, _, c, _ in parts])
+            score = torch.cat([s for _, _, _, s in parts])
+        codes = self.q_codes[rows_t]
         ranks, found = top_relevant_ranks(
-            S, k_row, self.q_codes[rows_t], self.r_codes, width, rows_t if self.loo else None, self.mask_buf
+            row,
+            col,
+            score,
+            rows.size,
+            int(k_safe.max()),
+            codes,
+            self.r_codes,
+            int(self.counts[codes].max()),
+            rows_t if self.loo else None,
         )
         if self.need_first and not bool(found.all()):
             # MRR: the first relevant reference lies beyond the top K; count its exact rank
             miss = torch.nonzero(~found).squeeze(1)
-            rel_idx, valid = self.relevant(rows_t[miss])
-            ranks[miss, 0] = first_relevant_rank(S[miss], rel_idx, valid)
+            for a in range(0, miss.numel(), step):
+                m = miss[a : a + step]
+                rel_idx, valid = self.relevant(rows_t[m])
+                S = self.scores(rows_t[m])
+                with one_thread():
+                    ranks[m, 0] = first_relevant_rank(S, rel_idx, valid)
         return ranks
 
 
