@@ -105,6 +105,19 @@ def _candidates(
     return row, flat - row * n, S.view(-1)[flat]
 
 
+def _buffer(
+    work: dict[str, Tensor] | None, name: str, size: int, dtype: torch.dtype, dev: torch.device
+) -> Tensor:
+    """``size`` elements of a buffer kept in ``work`` (grown when too small): reused memory
+    costs no page faults."""
+    if work is None:
+        return torch.empty(size, dtype=dtype, device=dev)
+    buf = work.get(name)
+    if buf is None or buf.numel() < size:
+        buf = work[name] = torch.empty(max(size, 1 << 16), dtype=dtype, device=dev)
+    return buf[:size]
+
+
 def _order_keys(s: Tensor, col: Tensor) -> Tensor:
     """int64 keys, unique per row, larger = earlier in rank order (float32 scores only):
     the score's bits mapped monotonically to int32 (``-0.0`` first made ``+0.0``), then
@@ -124,6 +137,7 @@ def top_relevant_ranks(
     ref_codes: Tensor,
     width: int,
     exclude: Tensor | None = None,
+    work: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Ranks of the relevant entries among the first ``k_max`` of each row (step 3).
 
@@ -135,6 +149,7 @@ def top_relevant_ranks(
             column. Column ``m`` is relevant to row ``r`` when the codes are equal.
         width: columns of the result (at least the largest number of relevant entries of a row).
         exclude: optional ``[b]`` column never relevant to its row (leave-one-out: the query).
+        work: optional dict in which buffers are kept between calls.
 
     Returns:
         ``ranks [b, width]`` float64: the 1-based ranks, ascending, of row ``r``'s relevant
@@ -142,7 +157,7 @@ def top_relevant_ranks(
         bool: the row has a relevant entry among them.
     """
     with one_thread():  # small operations on the candidates
-        return _top_relevant_ranks(row, col, score, b, k_max, row_codes, ref_codes, width, exclude)
+        return _top_relevant_ranks(row, col, score, b, k_max, row_codes, ref_codes, width, exclude, work)
 
 
 def _top_relevant_ranks(
@@ -155,6 +170,7 @@ def _top_relevant_ranks(
     ref_codes: Tensor,
     width: int,
     exclude: Tensor | None,
+    work: dict[str, Tensor] | None,
 ) -> tuple[Tensor, Tensor]:
     dev = score.device
     counts = torch.bincount(row, minlength=b)
@@ -162,16 +178,20 @@ def _top_relevant_ranks(
     start = torch.cumsum(counts, 0) - counts
     dest = row * width_c + (torch.arange(row.numel(), device=dev) - start[row])
     if score.dtype == torch.float32:
-        keys = torch.full((b * width_c,), torch.iinfo(torch.int64).min, dtype=torch.int64, device=dev)
+        lowest = torch.iinfo(torch.int64).min
+        keys = _buffer(work, "keys", b * width_c, torch.int64, dev).fill_(lowest)
         keys.index_copy_(0, dest, _order_keys(score, col))
-        slots = torch.topk(keys.view(b, width_c), k_max, dim=1, sorted=True).indices
+        top_keys = torch.topk(keys.view(b, width_c), k_max, dim=1, sorted=True).values
+        real = top_keys != lowest
+        top_cols = 0xFFFFFFFF - (top_keys & 0xFFFFFFFF)
     else:  # float64: a stable sort of the scores (candidates are in column order; padding last)
         padded = torch.full((b * width_c,), float("-inf"), dtype=score.dtype, device=dev)
         padded.index_copy_(0, dest, score)
         slots = torch.sort(padded.view(b, width_c), dim=1, descending=True, stable=True).indices[:, :k_max]
-    cols = torch.zeros(b * width_c, dtype=torch.int64, device=dev).index_copy_(0, dest, col)
-    top_cols = cols.view(b, width_c).gather(1, slots)
-    is_rel = (slots < counts.unsqueeze(1)) & (ref_codes[top_cols] == row_codes.unsqueeze(1))
+        cols = torch.zeros(b * width_c, dtype=torch.int64, device=dev).index_copy_(0, dest, col)
+        top_cols = cols.view(b, width_c).gather(1, slots)
+        real = slots < counts.unsqueeze(1)
+    is_rel = real & (ref_codes[top_cols] == row_codes.unsqueeze(1))
     if exclude is not None:
         is_rel &= top_cols != exclude.unsqueeze(1)
     position = torch.arange(1, k_max + 1, dtype=torch.float64, device=dev).expand(b, k_max)

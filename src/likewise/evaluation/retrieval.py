@@ -343,7 +343,7 @@ class _TorchRanks:
             self.qp = self.scorer.prepare_queries(self.q)
         S = self.scorer(self.qp[rows_t], out=self.s_buf[:b])
         if self.loo:
-            S[torch.arange(b, device=self.device), rows_t] = float("-inf")
+            S.view(-1)[torch.arange(b, device=self.device) * self.n_refs + rows_t] = float("-inf")
         return S
 
     def __call__(self, rows: np.ndarray) -> Tensor:
@@ -386,6 +386,7 @@ class _TopRanks(_TorchRanks):
         self.tight = tight_rank(cut, self.n_refs, self.n_s)
         self.rows_per_block = 1
         self.mask_buf: Tensor | None = None
+        self.top_work: dict[str, Tensor] = {}
 
     def default_batch(self, memory_budget: int, max_rel: int) -> int:
         # the [b, N] block (scores + mask) gets half the budget, the batch's candidates the rest
@@ -424,6 +425,7 @@ class _TopRanks(_TorchRanks):
             self.r_codes,
             int(self.counts[codes].max()),
             rows_t if self.loo else None,
+            self.top_work,
         )
         if self.need_first and not bool(found.all()):
             # MRR: the first relevant reference lies beyond the top K; count its exact rank
