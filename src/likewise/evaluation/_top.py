@@ -183,7 +183,7 @@ def _top_relevant_ranks(
         keys.index_copy_(0, dest, _order_keys(score, col))
         top_keys = torch.topk(keys.view(b, width_c), k_max, dim=1, sorted=True).values
         real = top_keys != lowest
-        top_cols = 0xFFFFFFFF - (top_keys & 0xFFFFFFFF)
+        top_cols = torch.where(real, 0xFFFFFFFF - (top_keys & 0xFFFFFFFF), 0)
     else:  # float64: a stable sort of the scores (candidates are in column order; padding last)
         padded = torch.full((b * width_c,), float("-inf"), dtype=score.dtype, device=dev)
         padded.index_copy_(0, dest, score)
