@@ -36,7 +36,9 @@ from likewise.evaluation._inputs import (
     check_metric_name,
     embeddings_tensor,
     labels_array,
+    range_exponent,
     resolve_device,
+    scale_by_power_of_two,
     scores_array,
 )
 
@@ -152,10 +154,12 @@ def verification_pairs(
     y = labels_array(labels, "labels", x.shape[0])
     _, codes = np.unique(y, return_inverse=True)
     codes = codes.reshape(-1)
-    if max_pairs is not None and (
-        isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1
-    ):
+    if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int | np.integer)):
+        raise TypeError(f"max_pairs must be a positive integer or None, got {max_pairs!r}")
+    if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"max_pairs must be a positive integer or None, got {max_pairs!r}")
+    if not isinstance(balanced, bool | np.bool_):
+        raise TypeError(f"balanced must be True or False, got {balanced!r}")
     rng = np.random.default_rng(seed)
     n = x.shape[0]
     total = n * (n - 1) // 2
@@ -218,6 +222,14 @@ def _balanced_pairs(codes: np.ndarray, max_pairs: int | None, rng: np.random.Gen
 def _pair_scores(
     x: torch.Tensor, i: np.ndarray, j: np.ndarray, metric: str, chunk: int = 1 << 20
 ) -> np.ndarray:
+    e = range_exponent(x)
+    if e != 0:  # huge or tiny values: float64, or (cosine, scale-free) an exact power-of-two rescale
+        x = scale_by_power_of_two(x, e) if metric == "cosine" else x.double()
+        if metric != "cosine" and range_exponent(x) != 0:
+            raise ValueError(
+                f"embeddings are too large or too small for {metric} scores (they overflow even in "
+                "float64); rescale them or use metric='cosine'"
+            )
     if metric == "cosine":
         x = torch.nn.functional.normalize(x, dim=1)
     out = np.empty(i.size, dtype=np.float64)
