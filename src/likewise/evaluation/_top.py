@@ -68,7 +68,7 @@ def _at_least(S: Tensor, t: Tensor, mask_buf: Tensor | None) -> Tensor:
 
 def candidates(
     S: Tensor, k_safe: Tensor, k_tight: Tensor, n_s: int, mask_buf: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The entries of each row that score at least its threshold (steps 1-2 of the module doc).
 
     Args:
@@ -77,7 +77,7 @@ def candidates(
         mask_buf: optional reusable ``bool`` buffer of at least ``b * N + 7`` elements.
 
     Returns ``(row, col, score)`` of every candidate, rows ascending and columns ascending
-    within a row; each row has at least ``K`` of them.
+    within a row, each row with at least ``K`` of them; and the thresholds ``t [b]``.
     """
     with one_thread():  # memory-bound passes and small operations: see one_thread
         return _candidates(S, k_safe, k_tight, n_s, mask_buf)
@@ -85,24 +85,24 @@ def candidates(
 
 def _candidates(
     S: Tensor, k_safe: Tensor, k_tight: Tensor, n_s: int, mask_buf: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     b, n = S.shape
-    sample = S[:, :n_s]
-    top = torch.topk(sample, int(k_tight.max()), dim=1, sorted=True).values
-    flat = _at_least(S, top.gather(1, (k_tight - 1).unsqueeze(1)), mask_buf)
+    top = torch.topk(S[:, :n_s], int(k_tight.max()), dim=1, sorted=True).values
+    t = top.gather(1, (k_tight - 1).unsqueeze(1))
+    flat = _at_least(S, t, mask_buf)
     row = torch.div(flat, n, rounding_mode="floor")
     short = torch.bincount(row, minlength=b) < k_safe
-    if bool(short.any()):  # too few above the tight threshold: these rows take the safe one
+    if bool(short.any()):  # too few above the tight threshold: these rows take their K-th score
         redo = torch.nonzero(short).squeeze(1)
         k_redo = k_safe[redo]
-        safe = torch.topk(sample[redo], int(k_redo.max()), dim=1).values
-        safe = safe.gather(1, (k_redo - 1).unsqueeze(1))
-        flat2 = _at_least(S[redo], safe, None)
+        exact = torch.topk(S[redo], int(k_redo.max()), dim=1).values.gather(1, (k_redo - 1).unsqueeze(1))
+        t[redo] = exact
+        flat2 = _at_least(S[redo], exact, None)
         r2 = torch.div(flat2, n, rounding_mode="floor")
         flat = torch.cat([flat[~short[row]], redo[r2] * n + (flat2 - r2 * n)])
         flat = torch.sort(flat).values  # row-major order again
         row = torch.div(flat, n, rounding_mode="floor")
-    return row, flat - row * n, S.view(-1)[flat]
+    return row, flat - row * n, S.view(-1)[flat], t.squeeze(1)
 
 
 def _buffer(
@@ -132,7 +132,7 @@ def top_relevant_ranks(
     col: Tensor,
     score: Tensor,
     b: int,
-    k_max: int,
+    k_max: int | None,
     row_codes: Tensor,
     ref_codes: Tensor,
     width: int,
@@ -144,7 +144,7 @@ def top_relevant_ranks(
     Args:
         row, col, score: the candidates of :func:`candidates` (rows ``0 .. b-1``), at least
             ``K_r`` per row, every candidate of a row scoring above all its other entries.
-        k_max: the largest cut-off ``K``.
+        k_max: the largest cut-off ``K``; None: rank every candidate (their ranks are exact too).
         row_codes: ``[b]`` class code of each row; ``ref_codes``: ``[N]`` class code of each
             column. Column ``m`` is relevant to row ``r`` when the codes are equal.
         width: columns of the result (at least the largest number of relevant entries of a row).
@@ -165,7 +165,7 @@ def _top_relevant_ranks(
     col: Tensor,
     score: Tensor,
     b: int,
-    k_max: int,
+    k_max: int | None,
     row_codes: Tensor,
     ref_codes: Tensor,
     width: int,
@@ -175,6 +175,7 @@ def _top_relevant_ranks(
     dev = score.device
     counts = torch.bincount(row, minlength=b)
     width_c = int(counts.max())
+    k_max = width_c if k_max is None else min(k_max, width_c)
     start = torch.cumsum(counts, 0) - counts
     dest = row * width_c + (torch.arange(row.numel(), device=dev) - start[row])
     if score.dtype == torch.float32:

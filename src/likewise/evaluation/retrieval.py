@@ -406,10 +406,21 @@ class _TopRanks(_TorchRanks):
         k_safe = torch.from_numpy(self.cut[rows]).to(dev)
         k_tight = torch.from_numpy(self.tight[rows]).to(dev)
         parts = []
+        first = torch.full((rows.size,), float("inf"), dtype=torch.float64, device=dev)
         for a in range(0, rows.size, step):
-            S = self.scores(rows_t[a : a + step])
-            r, c, s = candidates(S, k_safe[a : a + step], k_tight[a : a + step], self.n_s, self.mask_buf)
+            block = rows_t[a : a + step]
+            S = self.scores(block)
+            r, c, s, t = candidates(S, k_safe[a : a + step], k_tight[a : a + step], self.n_s, self.mask_buf)
             parts.append((r, a, c, s))
+            if self.need_first:
+                # MRR: a query whose best relevant reference scores below its threshold has no
+                # relevant candidate; its first relevant rank is counted here, on the whole row
+                with one_thread():
+                    rel_idx, valid = self.relevant(block)
+                    best = torch.where(valid, S.gather(1, rel_idx), float("-inf")).amax(1)
+                    below = torch.nonzero(best < t).squeeze(1)
+                    if below.numel():
+                        first[a + below] = first_relevant_rank(S[below], rel_idx[below], valid[below])
         with one_thread():
             row = torch.cat([r + a for r, a, _, _ in parts])
             col = torch.cat([c for _, _, c, _ in parts])
@@ -420,22 +431,17 @@ class _TopRanks(_TorchRanks):
             col,
             score,
             rows.size,
-            int(k_safe.max()),
+            None if self.need_first else int(k_safe.max()),
             codes,
             self.r_codes,
             int(self.counts[codes].max()),
             rows_t if self.loo else None,
             self.top_work,
         )
-        if self.need_first and not bool(found.all()):
-            # MRR: the first relevant reference lies beyond the top K; count its exact rank
-            miss = torch.nonzero(~found).squeeze(1)
-            for a in range(0, miss.numel(), step):
-                m = miss[a : a + step]
-                rel_idx, valid = self.relevant(rows_t[m])
-                S = self.scores(rows_t[m])
-                with one_thread():
-                    ranks[m, 0] = first_relevant_rank(S, rel_idx, valid)
+        if self.need_first:
+            # rows without a relevant candidate; the others have their first relevant rank
+            # among the candidates, all of which are ranked exactly
+            ranks[:, 0] = torch.where(found, ranks[:, 0], first)
         return ranks
 
 
