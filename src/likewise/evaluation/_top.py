@@ -62,8 +62,9 @@ def _at_least(S: Tensor, t: Tensor, mask_buf: Tensor | None) -> Tensor:
     torch.ge(S, t, out=mask[:size].view(S.shape))
     mask[size:] = False
     words = torch.nonzero(mask.view(torch.int64)).squeeze(1)
-    w, j = torch.nonzero(mask.view(-1, 8)[words], as_tuple=True)
-    return words[w] * 8 + j
+    with one_thread():
+        w, j = torch.nonzero(mask.view(-1, 8)[words], as_tuple=True)
+        return words[w] * 8 + j
 
 
 def candidates(
@@ -79,17 +80,17 @@ def candidates(
     Returns ``(row, col, score)`` of every candidate, rows ascending and columns ascending
     within a row, each row with at least ``K`` of them; and the thresholds ``t [b]``.
     """
-    with one_thread():  # memory-bound passes and small operations: see one_thread
-        return _candidates(S, k_safe, k_tight, n_s, mask_buf)
-
-
-def _candidates(
-    S: Tensor, k_safe: Tensor, k_tight: Tensor, n_s: int, mask_buf: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     b, n = S.shape
     top = torch.topk(S[:, :n_s], int(k_tight.max()), dim=1, sorted=True).values
     t = top.gather(1, (k_tight - 1).unsqueeze(1))
     flat = _at_least(S, t, mask_buf)
+    with one_thread():  # small operations on the candidates: see one_thread
+        return _settle(S, flat, t, k_safe)
+
+
+def _settle(S: Tensor, flat: Tensor, t: Tensor, k_safe: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Rows with fewer than ``K`` candidates take their exact ``K``-th score as threshold."""
+    b, n = S.shape
     row = torch.div(flat, n, rounding_mode="floor")
     short = torch.bincount(row, minlength=b) < k_safe
     if bool(short.any()):  # too few above the tight threshold: these rows take their K-th score

@@ -173,7 +173,9 @@ def retrieval_metrics(
         ranks_fn = _TorchRanks(q, refs, q_codes, r_codes, ref_counts, metric, loo, dev)
     else:
         cut = np.minimum(np.maximum(n_rel, ks[-1]), n_avail)
-        ranks_fn = _TopRanks(q, refs, q_codes, r_codes, ref_counts, cut, metric, loo, dev, "mrr" in names)
+        ranks_fn = _TopRanks(
+            q, refs, q_codes, r_codes, ref_counts, cut, metric, loo, dev, "mrr" in names, memory_budget
+        )
     if batch_size is None:
         batch_size = ranks_fn.default_batch(memory_budget, max_rel)
     per_query = _per_query_metrics(ranks_fn, evaluated, n_rel, ks, batch_size)
@@ -377,6 +379,7 @@ class _TopRanks(_TorchRanks):
         loo: bool,
         device: torch.device,
         need_first: bool,
+        memory_budget: int,
     ) -> None:
         super().__init__(q, refs, q_codes, r_codes, ref_counts, metric, loo, device)
         self.need_first = need_first
@@ -384,16 +387,16 @@ class _TopRanks(_TorchRanks):
         self.n_s = sample_size(self.n_refs, int(cut.max()))
         self.cut = cut
         self.tight = tight_rank(cut, self.n_refs, self.n_s)
-        self.rows_per_block = 1
+        # the [b, N] block (scores + mask) gets half the memory budget
+        self.rows_per_block = max(1, memory_budget // (2 * (self.q.element_size() + 1) * self.n_refs))
         self.mask_buf: Tensor | None = None
         self.top_work: dict[str, Tensor] = {}
 
     def default_batch(self, memory_budget: int, max_rel: int) -> int:
-        # the [b, N] block (scores + mask) gets half the budget, the batch's candidates the rest
-        k = int(self.cut.max())
-        self.rows_per_block = max(1, memory_budget // (2 * (self.q.element_size() + 1) * self.n_refs))
-        per_row = 48 * (OVERSAMPLE + 1) * k + 24 * (max_rel + 1)
-        return max(self.rows_per_block, memory_budget // (2 * per_row))
+        # the batch's candidates (about OVERSAMPLE * K per row, padded to the fullest row, with
+        # their keys, columns and sort output) get a quarter of the budget
+        per_row = 128 * (OVERSAMPLE + 1) * int(self.cut.max()) + 24 * (max_rel + 1)
+        return max(self.rows_per_block, memory_budget // (4 * per_row))
 
     def __call__(self, rows: np.ndarray) -> Tensor:
         dev = self.device
