@@ -68,11 +68,12 @@ def verification_metrics(
     n_neg = int(y.size - n_pos)
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"is_same needs both same-class and different-class pairs (got {n_pos} and {n_neg})")
-    fars = tuple(float(f) for f in far_targets)
-    for f in fars:
-        if not 0.0 <= f <= 1.0:
-            raise ValueError(f"far_targets must lie in [0, 1], got {f!r}")
-    if max_curve_points is not None and (not isinstance(max_curve_points, int) or max_curve_points < 2):
+    fars = _far_targets(far_targets)
+    if max_curve_points is not None and (
+        isinstance(max_curve_points, bool) or not isinstance(max_curve_points, int | np.integer)
+    ):
+        raise TypeError(f"max_curve_points must be an integer >= 2 or None, got {max_curve_points!r}")
+    if max_curve_points is not None and max_curve_points < 2:
         raise ValueError(f"max_curve_points must be an integer >= 2 or None, got {max_curve_points!r}")
 
     order = np.argsort(-s, kind="stable")
@@ -117,6 +118,22 @@ def _eer(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> dict[str, 
     w = -d[i - 1] / (d[i] - d[i - 1])
     eer = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
     return {"eer": float(eer), "eer_threshold": float(thresholds[i])}
+
+
+def _far_targets(far_targets: Any) -> tuple[float, ...]:
+    """One rate or a sequence of rates, each a real number in [0, 1]."""
+    number = int | float | np.integer | np.floating
+    items = (far_targets,) if isinstance(far_targets, number) else far_targets
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence | np.ndarray):
+        raise TypeError(
+            f"far_targets must be a number or a sequence of numbers in [0, 1], got {far_targets!r}"
+        )
+    for f in items:
+        if isinstance(f, bool) or not isinstance(f, number):
+            raise TypeError(f"far_targets must be numbers in [0, 1], got {f!r}")
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"far_targets must lie in [0, 1], got {f!r}")
+    return tuple(float(f) for f in items)
 
 
 def _thin(n: int, max_points: int | None) -> np.ndarray:
