@@ -24,16 +24,36 @@ references) have no defined rank metrics: they are skipped, and counted in the
 result as ``n_queries_without_relevant`` (``n_queries`` counts those evaluated).
 If no query has a relevant reference a ``ValueError`` is raised.
 
-Algorithm (backend="torch", exact). For a block of ``b`` queries: ``S = sim(Q_b, refs)``
-``[b, N]`` (one GEMM); the column indices of each query's relevant references come
-from the labels grouped once (no ``[b, N]`` relevance mask); the ranks of those
-references are then counted without sorting the row (see
-:mod:`likewise.evaluation._ranks`: a monotone bucketing of the scores, one
-histogram, and exact comparisons only for the few references that share a
-bucket with a relevant one). Time ``O(b N D)`` for the GEMM plus ``O(b N)``,
-memory ``O(b N)``; the block size comes from ``memory_budget`` (bytes of working
-memory, default 128 MiB) so the full ``Q x N`` matrix never exists: 200,000 x
-200,000 runs in the budget plus the embeddings.
+Which metrics need what. ``precision_at_1``, ``r_precision``, ``map_at_r`` and
+``recall_at_K`` depend only on the first ``K = max(R, max k)`` ranks of a query
+(``R`` = its number of relevant references); ``mrr`` on the rank of its first
+relevant reference; ``map`` on the ranks of all of them (the full ranking).
+
+Default algorithm (backend="torch", ``map`` not included; exact, the same
+values as the full ranking). For a block of queries: ``S = sim(Q_b, refs)``
+(one GEMM, the same scores as below); each query's top ``K`` is found without
+sorting its row (see :mod:`likewise.evaluation._top`: a threshold from a prefix
+sample of the row, one comparison per entry, and an exact ordering of the few
+entries above it, ~``3 K`` per row, whose positions are their exact ranks);
+``mrr`` of a query whose best relevant reference lies below its threshold is
+counted on its row (one comparison per entry). Time ``O(b N D)`` for the GEMM
+plus a few ``O(b N)`` passes; memory ``O(b N)`` bytes within ``memory_budget``.
+Small operations run on one thread (see ``_inputs.one_thread``).
+
+Full ranking (backend="torch", ``include`` has ``map``): the column indices of
+each query's relevant references come from the labels grouped once (no
+``[b, N]`` relevance mask); the ranks of those references are then counted
+without sorting the row (see :mod:`likewise.evaluation._ranks`: a monotone
+bucketing of the scores, one histogram, and exact comparisons only for the few
+references that share a bucket with a relevant one). Time ``O(b N D)`` for the
+GEMM plus ``O(b N)`` (about ten passes), memory ``O(b N)``; the block size comes
+from ``memory_budget`` (bytes of working memory, default 128 MiB) so the full
+``Q x N`` matrix never exists: 200,000 x 200,000 runs in the budget plus the
+embeddings.
+
+Huge or tiny values. Embeddings whose squared norms would overflow (or vanish)
+in their dtype are first scaled by a power of two (exact), which changes no
+ranking.
 
 backend="faiss" (optional, lazy import): exact flat search of the top
 ``K = max(max R, max k)`` neighbours (FAISS's own tie order), from which
