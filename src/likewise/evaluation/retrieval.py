@@ -365,7 +365,9 @@ class _TorchRanks:
             self.qp = self.scorer.prepare_queries(self.q)
         S = self.scorer(self.qp[rows_t], out=self.s_buf[:b])
         if self.loo:
-            S.view(-1)[torch.arange(b, device=self.device) * self.n_refs + rows_t] = float("-inf")
+            S.view(-1).index_fill_(
+                0, torch.arange(b, device=self.device) * self.n_refs + rows_t, float("-inf")
+            )
         return S
 
     def __call__(self, rows: np.ndarray) -> Tensor:
@@ -407,8 +409,8 @@ class _TopRanks(_TorchRanks):
         self.n_s = sample_size(self.n_refs, int(cut.max()))
         self.cut = cut
         self.tight = tight_rank(cut, self.n_refs, self.n_s)
-        # the [b, N] block (scores + mask) gets half the memory budget
-        self.rows_per_block = max(1, memory_budget // (2 * (self.q.element_size() + 1) * self.n_refs))
+        # the [b, N] block (scores + mask) gets the memory budget: few, large passes
+        self.rows_per_block = max(1, memory_budget // ((self.q.element_size() + 1) * self.n_refs))
         self.mask_buf: Tensor | None = None
         self.top_work: dict[str, Tensor] = {}
 
