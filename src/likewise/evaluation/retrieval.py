@@ -133,7 +133,9 @@ def retrieval_metrics(
             ``m`` also gets ``m_ci_low`` / ``m_ci_high``, the percentile interval of
             level ``ci``.
         seed: seed of the bootstrap.
-        batch_size: queries per block; default from ``memory_budget`` (bytes).
+        batch_size: queries per batch; default from ``memory_budget``.
+        memory_budget: bytes of working memory for the ``[b, N]`` similarity blocks (default
+            128 MiB; the default path keeps up to a quarter more for the candidates).
         backend: ``"torch"`` (exact) or ``"faiss"`` (FAISS top-K search, see module doc).
         device: where to compute (default: the embeddings' device, CPU for NumPy).
 
