@@ -105,7 +105,7 @@ def retrieval_metrics(
     ref_labels: Any = None,
     *,
     metric: str = "cosine",
-    k: int | Sequence[int] = (1, 5, 10),
+    k: int | Sequence[int] | None = None,
     include: str | Sequence[str] | None = None,
     per_class: bool = False,
     bootstrap: int = 0,
@@ -124,7 +124,7 @@ def retrieval_metrics(
         ref_embeddings, ref_labels: references ``[N, D]`` and ``[N]``; both or neither.
         metric: ``"cosine"`` | ``"dot"`` | ``"euclidean"`` | ``"squared_euclidean"``.
         k: the K of ``recall_at_K`` (one int or several; at most the number of references a
-            query can retrieve).
+            query can retrieve). Default: those of 1, 5, 10 within that number.
         include: the metrics to compute, from ``precision_at_1``, ``r_precision``, ``map_at_r``,
             ``mrr``, ``recall_at_k`` (all the ``recall_at_K``) and ``map``, or ``"all"``. Default:
             all but ``map``, which alone needs the full ranking of every reference (see module doc).
@@ -145,7 +145,7 @@ def retrieval_metrics(
     """
     dev = resolve_device(device, embeddings, ref_embeddings)
     check_metric_name(metric)
-    ks = _check_ks(k)
+    ks = DEFAULT_KS if k is None else _check_ks(k)
     names = _check_include(include)
     _check_options(per_class, bootstrap, ci, seed, batch_size, memory_budget, backend)
     q = embeddings_tensor(embeddings, "embeddings", dev)
@@ -167,6 +167,8 @@ def retrieval_metrics(
         r_codes = labels_array(ref_labels, "ref_labels", refs.shape[0])
         q_codes, r_codes = encode_labels(q_labels, r_codes)
     n_avail = refs.shape[0] - (1 if loo else 0)
+    if k is None:
+        ks = tuple(v for v in ks if v <= n_avail) or (1,)
     if ks[-1] > n_avail:
         raise ValueError(
             f"k={ks[-1]} is larger than the number of references a query can retrieve ({n_avail}"
@@ -213,6 +215,8 @@ def retrieval_metrics(
     return result
 
 
+#: the default ``k`` (cut-offs beyond the references a query can retrieve are left out)
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 #: names ``include`` accepts (``recall_at_k`` stands for every ``recall_at_K``)
 INCLUDE_NAMES: tuple[str, ...] = ("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_k", "map")
 #: the default: everything that the top ``K`` ranks (plus one exact rank for MRR) determine
