@@ -9,8 +9,9 @@ _worker ...``) so peak memory (``ru_maxrss``) is per method; a worker may get an
 address-space cap (``RLIMIT_AS``) and every worker has a timeout. Both sides run
 with 2 threads (torch and FAISS/OpenMP).
 
-* likewise: ``retrieval_metrics(x, y)`` — exact, full ranking (P@1, R-precision,
-  MAP@R, mAP, MRR, Recall@1/5/10), streamed with the default memory budget.
+* likewise: ``retrieval_metrics(x, y)`` — the default: exact top-K ranks (P@1, R-precision,
+  MAP@R, MRR, Recall@1/5/10), streamed with the default memory budget.
+* likewise-full: ``retrieval_metrics(x, y, include="all")`` — exact full ranking (adds mAP).
 * likewise-faiss: ``retrieval_metrics(x, y, backend="faiss")`` — exact FAISS flat search
   of the top K (the same computation as PML's; no full-ranking mAP), streamed in blocks
   of 4,096 queries.
@@ -21,6 +22,8 @@ with 2 threads (torch and FAISS/OpenMP).
 
 Sections:
 
+0. the target: the default ``retrieval_metrics(x, y)`` against PML at 50,000 and 100,000 x 64
+   (100 per class), side by side, ``--repeats`` times (``--target-only``: this section alone);
 1. leave-one-out retrieval at the same size, then with large classes under the cap;
 2. where PML runs out of memory: ``n`` doubles from ``--oom-start`` (25,000) with
    ``--oom-per-class`` (1,000) items per class — PML's memory grows with
@@ -246,7 +249,7 @@ def target_section(quick: bool, repeats: int, timeout: float) -> list[str]:
 def retrieval_section(quick: bool, cap_gb: float, timeout: float) -> list[str]:
     out = []
     n = 20_000 if quick else 100_000
-    impls = ("likewise", "likewise-faiss", "pml")
+    impls = ("likewise", "likewise-full", "likewise-faiss", "pml")
     rows = [run_worker(impl, n, n // 100, None, timeout) for impl in impls]
     out += ["### Leave-one-out retrieval at the same size", "", HEADER, *map(fmt_row, rows), ""]
     pm = rows[-1]
