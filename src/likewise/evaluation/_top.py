@@ -81,9 +81,8 @@ def candidates(
     within a row, each row with at least ``K`` of them; and the thresholds ``t [b]``.
     """
     b, n = S.shape
-    with one_thread():  # 1/SAMPLE_DIV of the block
-        top = torch.topk(S[:, :n_s], int(k_tight.max()), dim=1, sorted=True).values
-        t = top.gather(1, (k_tight - 1).unsqueeze(1))
+    top = torch.topk(S[:, :n_s], int(k_tight.max()), dim=1, sorted=True).values
+    t = top.gather(1, (k_tight - 1).unsqueeze(1))
     flat = _at_least(S, t, mask_buf)
     with one_thread():  # small operations on the candidates: see one_thread
         return _settle(S, flat, t, k_safe)

@@ -416,7 +416,7 @@ class _TopRanks(_TorchRanks):
         self.cut = cut
         self.tight = tight_rank(cut, self.n_refs, self.n_s)
         # the [b, N] block (scores + mask) gets the memory budget: few, large passes
-        self.rows_per_block = max(1, memory_budget // ((self.q.element_size() + 1) * self.n_refs))
+        self.rows_per_block = max(1, memory_budget // (2 * (self.q.element_size() + 1) * self.n_refs))
         self.mask_buf: Tensor | None = None
         self.top_work: dict[str, Tensor] = {}
 
