@@ -9,8 +9,9 @@ _worker ...``) so peak memory (``ru_maxrss``) is per method; a worker may get an
 address-space cap (``RLIMIT_AS``) and every worker has a timeout. Both sides run
 with 2 threads (torch and FAISS/OpenMP).
 
-* likewise: ``retrieval_metrics(x, y)`` — exact, full ranking (P@1, R-precision,
-  MAP@R, mAP, MRR, Recall@1/5/10), streamed with the default memory budget.
+* likewise: ``retrieval_metrics(x, y)`` — the default: exact top-K ranks (P@1, R-precision,
+  MAP@R, MRR, Recall@1/5/10), streamed with the default memory budget.
+* likewise-full: ``retrieval_metrics(x, y, include="all")`` — exact full ranking (adds mAP).
 * likewise-faiss: ``retrieval_metrics(x, y, backend="faiss")`` — exact FAISS flat search
   of the top K (the same computation as PML's; no full-ranking mAP), streamed in blocks
   of 4,096 queries.
@@ -21,6 +22,8 @@ with 2 threads (torch and FAISS/OpenMP).
 
 Sections:
 
+0. the target: the default ``retrieval_metrics(x, y)`` against PML at 50,000 and 100,000 x 64
+   (100 per class), side by side, ``--repeats`` times (``--target-only``: this section alone);
 1. leave-one-out retrieval at the same size, then with large classes under the cap;
 2. where PML runs out of memory: ``n`` doubles from ``--oom-start`` (25,000) with
    ``--oom-per-class`` (1,000) items per class — PML's memory grows with
@@ -54,14 +57,14 @@ DIM = 128
 SPREAD = 2.0  # noise std per dimension; class centres ~ N(0, I)
 
 
-def make_data(n: int, n_classes: int, seed: int = 0):
+def make_data(n: int, n_classes: int, seed: int = 0, dim: int = DIM):
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(n_classes, DIM, generator=g)
+    centers = torch.randn(n_classes, dim, generator=g)
     labels = torch.arange(n) % n_classes
     labels = labels[torch.randperm(n, generator=g)]
-    x = centers[labels] + SPREAD * torch.randn(n, DIM, generator=g)
+    x = centers[labels] + SPREAD * torch.randn(n, dim, generator=g)
     return x, labels
 
 
@@ -73,16 +76,22 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def worker(impl: str, n: int, n_classes: int) -> None:
+def worker(impl: str, n: int, n_classes: int, dim: int = DIM) -> None:
     """Run one method once; print one JSON line."""
     os.environ["OMP_NUM_THREADS"] = str(THREADS)
     import torch
 
     torch.set_num_threads(THREADS)
-    out: dict = {"impl": impl, "n": n, "classes": n_classes}
+    out: dict = {"impl": impl, "n": n, "classes": n_classes, "dim": dim}
     try:
-        x, y = make_data(n, n_classes)
-        if impl in ("likewise", "likewise-faiss"):
+        x, y = make_data(n, n_classes, dim=dim)
+        if impl == "likewise-full":
+            from likewise.evaluation import retrieval_metrics
+
+            base = _rss_mb()
+            t0, c0 = time.perf_counter(), time.process_time()
+            metrics = retrieval_metrics(x, y, include="all")
+        elif impl in ("likewise", "likewise-faiss"):
             from likewise.evaluation import retrieval_metrics
 
             if impl == "likewise-faiss":
@@ -120,7 +129,9 @@ def worker(impl: str, n: int, n_classes: int) -> None:
     print(json.dumps(out), flush=True)
 
 
-def run_worker(impl: str, n: int, n_classes: int, cap_gb: float | None, timeout: float) -> dict:
+def run_worker(
+    impl: str, n: int, n_classes: int, cap_gb: float | None, timeout: float, dim: int = DIM
+) -> dict:
     """Start a worker subprocess (optionally under an address-space cap) and parse its line."""
 
     def limit() -> None:
@@ -129,7 +140,7 @@ def run_worker(impl: str, n: int, n_classes: int, cap_gb: float | None, timeout:
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
-    cmd = [sys.executable, os.path.abspath(__file__), "_worker", impl, str(n), str(n_classes)]
+    cmd = [sys.executable, os.path.abspath(__file__), "_worker", impl, str(n), str(n_classes), str(dim)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=limit, env=env)
@@ -169,10 +180,76 @@ HEADER = (
 )
 
 
+TARGET_DIM = 64
+
+
+def target_section(quick: bool, repeats: int, timeout: float) -> list[str]:
+    """The default ``retrieval_metrics(x, y)`` against PML at 50,000 and 100,000 x 64 (leave-one-out).
+
+    Side by side: each repeat runs both, in alternating order (PML first, then likewise first),
+    each in its own subprocess with 2 threads; ratios are taken within a repeat.
+    """
+    sizes = (5_000, 10_000) if quick else (50_000, 100_000)
+    header = (
+        "| n | repeat | method | seconds | CPU seconds | peak RSS MB | extra RSS MB | P@1 | R-precision | "
+        "MAP@R |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows, summary = [], []
+    for n in sizes:
+        ratios = []
+        for rep in range(repeats):
+            order = ("pml", "likewise") if rep % 2 == 0 else ("likewise", "pml")
+            res = {impl: run_worker(impl, n, n // 100, None, timeout, dim=TARGET_DIM) for impl in order}
+            for impl in order:
+                r = res[impl]
+                if "seconds" not in r:
+                    rows.append(f"| {n:,} | {rep + 1} | {impl} | - | - | - | - | - | - | {r.get('error')} |")
+                    continue
+                m = r["metrics"]
+                mapr = m.get("map_at_r", m.get("mean_average_precision_at_r"))
+                extra = r["peak_rss_mb"] - r["base_rss_mb"]
+                rows.append(
+                    f"| {n:,} | {rep + 1} | {impl} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
+                    f"{r['peak_rss_mb']:.0f} | {extra:.0f} | {m['precision_at_1']:.5f} | "
+                    f"{m['r_precision']:.5f} | {mapr:.5f} |"
+                )
+            lw, pm = res["likewise"], res["pml"]
+            if "seconds" in lw and "seconds" in pm:
+                diff = max(
+                    abs(lw["metrics"][a] - pm["metrics"][b])
+                    for a, b in (
+                        ("precision_at_1", "precision_at_1"),
+                        ("r_precision", "r_precision"),
+                        ("map_at_r", "mean_average_precision_at_r"),
+                    )
+                )
+                ratios.append(
+                    (
+                        lw["seconds"] / pm["seconds"],
+                        lw["cpu_seconds"] / pm["cpu_seconds"],
+                        lw["peak_rss_mb"] / pm["peak_rss_mb"],
+                        (lw["peak_rss_mb"] - lw["base_rss_mb"])
+                        / max(pm["peak_rss_mb"] - pm["base_rss_mb"], 1.0),
+                        diff,
+                    )
+                )
+        for i, (t, c, p, e, d) in enumerate(ratios, 1):
+            summary.append(
+                f"* n = {n:,}, repeat {i}: time ours / PML = **{t:.2f}** (CPU time {c:.2f}); "
+                f"peak RSS ours / PML = {p:.2f}; extra RSS (peak - before call) ours / PML = **{e:.2f}**; "
+                f"largest |ours - PML| over P@1, R-precision, MAP@R: {d:.1e}"
+            )
+    title = (
+        f"### Target: default `retrieval_metrics(x, y)` vs PML `AccuracyCalculator`, n x {TARGET_DIM}, "
+        "100 per class, leave-one-out"
+    )
+    return [title, "", header, *rows, "", *summary, ""]
+
+
 def retrieval_section(quick: bool, cap_gb: float, timeout: float) -> list[str]:
     out = []
     n = 20_000 if quick else 100_000
-    impls = ("likewise", "likewise-faiss", "pml")
+    impls = ("likewise", "likewise-full", "likewise-faiss", "pml")
     rows = [run_worker(impl, n, n // 100, None, timeout) for impl in impls]
     out += ["### Leave-one-out retrieval at the same size", "", HEADER, *map(fmt_row, rows), ""]
     pm = rows[-1]
@@ -270,7 +347,9 @@ def index_section(quick: bool) -> list[str]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
-        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        worker(
+            sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else DIM
+        )
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
@@ -279,15 +358,22 @@ def main() -> None:
     ap.add_argument("--oom-start", type=int, default=25_000, help="first n of the PML memory search")
     ap.add_argument("--oom-per-class", type=int, default=1_000, help="items per class in that search")
     ap.add_argument("--oom-max", type=int, default=400_000, help="largest n tried in that search")
+    ap.add_argument("--repeats", type=int, default=2, help="side-by-side repeats of the target section")
+    ap.add_argument("--target-only", action="store_true", help="only the target section (50k, 100k x 64)")
     args = ap.parse_args()
     started = datetime.datetime.now(datetime.timezone.utc)
     lines = [
-        f"Command: `python benchmarks/evaluation.py{' --quick' if args.quick else ''}` "
+        f"Command: `python benchmarks/evaluation.py{' --quick' if args.quick else ''}"
+        f"{' --target-only' if args.target_only else ''} --repeats {args.repeats}` "
         f"({started:%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs visible, {THREADS} threads per method)",
         "",
     ]
-    lines += retrieval_section(args.quick, args.cap_gb, args.timeout)
+    lines += target_section(args.quick, args.repeats, args.timeout * 2)
+    print("\n".join(lines), flush=True)
+    if args.target_only:
+        return
+    lines = retrieval_section(args.quick, args.cap_gb, args.timeout)
     lines += oom_section(
         args.quick, args.cap_gb, args.timeout, args.oom_start, args.oom_per_class, args.oom_max
     )

@@ -7,7 +7,22 @@ import pytest
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-from likewise.evaluation import retrieval_metrics
+from likewise.evaluation import retrieval_metrics as _retrieval_metrics
+
+
+def retrieval_metrics(*args, **kwargs):
+    """Both exact paths: the default (top-K ranks) and ``include="all"`` (full ranking).
+
+    The default must give exactly the full ranking's values for every metric it reports
+    (it reports all but ``map``); returns the full result.
+    """
+    if "include" in kwargs or kwargs.get("backend") == "faiss":
+        return _retrieval_metrics(*args, **kwargs)
+    top = _retrieval_metrics(*args, **kwargs)
+    full = _retrieval_metrics(*args, include="all", **kwargs)
+    assert "map" not in top and not any(k.startswith("map_ci") for k in top)
+    assert top == {k: v for k, v in full.items() if not k.startswith("map") or k.startswith("map_at_r")}
+    return full
 
 
 def naive_metrics(q, ql, r, rl, loo, ks, sim):
@@ -201,7 +216,7 @@ def test_separate_references_equal_pml_euclidean():
 def test_faiss_backend_matches_torch_on_top_k_metrics():
     x, y = blobs(800, 16, 20, 1.4, seed=10, dtype=np.float32)
     t = retrieval_metrics(x, y, k=(1, 5, 50))
-    f = retrieval_metrics(x, y, k=(1, 5, 50), backend="faiss", batch_size=100)
+    f = retrieval_metrics(x, y, k=(1, 5, 50), backend="faiss", batch_size=100, include="all")
     for name in ("precision_at_1", "r_precision", "map_at_r", "recall_at_1", "recall_at_5", "recall_at_50"):
         assert f[name] == pytest.approx(t[name], abs=1e-6), name
     assert math.isnan(f["map"])

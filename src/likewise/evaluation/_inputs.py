@@ -8,6 +8,9 @@ promoted to float32), labels become int64 class codes ``[n]``; bad input raises 
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -134,13 +137,82 @@ def binary_array(x: Any, name: str, n: int) -> np.ndarray:
 
 
 def resolve_device(device: torch.device | str | None, *tensors: Any) -> torch.device:
-    """``device`` if given, else the device of the first tensor argument, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    for t in tensors:
-        if isinstance(t, Tensor):
-            return t.device
-    return torch.device("cpu")
+    """``device`` if given (checked: it must exist here), else the device of the first tensor
+    argument, else CPU."""
+    if device is None:
+        for t in tensors:
+            if isinstance(t, Tensor):
+                return t.device
+        return torch.device("cpu")
+    if isinstance(device, bool) or not isinstance(device, str | int | torch.device):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {_describe(device)}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"device={device!r} is not a torch device: {exc}") from exc
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+        return dev
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r} requested but MPS is not available")
+        return dev
+    raise ValueError(f"device={device!r} is not supported for evaluation: use 'cpu' or 'cuda'")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the enclosed CPU tensor operations on one thread (restored on exit).
+
+    For many small operations (a few thousand elements each): split over threads they cost
+    more in synchronisation than they save, and on a busy machine (more runnable threads than
+    cores) each one waits for a descheduled partner, ten times the single-thread time.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def range_exponent(*tensors: Tensor) -> int:
+    """``e`` such that ``x * 2**-e`` keeps every score of these embeddings finite and normal.
+
+    Scores (dot products, squared norms, ``2 <x, y> - |y|^2``) reach ``4 D max|x|^2``: past
+    about ``sqrt(finfo.max / 4D)`` they overflow (``inf``, then ``inf - inf = nan``) and far
+    below 1 their products underflow. Returns 0 when the largest magnitude is in a safe range
+    (nothing changes), else the exponent that brings it to ``[1, 2)``. Scaling by a power of two
+    is exact, so cosine similarities and every ranking are unchanged by it.
+    """
+    amax = max(float(t.abs().amax()) if t.numel() else 0.0 for t in tensors)
+    if amax == 0.0:
+        return 0
+    fi = torch.finfo(tensors[0].dtype)
+    d = max(t.shape[-1] for t in tensors)
+    high = math.sqrt(fi.max / (16.0 * d))
+    low = math.sqrt(fi.tiny) * 2.0 / fi.eps
+    if low <= amax <= high:
+        return 0
+    return math.frexp(amax)[1] - 1
+
+
+def scale_by_power_of_two(x: Tensor, e: int) -> Tensor:
+    """``x * 2**-e``, exact (two steps so that the factor itself stays representable)."""
+    if e == 0:
+        return x
+    half = e // 2
+    return x * (2.0 ** (-half)) * (2.0 ** (half - e))
 
 
 def check_metric_name(metric: str) -> str:

@@ -32,7 +32,9 @@ from likewise.evaluation._inputs import (
     check_metric_name,
     embeddings_tensor,
     labels_array,
+    range_exponent,
     resolve_device,
+    scale_by_power_of_two,
 )
 
 
@@ -58,10 +60,25 @@ def knn_predict(
         raise ValueError(f"test_emb have {xte.shape[1]} dimensions but train_emb have {xtr.shape[1]}")
     if xte.dtype != xtr.dtype:
         xtr, xte = xtr.double(), xte.double()
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"k must be a positive integer, got {k!r}")
+    if k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if k > xtr.shape[0]:
         raise ValueError(f"k={k} is larger than the number of training embeddings ({xtr.shape[0]})")
+    if not isinstance(weighted, bool | np.bool_):
+        raise TypeError(f"weighted must be True or False, got {weighted!r}")
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float | np.integer | np.floating)
+    ):
+        raise TypeError(f"temperature must be a positive number or None, got {temperature!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer)
+    ):
+        raise TypeError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    xtr, xte = _in_range(xtr, xte, keep_scale=temperature is not None and metric != "cosine")
     if weighted and temperature is not None:
         raise ValueError("pass weighted=True (inverse distance) or temperature (exp weights), not both")
     if weighted and metric == "dot":
@@ -91,6 +108,24 @@ def knn_predict(
         votes.scatter_add_(1, codes_t[top_i], w.to(torch.float64))
         preds.append(votes.argmax(1).cpu().numpy())
     return classes[np.concatenate(preds)]
+
+
+def _in_range(xtr: torch.Tensor, xte: torch.Tensor, keep_scale: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings whose similarities neither overflow nor underflow: rescaled exactly by a power
+    of two (neighbours and inverse-distance votes unchanged), or, where the similarity values
+    themselves matter (``keep_scale``: exp weights), computed in float64."""
+    e = range_exponent(xtr, xte)
+    if e == 0:
+        return xtr, xte
+    if keep_scale:
+        xtr, xte = xtr.double(), xte.double()
+        if range_exponent(xtr, xte) != 0:
+            raise ValueError(
+                "embeddings are too large or too small for temperature weights (their similarities "
+                "overflow even in float64); rescale them, or use weighted=False"
+            )
+        return xtr, xte
+    return scale_by_power_of_two(xtr, e), scale_by_power_of_two(xte, e)
 
 
 def knn_accuracy(
@@ -143,16 +178,26 @@ def linear_probe(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    xtr = embeddings_tensor(train_emb, "train_emb", "cpu").double().numpy()
+    tr = embeddings_tensor(train_emb, "train_emb", "cpu").double()
+    te = embeddings_tensor(test_emb, "test_emb", "cpu").double()
+    if te.shape[1] == tr.shape[1]:  # huge or tiny values: rescale exactly (standardised: no change)
+        e = range_exponent(tr, te)
+        tr, te = scale_by_power_of_two(tr, e), scale_by_power_of_two(te, e)
+    xtr, xte = tr.numpy(), te.numpy()
     ytr = labels_array(train_labels, "train_labels", xtr.shape[0])
-    xte = embeddings_tensor(test_emb, "test_emb", "cpu").double().numpy()
     yte = labels_array(test_labels, "test_labels", xte.shape[0])
     if xte.shape[1] != xtr.shape[1]:
         raise ValueError(f"test_emb have {xte.shape[1]} dimensions but train_emb have {xtr.shape[1]}")
     if np.unique(ytr).size < 2:
         raise ValueError("train_labels must contain at least two classes for a linear probe")
+    if isinstance(C, bool) or not isinstance(C, int | float | np.integer | np.floating):
+        raise TypeError(f"C must be a positive number, got {C!r}")
     if not C > 0:
         raise ValueError(f"C must be positive, got {C!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer):
+        raise TypeError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     steps = [StandardScaler()] if standardize else []
     model = make_pipeline(*steps, LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
     model.fit(xtr, ytr)

@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from likewise.evaluation._inputs import embeddings_tensor, labels_array
+from likewise.evaluation._inputs import (
+    embeddings_tensor,
+    labels_array,
+    range_exponent,
+    scale_by_power_of_two,
+)
 
 
 def clustering_scores(
@@ -34,14 +39,26 @@ def clustering_scores(
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, normalized_mutual_info_score
 
-    x = embeddings_tensor(embeddings, "embeddings", "cpu").double().numpy()
+    t = embeddings_tensor(embeddings, "embeddings", "cpu").double()
+    # huge or tiny values: rescale exactly by a power of two (k-means is scale-equivariant)
+    x = scale_by_power_of_two(t, range_exponent(t)).numpy()
     y = labels_array(labels, "labels", x.shape[0])
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a string, got {type(metric).__name__}")
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"metric must be 'cosine' or 'euclidean' for k-means, got {metric!r}")
     if n_clusters is None:
         n_clusters = int(np.unique(y).size)
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer) or n_clusters < 1:
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
+        raise TypeError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+    if n_clusters < 1:
         raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+    if isinstance(n_init, bool) or not isinstance(n_init, int | np.integer):
+        raise TypeError(f"n_init must be a positive integer, got {n_init!r}")
+    if n_init < 1:
+        raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
     if n_clusters > x.shape[0]:
         raise ValueError(f"n_clusters={n_clusters} exceeds the number of embeddings ({x.shape[0]})")
     if metric == "cosine":

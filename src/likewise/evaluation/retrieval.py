@@ -24,16 +24,36 @@ references) have no defined rank metrics: they are skipped, and counted in the
 result as ``n_queries_without_relevant`` (``n_queries`` counts those evaluated).
 If no query has a relevant reference a ``ValueError`` is raised.
 
-Algorithm (backend="torch", exact). For a block of ``b`` queries: ``S = sim(Q_b, refs)``
-``[b, N]`` (one GEMM); the column indices of each query's relevant references come
-from the labels grouped once (no ``[b, N]`` relevance mask); the ranks of those
-references are then counted without sorting the row (see
-:mod:`likewise.evaluation._ranks`: a monotone bucketing of the scores, one
-histogram, and exact comparisons only for the few references that share a
-bucket with a relevant one). Time ``O(b N D)`` for the GEMM plus ``O(b N)``,
-memory ``O(b N)``; the block size comes from ``memory_budget`` (bytes of working
-memory, default 128 MiB) so the full ``Q x N`` matrix never exists: 200,000 x
-200,000 runs in the budget plus the embeddings.
+Which metrics need what. ``precision_at_1``, ``r_precision``, ``map_at_r`` and
+``recall_at_K`` depend only on the first ``K = max(R, max k)`` ranks of a query
+(``R`` = its number of relevant references); ``mrr`` on the rank of its first
+relevant reference; ``map`` on the ranks of all of them (the full ranking).
+
+Default algorithm (backend="torch", ``map`` not included; exact, the same
+values as the full ranking). For a block of queries: ``S = sim(Q_b, refs)``
+(one GEMM, the same scores as below); each query's top ``K`` is found without
+sorting its row (see :mod:`likewise.evaluation._top`: a threshold from a prefix
+sample of the row, one comparison per entry, and an exact ordering of the few
+entries above it, ~``3 K`` per row, whose positions are their exact ranks);
+``mrr`` of a query whose best relevant reference lies below its threshold is
+counted on its row (one comparison per entry). Time ``O(b N D)`` for the GEMM
+plus a few ``O(b N)`` passes; memory ``O(b N)`` bytes within ``memory_budget``.
+Small operations run on one thread (see ``_inputs.one_thread``).
+
+Full ranking (backend="torch", ``include`` has ``map``): the column indices of
+each query's relevant references come from the labels grouped once (no
+``[b, N]`` relevance mask); the ranks of those references are then counted
+without sorting the row (see :mod:`likewise.evaluation._ranks`: a monotone
+bucketing of the scores, one histogram, and exact comparisons only for the few
+references that share a bucket with a relevant one). Time ``O(b N D)`` for the
+GEMM plus ``O(b N)`` (about ten passes), memory ``O(b N)``; the block size comes
+from ``memory_budget`` (bytes of working memory, default 128 MiB) so the full
+``Q x N`` matrix never exists: 200,000 x 200,000 runs in the budget plus the
+embeddings.
+
+Huge or tiny values. Embeddings whose squared norms would overflow (or vanish)
+in their dtype are first scaled by a power of two (exact), which changes no
+ranking.
 
 backend="faiss" (optional, lazy import): exact flat search of the top
 ``K = max(max R, max k)`` neighbours (FAISS's own tie order), from which
@@ -57,9 +77,20 @@ from likewise.evaluation._inputs import (
     embeddings_tensor,
     encode_labels,
     labels_array,
+    one_thread,
+    range_exponent,
     resolve_device,
+    scale_by_power_of_two,
 )
 from likewise.evaluation._ranks import relevant_ranks, workspace
+from likewise.evaluation._top import (
+    OVERSAMPLE,
+    candidates,
+    first_relevant_rank,
+    sample_size,
+    tight_rank,
+    top_relevant_ranks,
+)
 from likewise.evaluation.ranking import RANK_METRICS, metrics_from_ranks
 
 #: bytes of working memory per similarity entry of a block: S (4), a float copy (4),
@@ -74,7 +105,8 @@ def retrieval_metrics(
     ref_labels: Any = None,
     *,
     metric: str = "cosine",
-    k: int | Sequence[int] = (1, 5, 10),
+    k: int | Sequence[int] | None = None,
+    include: str | Sequence[str] | None = None,
     per_class: bool = False,
     bootstrap: int = 0,
     ci: float = 0.95,
@@ -91,24 +123,31 @@ def retrieval_metrics(
         labels: ``[Q]`` class ids (ints or strings).
         ref_embeddings, ref_labels: references ``[N, D]`` and ``[N]``; both or neither.
         metric: ``"cosine"`` | ``"dot"`` | ``"euclidean"`` | ``"squared_euclidean"``.
-        k: the K of ``recall_at_K`` (one int or several).
+        k: the K of ``recall_at_K`` (one int or several; at most the number of references a
+            query can retrieve). Default: those of 1, 5, 10 within that number.
+        include: the metrics to compute, from ``precision_at_1``, ``r_precision``, ``map_at_r``,
+            ``mrr``, ``recall_at_k`` (all the ``recall_at_K``) and ``map``, or ``"all"``. Default:
+            all but ``map``, which alone needs the full ranking of every reference (see module doc).
         per_class: average per class first, then over classes (macro average).
         bootstrap: number of bootstrap resamples of the queries; when > 0 each metric
             ``m`` also gets ``m_ci_low`` / ``m_ci_high``, the percentile interval of
             level ``ci``.
         seed: seed of the bootstrap.
-        batch_size: queries per block; default from ``memory_budget`` (bytes).
-        backend: ``"torch"`` (exact, full ranking) or ``"faiss"`` (top-K only, see module doc).
+        batch_size: queries per batch; default from ``memory_budget``.
+        memory_budget: bytes of working memory for the ``[b, N]`` similarity blocks (default
+            128 MiB; the default path keeps up to a quarter more for the candidates).
+        backend: ``"torch"`` (exact) or ``"faiss"`` (FAISS top-K search, see module doc).
         device: where to compute (default: the embeddings' device, CPU for NumPy).
 
     Returns:
-        dict of floats: ``precision_at_1``, ``r_precision``, ``map_at_r``, ``map``, ``mrr``,
-        ``recall_at_K`` for each K, ``n_queries``, ``n_queries_without_relevant``.
+        dict of floats: the included metrics (``recall_at_K`` for each K), ``n_queries``,
+        ``n_queries_without_relevant``.
     """
     dev = resolve_device(device, embeddings, ref_embeddings)
     check_metric_name(metric)
-    ks = _check_ks(k)
-    _check_options(per_class, bootstrap, ci, batch_size, memory_budget, backend)
+    ks = DEFAULT_KS if k is None else _check_ks(k)
+    names = _check_include(include)
+    _check_options(per_class, bootstrap, ci, seed, batch_size, memory_budget, backend)
     q = embeddings_tensor(embeddings, "embeddings", dev)
     q_labels = labels_array(labels, "labels", q.shape[0])
     if (ref_embeddings is None) != (ref_labels is None):
@@ -127,6 +166,18 @@ def retrieval_metrics(
             refs, q = refs.to(torch.float64), q.to(torch.float64)
         r_codes = labels_array(ref_labels, "ref_labels", refs.shape[0])
         q_codes, r_codes = encode_labels(q_labels, r_codes)
+    n_avail = refs.shape[0] - (1 if loo else 0)
+    if k is None:
+        ks = tuple(v for v in ks if v <= n_avail) or (1,)
+    if ks[-1] > n_avail:
+        raise ValueError(
+            f"k={ks[-1]} is larger than the number of references a query can retrieve ({n_avail}"
+            + (", leave-one-out" if loo else "")
+            + ")"
+        )
+    e = range_exponent(q, refs)  # huge or tiny values: rescale exactly (rankings unchanged)
+    q = scale_by_power_of_two(q, e)
+    refs = q if loo else scale_by_power_of_two(refs, e)
 
     n_classes = int(max(q_codes.max(), r_codes.max())) + 1
     ref_counts = np.bincount(r_codes, minlength=n_classes)
@@ -138,72 +189,133 @@ def retrieval_metrics(
             + (", other than itself" if loo else "")
             + "): retrieval metrics are undefined"
         )
-    if backend == "torch":
+    max_rel = int(n_rel[evaluated].max())
+    ranks_fn: _TorchRanks | _TopRanks | _FaissRanks
+    if backend == "faiss":
+        ranks_fn = _FaissRanks(q, refs, q_codes, r_codes, metric, loo, max_rel, ks[-1])
+    elif "map" in names:
         ranks_fn = _TorchRanks(q, refs, q_codes, r_codes, ref_counts, metric, loo, dev)
     else:
-        ranks_fn = _FaissRanks(q, refs, q_codes, r_codes, metric, loo, int(n_rel.max()), max(ks))
-        if batch_size is None:
-            # FAISS holds only the top K per query (ids, scores, ranks: ~48 bytes each) and
-            # tiles its own GEMM; small query blocks make it several times slower
-            batch_size = int(min(_FAISS_BLOCK, max(1, memory_budget // (48 * (ranks_fn.k + 1)))))
-    per_query = _per_query_metrics(ranks_fn, evaluated, n_rel, ks, refs.shape[0], batch_size, memory_budget)
-    if backend == "faiss":
+        cut = np.minimum(np.maximum(n_rel, ks[-1]), n_avail)
+        ranks_fn = _TopRanks(
+            q, refs, q_codes, r_codes, ref_counts, cut, metric, loo, dev, "mrr" in names, memory_budget
+        )
+    if batch_size is None:
+        batch_size = ranks_fn.default_batch(memory_budget, max_rel)
+    per_query = _per_query_metrics(ranks_fn, evaluated, n_rel, ks, batch_size)
+    if backend == "faiss" and "map" in names:
         per_query["map"] = np.full(evaluated.size, np.nan)
+    wanted = [n for n in RANK_METRICS if n in names]
+    if "recall_at_k" in names:
+        wanted += [f"recall_at_{v}" for v in ks]
     groups = q_codes[evaluated] if per_class else None
-    result = _summarise(per_query, groups, bootstrap, ci, seed)
+    result = _summarise({n: per_query[n] for n in wanted}, groups, bootstrap, ci, seed)
     result["n_queries"] = int(evaluated.size)
     result["n_queries_without_relevant"] = int(q.shape[0] - evaluated.size)
     return result
 
 
+#: the default ``k`` (cut-offs beyond the references a query can retrieve are left out)
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
+#: names ``include`` accepts (``recall_at_k`` stands for every ``recall_at_K``)
+INCLUDE_NAMES: tuple[str, ...] = ("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_k", "map")
+#: the default: everything that the top ``K`` ranks (plus one exact rank for MRR) determine
+DEFAULT_INCLUDE: tuple[str, ...] = ("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_k")
+
+
 def _check_ks(k: int | Sequence[int]) -> tuple[int, ...]:
-    ks = (k,) if isinstance(k, int | np.integer) else tuple(k)
+    def bad_type() -> TypeError:
+        return TypeError(f"k must be a positive integer or a sequence of positive integers, got {k!r}")
+
+    if isinstance(k, str | bytes) or isinstance(k, bool):
+        raise bad_type()
+    if isinstance(k, int | np.integer):
+        ks: tuple[Any, ...] = (k,)
+    else:
+        try:
+            ks = tuple(k)
+        except TypeError:
+            raise bad_type() from None
     if not ks:
         raise ValueError("k must name at least one cut-off")
     for v in ks:
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise bad_type()
+        if v < 1:
             raise ValueError(f"k must be positive integers, got {k!r}")
     return tuple(sorted({int(v) for v in ks}))
 
 
+def _check_include(include: str | Sequence[str] | None) -> tuple[str, ...]:
+    if include is None:
+        return DEFAULT_INCLUDE
+    if isinstance(include, str):
+        if include == "all":
+            return INCLUDE_NAMES
+        include = (include,)
+    try:
+        names = tuple(include)
+    except TypeError:
+        raise TypeError(f"include must be metric names or 'all', got {include!r}") from None
+    if not names:
+        raise ValueError("include must name at least one metric")
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"include must be metric names (strings), got {n!r}")
+        if n not in INCLUDE_NAMES:
+            hint = " (the recall cut-offs are given by k)" if n.startswith("recall_at_") else ""
+            raise ValueError(f"unknown metric {n!r} in include{hint}; choose from {', '.join(INCLUDE_NAMES)}")
+    return names
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
 def _check_options(
-    per_class: bool, bootstrap: int, ci: float, batch_size: int | None, memory_budget: int, backend: str
+    per_class: bool,
+    bootstrap: int,
+    ci: float,
+    seed: int,
+    batch_size: int | None,
+    memory_budget: int,
+    backend: str,
 ) -> None:
-    if not isinstance(per_class, bool):
+    if not isinstance(per_class, bool | np.bool_):
         raise TypeError(f"per_class must be True or False, got {per_class!r}")
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+    if not _is_int(bootstrap):
+        raise TypeError(f"bootstrap must be a non-negative integer, got {bootstrap!r}")
+    if bootstrap < 0:
         raise ValueError(f"bootstrap must be a non-negative integer, got {bootstrap!r}")
+    if isinstance(ci, bool) or not isinstance(ci, int | float | np.integer | np.floating):
+        raise TypeError(f"ci must be a number in (0, 1), got {ci!r}")
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be in (0, 1), got {ci!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
+    if seed is not None and not _is_int(seed):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if batch_size is not None and not _is_int(batch_size):
+        raise TypeError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    if not isinstance(memory_budget, int) or memory_budget < 1:
+    if not _is_int(memory_budget):
+        raise TypeError(f"memory_budget must be a positive integer (bytes), got {memory_budget!r}")
+    if memory_budget < 1:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     if backend not in ("torch", "faiss"):
         raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
 
 
 def _per_query_metrics(
-    ranks_fn: Any,
-    evaluated: np.ndarray,
-    n_rel: np.ndarray,
-    ks: tuple[int, ...],
-    n_refs: int,
-    batch_size: int | None,
-    memory_budget: int,
+    ranks_fn: Any, evaluated: np.ndarray, n_rel: np.ndarray, ks: tuple[int, ...], batch_size: int
 ) -> dict[str, np.ndarray]:
-    max_rel = int(n_rel[evaluated].max())
-    if batch_size is None:
-        batch_size = max(1, memory_budget // (_BYTES_PER_ENTRY * n_refs + 48 * (max_rel + 1)))
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, evaluated.size, batch_size):
         rows = evaluated[start : start + batch_size]
         ranks = ranks_fn(rows)
         r = torch.from_numpy(n_rel[rows]).to(ranks.device)
-        for name, v in metrics_from_ranks(ranks, r, ks).items():
-            chunks.setdefault(name, []).append(v.cpu().numpy())
+        with one_thread():  # [b, R] operations: small
+            for name, v in metrics_from_ranks(ranks, r, ks).items():
+                chunks.setdefault(name, []).append(v.cpu().numpy())
     return {name: np.concatenate(v) for name, v in chunks.items()}
 
 
@@ -234,16 +346,13 @@ class _TorchRanks:
         self.n_refs = refs.shape[0]
         self.work: dict[str, Tensor] | None = None
         self.s_buf: Tensor | None = None
+        self.qp: Tensor | None = None
 
-    def __call__(self, rows: np.ndarray) -> Tensor:
-        rows_t = torch.from_numpy(rows).to(self.device)
-        b, n = rows.size, self.n_refs
-        if self.work is None or self.work["x"].shape[0] < b:
-            self.work = workspace(b, n, self.q.dtype, self.device)
-            self.s_buf = torch.empty(b, n, dtype=self.q.dtype, device=self.device)
-        S = self.scorer(self.scorer.prepare_queries(self.q[rows_t]), out=self.s_buf[:b])
-        if self.loo:
-            S[torch.arange(b, device=self.device), rows_t] = float("-inf")
+    def default_batch(self, memory_budget: int, max_rel: int) -> int:
+        return max(1, memory_budget // (_BYTES_PER_ENTRY * self.n_refs + 48 * (max_rel + 1)))
+
+    def relevant(self, rows_t: Tensor) -> tuple[Tensor, Tensor]:
+        """``[b, M]`` ascending columns of each row's relevant references, and which are real."""
         codes = self.q_codes[rows_t]
         cnt = self.counts[codes]
         m = int(cnt.max())
@@ -253,7 +362,118 @@ class _TorchRanks:
         rel_idx = self.members[pos]
         if self.loo:
             valid &= rel_idx != rows_t.unsqueeze(1)
+        return rel_idx, valid
+
+    def scores(self, rows_t: Tensor) -> Tensor:
+        """``[b, N]`` similarities of the rows' queries (the query itself ``-inf`` when leave-one-out)."""
+        b = rows_t.numel()
+        if self.qp is None:  # the queries, normalised for cosine (once)
+            self.qp = self.scorer.prepare_queries(self.q)
+        S = self.scorer(self.qp[rows_t], out=self.s_buf[:b])
+        if self.loo:
+            S.view(-1).index_fill_(
+                0, torch.arange(b, device=self.device) * self.n_refs + rows_t, float("-inf")
+            )
+        return S
+
+    def __call__(self, rows: np.ndarray) -> Tensor:
+        rows_t = torch.from_numpy(rows).to(self.device)
+        b, n = rows.size, self.n_refs
+        if self.work is None or self.work["x"].shape[0] < b:
+            self.work = workspace(b, n, self.q.dtype, self.device)
+            self.s_buf = torch.empty(b, n, dtype=self.q.dtype, device=self.device)
+        S = self.scores(rows_t)
+        rel_idx, valid = self.relevant(rows_t)
         return relevant_ranks(S, rel_idx, valid, self.work)
+
+
+class _TopRanks(_TorchRanks):
+    """Exact ranks of the relevant references within each query's top ``K`` (see module doc).
+
+    A call takes a batch of queries: their similarities are computed ``rows_per_block`` at a
+    time (the ``[b, N]`` working memory), each block keeps only its candidates, and the
+    candidates of the whole batch are ordered together (few large operations).
+    """
+
+    def __init__(
+        self,
+        q: Tensor,
+        refs: Tensor,
+        q_codes: np.ndarray,
+        r_codes: np.ndarray,
+        ref_counts: np.ndarray,
+        cut: np.ndarray,
+        metric: str,
+        loo: bool,
+        device: torch.device,
+        need_first: bool,
+        memory_budget: int,
+    ) -> None:
+        super().__init__(q, refs, q_codes, r_codes, ref_counts, metric, loo, device)
+        self.need_first = need_first
+        self.r_codes = torch.from_numpy(r_codes).to(device)
+        self.n_s = sample_size(self.n_refs, int(cut.max()))
+        self.cut = cut
+        self.tight = tight_rank(cut, self.n_refs, self.n_s)
+        # the [b, N] block (scores + mask) gets the memory budget: few, large passes
+        self.rows_per_block = max(1, memory_budget // (2 * (self.q.element_size() + 1) * self.n_refs))
+        self.mask_buf: Tensor | None = None
+        self.top_work: dict[str, Tensor] = {}
+
+    def default_batch(self, memory_budget: int, max_rel: int) -> int:
+        # the batch's candidates (about OVERSAMPLE * K per row, padded to the fullest row, with
+        # their keys, columns and sort output) get a quarter of the budget
+        per_row = 128 * (OVERSAMPLE + 1) * int(self.cut.max()) + 24 * (max_rel + 1)
+        return max(self.rows_per_block, memory_budget // (4 * per_row))
+
+    def __call__(self, rows: np.ndarray) -> Tensor:
+        dev = self.device
+        rows_t = torch.from_numpy(rows).to(dev)
+        step = min(self.rows_per_block, rows.size)
+        n = self.n_refs
+        if self.s_buf is None or self.s_buf.shape[0] < step:
+            self.s_buf = torch.empty(step, n, dtype=self.q.dtype, device=dev)
+            self.mask_buf = torch.empty(step * n + 8, dtype=torch.bool, device=dev)
+        k_safe = torch.from_numpy(self.cut[rows]).to(dev)
+        k_tight = torch.from_numpy(self.tight[rows]).to(dev)
+        parts = []
+        first = torch.full((rows.size,), float("inf"), dtype=torch.float64, device=dev)
+        for a in range(0, rows.size, step):
+            block = rows_t[a : a + step]
+            S = self.scores(block)
+            r, c, s, t = candidates(S, k_safe[a : a + step], k_tight[a : a + step], self.n_s, self.mask_buf)
+            parts.append((r, a, c, s))
+            if self.need_first:
+                # MRR: a query whose best relevant reference scores below its threshold has no
+                # relevant candidate; its first relevant rank is counted here, on the whole row
+                with one_thread():
+                    rel_idx, valid = self.relevant(block)
+                    best = torch.where(valid, S.gather(1, rel_idx), float("-inf")).amax(1)
+                    below = torch.nonzero(best < t).squeeze(1)
+                    if below.numel():
+                        first[a + below] = first_relevant_rank(S[below], rel_idx[below], valid[below])
+        with one_thread():
+            row = torch.cat([r + a for r, a, _, _ in parts])
+            col = torch.cat([c for _, _, c, _ in parts])
+            score = torch.cat([s for _, _, _, s in parts])
+        codes = self.q_codes[rows_t]
+        ranks, found = top_relevant_ranks(
+            row,
+            col,
+            score,
+            rows.size,
+            None if self.need_first else int(k_safe.max()),
+            codes,
+            self.r_codes,
+            int(self.counts[codes].max()),
+            rows_t if self.loo else None,
+            self.top_work,
+        )
+        if self.need_first:
+            # rows without a relevant candidate; the others have their first relevant rank
+            # among the candidates, all of which are ranked exactly
+            ranks[:, 0] = torch.where(found, ranks[:, 0], first)
+        return ranks
 
 
 #: queries per FAISS search call (FAISS's own BLAS query block)
@@ -291,8 +511,14 @@ class _FaissRanks:
         )
         index.add(r)
         self.index = index
+        self.n_refs = n
         self.q_codes = q_codes
         self.r_codes = r_codes
+
+    def default_batch(self, memory_budget: int, max_rel: int) -> int:
+        # FAISS holds only the top K per query (ids, scores, ranks: ~48 bytes each) and
+        # tiles its own GEMM; small query blocks make it several times slower
+        return int(min(_FAISS_BLOCK, max(1, memory_budget // (48 * (self.k + 1)))))
 
     def _prepare(self, x: Tensor) -> np.ndarray:
         a = x.detach().cpu().to(torch.float32).numpy()
@@ -319,9 +545,7 @@ class _FaissRanks:
 def _summarise(
     per_query: dict[str, np.ndarray], groups: np.ndarray | None, bootstrap: int, ci: float, seed: int
 ) -> dict[str, float]:
-    names = list(RANK_METRICS) + sorted(
-        (n for n in per_query if n.startswith("recall_at_")), key=lambda s: int(s.rsplit("_", 1)[1])
-    )
+    names = list(per_query)
     values = np.stack([per_query[n] for n in names], axis=1)  # [n, m]
 
     def mean(idx: np.ndarray | None) -> np.ndarray:

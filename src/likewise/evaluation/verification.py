@@ -36,7 +36,9 @@ from likewise.evaluation._inputs import (
     check_metric_name,
     embeddings_tensor,
     labels_array,
+    range_exponent,
     resolve_device,
+    scale_by_power_of_two,
     scores_array,
 )
 
@@ -66,11 +68,12 @@ def verification_metrics(
     n_neg = int(y.size - n_pos)
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"is_same needs both same-class and different-class pairs (got {n_pos} and {n_neg})")
-    fars = tuple(float(f) for f in far_targets)
-    for f in fars:
-        if not 0.0 <= f <= 1.0:
-            raise ValueError(f"far_targets must lie in [0, 1], got {f!r}")
-    if max_curve_points is not None and (not isinstance(max_curve_points, int) or max_curve_points < 2):
+    fars = _far_targets(far_targets)
+    if max_curve_points is not None and (
+        isinstance(max_curve_points, bool) or not isinstance(max_curve_points, int | np.integer)
+    ):
+        raise TypeError(f"max_curve_points must be an integer >= 2 or None, got {max_curve_points!r}")
+    if max_curve_points is not None and max_curve_points < 2:
         raise ValueError(f"max_curve_points must be an integer >= 2 or None, got {max_curve_points!r}")
 
     order = np.argsort(-s, kind="stable")
@@ -117,6 +120,22 @@ def _eer(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> dict[str, 
     return {"eer": float(eer), "eer_threshold": float(thresholds[i])}
 
 
+def _far_targets(far_targets: Any) -> tuple[float, ...]:
+    """One rate or a sequence of rates, each a real number in [0, 1]."""
+    number = int | float | np.integer | np.floating
+    items = (far_targets,) if isinstance(far_targets, number) else far_targets
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence | np.ndarray):
+        raise TypeError(
+            f"far_targets must be a number or a sequence of numbers in [0, 1], got {far_targets!r}"
+        )
+    for f in items:
+        if isinstance(f, bool) or not isinstance(f, number):
+            raise TypeError(f"far_targets must be numbers in [0, 1], got {f!r}")
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"far_targets must lie in [0, 1], got {f!r}")
+    return tuple(float(f) for f in items)
+
+
 def _thin(n: int, max_points: int | None) -> np.ndarray:
     if max_points is None or n <= max_points:
         return np.arange(n)
@@ -152,10 +171,12 @@ def verification_pairs(
     y = labels_array(labels, "labels", x.shape[0])
     _, codes = np.unique(y, return_inverse=True)
     codes = codes.reshape(-1)
-    if max_pairs is not None and (
-        isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1
-    ):
+    if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int | np.integer)):
+        raise TypeError(f"max_pairs must be a positive integer or None, got {max_pairs!r}")
+    if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"max_pairs must be a positive integer or None, got {max_pairs!r}")
+    if not isinstance(balanced, bool | np.bool_):
+        raise TypeError(f"balanced must be True or False, got {balanced!r}")
     rng = np.random.default_rng(seed)
     n = x.shape[0]
     total = n * (n - 1) // 2
@@ -218,6 +239,14 @@ def _balanced_pairs(codes: np.ndarray, max_pairs: int | None, rng: np.random.Gen
 def _pair_scores(
     x: torch.Tensor, i: np.ndarray, j: np.ndarray, metric: str, chunk: int = 1 << 20
 ) -> np.ndarray:
+    e = range_exponent(x)
+    if e != 0:  # huge or tiny values: float64, or (cosine, scale-free) an exact power-of-two rescale
+        x = scale_by_power_of_two(x, e) if metric == "cosine" else x.double()
+        if metric != "cosine" and range_exponent(x) != 0:
+            raise ValueError(
+                f"embeddings are too large or too small for {metric} scores (they overflow even in "
+                "float64); rescale them or use metric='cosine'"
+            )
     if metric == "cosine":
         x = torch.nn.functional.normalize(x, dim=1)
     out = np.empty(i.size, dtype=np.float64)
