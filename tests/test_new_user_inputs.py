@@ -267,3 +267,20 @@ def test_text_named_npz(tmp_path, capsys):
         "is not a .npz file (not a zip archive",
     )
     assert "pickle" not in err
+
+
+def test_selection_on_full_map_and_the_evaluate_table_keep_map(tmp_path, capsys):
+    """The default retrieval path leaves full mAP out; the trainer and `likewise evaluate` ask for it."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "eval": {"metric": "map"}}))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert 0 < metrics["heldout"]["map"] <= 1 and metrics["selection_metric"] == "map"
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "e.npy", rng.standard_normal((40, 4)).astype(np.float32))
+    np.save(tmp_path / "l.npy", np.arange(40) % 4)
+    capsys.readouterr()
+    assert (
+        main(["evaluate", "--embeddings", str(tmp_path / "e.npy"), "--labels", str(tmp_path / "l.npy")]) == 0
+    )
+    assert "\n  map " in capsys.readouterr().out

@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     _check_pairs_exist(y, ry)
     images = _images(args.images, len(q)) if args.images else None
 
-    retrieval = retrieval_metrics(q, y, r, ry, metric=args.metric, k=tuple(args.k))
+    retrieval = retrieval_metrics(q, y, r, ry, metric=args.metric, k=tuple(args.k), include="all")
     scores, same, how = verification_scores(q, y, r, ry, args.metric, args.max_pairs, args.seed)
     full = verification_metrics(scores, same)
     verification = {k: v for k, v in full.items() if not isinstance(v, np.ndarray)}

@@ -41,13 +41,22 @@ def embed_array(model: nn.Module, x: np.ndarray, batch_size: int, device: torch.
 
 
 def evaluate(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, *, distance: str, batch_size: int, device: torch.device
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    distance: str,
+    batch_size: int,
+    device: torch.device,
+    include_map: bool = False,
 ) -> dict[str, float]:
-    """Leave-one-out retrieval metrics of the held-out set."""
+    """Leave-one-out retrieval metrics of the held-out set; full mAP (a full ranking) on request."""
     from likewise.evaluation import retrieval_metrics
+    from likewise.evaluation.retrieval import DEFAULT_INCLUDE
 
     emb = embed_array(model, x, batch_size, device)
-    metrics = retrieval_metrics(emb, y, metric=distance)
+    include = DEFAULT_INCLUDE + (("map",) if include_map else ())
+    metrics = retrieval_metrics(emb, y, metric=distance, include=include)
     return {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}  # counts stay counts
 
 
@@ -94,7 +103,13 @@ class HeldOutEvaluation(pl.Callback):
 
     def _evaluate(self, pl_module: pl.LightningModule, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         return evaluate(
-            pl_module.model, x, y, distance=self.distance, batch_size=self.batch_size, device=pl_module.device
+            pl_module.model,
+            x,
+            y,
+            distance=self.distance,
+            batch_size=self.batch_size,
+            device=pl_module.device,
+            include_map=self.metric == "map",
         )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

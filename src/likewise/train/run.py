@@ -395,14 +395,26 @@ def finish(
         model.load_state_dict(load_file(str(best_path)))
     device = torch.device("cpu")
     ec = config.eval
-    final = evaluate(
-        model, x_test, data.test.y, distance=ec.distance, batch_size=ec.batch_size, device=device
+    final = evaluate(  # once, at the end: with full mAP
+        model,
+        x_test,
+        data.test.y,
+        distance=ec.distance,
+        batch_size=ec.batch_size,
+        device=device,
+        include_map=True,
     )
     validation = None
     if data.validation is not None:
         x_val = (data.validation.x - data.mean) / data.std
         validation = evaluate(
-            model, x_val, data.validation.y, distance=ec.distance, batch_size=ec.batch_size, device=device
+            model,
+            x_val,
+            data.validation.y,
+            distance=ec.distance,
+            batch_size=ec.batch_size,
+            device=device,
+            include_map=True,
         )
     result: dict[str, Any] = {
         "heldout": final,  # the unseen classes, with the selected weights
