@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class PretrainData:
         return self.y_train is not None
 
 
+@functools.lru_cache(maxsize=2)
 def _load_mnist1d(seed: int) -> tuple[np.ndarray, ...]:
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -74,7 +76,7 @@ def prepare_pretrain_data(config: PretrainDataConfig) -> PretrainData:
 
     name = config.dataset
     if name == "mnist1d":
-        x_tr, y_tr, x_te, y_te = _load_mnist1d(config.seed)
+        x_tr, y_tr, x_te, y_te = (a.copy() for a in _load_mnist1d(config.seed))
     else:
         path = Path(name)
         unlabelled = path.suffix.lower() in (".npy", ".npz") or ":" in name
