@@ -115,7 +115,12 @@ class _DataModule(pl.LightningDataModule):
             world_size=trainer.world_size,
         )
         self.batch_sampler = ResumableBatchSampler(inner, start_step=lambda: trainer.global_step)
-        return _PositionedLoader(self.dataset, batch_sampler=self.batch_sampler, num_workers=0)
+        # an own generator: a loader iterator otherwise draws its base seed from the global one,
+        # shifting the augmentation stream differently in a resumed run
+        generator = torch.Generator().manual_seed(self.config.trainer.seed)
+        return _PositionedLoader(
+            self.dataset, batch_sampler=self.batch_sampler, num_workers=0, generator=generator
+        )
 
 
 def _comparable(config: PretrainConfig) -> dict[str, Any]:
@@ -158,7 +163,7 @@ def fit_pretrain(
     from likewise.train.checkpoint_io import AtomicCheckpointIO
     from likewise.train.monitor import CollapseMonitor, EpochTimer
     from likewise.train.run import check_accelerator, resolve_precision
-    from likewise.train.ssl_module import PretrainModule
+    from likewise.train.ssl_module import MethodUpdate, PretrainModule
 
     out = Path(out)
     tc = config.trainer
@@ -191,7 +196,7 @@ def fit_pretrain(
         standard.astype(np.float32),
         data.y_test[monitor_rows] if data.labelled else None,
         gallery,
-        views=build_views_module(config, data.input_shape),
+        views=getattr(views, "augmentation", views),  # one view per call (no multi-crop)
         mean=data.mean,
         std=data.std,
         every_n_epochs=config.monitor.every_n_epochs,
@@ -219,6 +224,7 @@ def fit_pretrain(
         precision=resolve_precision("auto", tc.accelerator),
         callbacks=[
             timer,  # first: its epoch end comes before the monitor's
+            MethodUpdate(),  # before the checkpoint: a checkpoint holds its step's update
             SamplerEpoch(),
             monitor,
             StepCheckpoint(out / "checkpoints" / "last.ckpt", tc.checkpoint_every_n_steps),

@@ -3,7 +3,8 @@
 Each batch of raw inputs becomes two augmented views (plus local crops for multi-crop),
 standardised after augmentation; ``method(*views)`` is the loss (the method gathers or
 all-reduces across processes itself, see :mod:`likewise.ssl.base`). After every optimiser
-step ``method.update(step, total_steps)`` moves momentum teachers and schedules. Random
+step :class:`MethodUpdate` calls ``method.update(step, total_steps)`` (momentum teachers,
+schedules). Random
 number generator states go into every checkpoint, as in supervised training, and the
 method's state (teacher, queue, centre) is part of the module's state dict.
 """
@@ -49,10 +50,6 @@ class PretrainModule(pl.LightningModule):
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
 
-    def on_train_batch_end(self, *args: Any) -> None:
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        self.method.update(self.trainer.global_step, total)
-
     def configure_optimizers(self) -> Any:
         opt = self.config.optimizer
         params = [p for p in self.method.parameters() if p.requires_grad]
@@ -75,4 +72,16 @@ class PretrainModule(pl.LightningModule):
     on_load_checkpoint = MetricLearningModule.on_load_checkpoint
 
 
-__all__ = ["PretrainModule"]
+class MethodUpdate(pl.Callback):
+    """``method.update(step, total_steps)`` after every optimiser step (momentum teachers, schedules).
+
+    A callback, placed before the checkpoint callback, so that a checkpoint written at a
+    step already holds that step's update (the module's own hook would run after it).
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        total = max(1, int(trainer.estimated_stepping_batches))
+        pl_module.method.update(trainer.global_step, total)
+
+
+__all__ = ["MethodUpdate", "PretrainModule"]
