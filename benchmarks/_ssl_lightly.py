@@ -104,7 +104,9 @@ def build(method: str, epochs: int, steps_per_epoch: int):  # noqa: C901 - one b
 
     elif method == "dino":
         proj = heads.DINOProjectionHead(F, H, D, 256)
-        t_enc, t_proj = _teacher(enc), _teacher(proj)
+        t_enc, t_proj = _teacher(enc), heads.DINOProjectionHead(F, H, D, 256)  # weight norm: no deepcopy
+        t_proj.load_state_dict(proj.state_dict())
+        deactivate_requires_grad(t_proj)
         crit = DINOLoss(
             output_dim=256,
             warmup_teacher_temp=0.04,
