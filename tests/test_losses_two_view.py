@@ -263,3 +263,23 @@ def test_bad_hyper_parameters():
         VICRegLoss(mu=-1)
     with pytest.raises(ValueError, match="queue has 3 prototypes' scores, the views 4"):
         SwAVLoss()(torch.randn(5, 4), torch.randn(5, 4), torch.randn(2, 3), torch.randn(2, 3))
+
+
+def test_no_host_synchronisation_in_forward_or_backward(monkeypatch):
+    """Trap the Tensor methods that copy a value to the host; every two-view loss must not call them."""
+    calls = []
+    for name in ("item", "__float__", "__int__", "__bool__", "tolist", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def trapped(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, trapped)
+    za, zb = (v.requires_grad_(True) for v in _views(b=6, d=4))
+    queue = _views(b=5, d=4, seed=7)[0]
+    for name, cls in sorted(TWO_VIEW_LOSSES.items()):
+        loss = cls(4) if cls is DINOLoss else cls()
+        value = loss(za, zb, queue, queue) if cls is SwAVLoss else loss(za, zb)
+        value.backward()
+        assert calls == [], (name, calls)
