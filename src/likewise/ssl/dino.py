@@ -26,7 +26,11 @@ from likewise.ssl.momentum import MomentumUpdater, momentum_copy
 
 
 class DINOHead(nn.Module):
-    """``mlp -> L2 normalise -> weight-normalised linear`` (the norm of each output row fixed to 1)."""
+    """``mlp -> L2 normalise -> weight-normalised linear`` (the norm of each output row fixed to 1).
+
+    The MLP starts from DINO's initialisation (truncated normal, std 0.02, zero biases): with
+    PyTorch's default one, MNIST-1D kNN after 40 epochs was 15.5% instead of 36.9%.
+    """
 
     def __init__(
         self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, *, batch_norm: bool = False
@@ -35,6 +39,11 @@ class DINOHead(nn.Module):
         self.mlp = mlp(
             [in_dim, hidden_dim, hidden_dim, bottleneck_dim], batch_norm=batch_norm, activation=nn.GELU
         )
+        for layer in self.mlp.modules():  # the paper's initialisation: truncated normal, std 0.02, zero bias
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
         self.last = NormalizedLinear(bottleneck_dim, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
