@@ -3,7 +3,8 @@
 Losses, miners and samplers (``likewise.losses``, ``likewise.mining``,
 ``likewise.sampling``), evaluation (``likewise.evaluation``), search
 (``likewise.Index``), calibrated matching (``likewise.Matcher``), linear metric
-learning (``likewise.linear``), training (``likewise.train``), exported models
+learning (``likewise.linear``), training (``likewise.train``), self-supervised
+pre-training (``likewise.ssl``), exported models
 (``likewise.load``) and the ``likewise`` command.
 
 The names below are imported on first use, so ``import likewise`` stays light.
@@ -57,6 +58,7 @@ _SUBMODULES = (
     "sampling",
     "serve",
     "similarity",
+    "ssl",
     "stereo",
     "train",
 )

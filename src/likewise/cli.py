@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 #: sub-command modules under likewise.commands, in the order shown by --help
-COMMANDS: tuple[str, ...] = ("demo", "train", "embed", "evaluate", "index", "serve", "stereo")
+COMMANDS: tuple[str, ...] = ("demo", "train", "pretrain", "embed", "evaluate", "index", "serve", "stereo")
 #: where Lightning defines MisconfigurationException (looked up only if already imported)
 _LIGHTNING_EXCEPTIONS = ("lightning.fabric.utilities.exceptions", "lightning_fabric.utilities.exceptions")
 

@@ -3,11 +3,15 @@
 Supervised losses are called ``loss(embeddings, labels, *, ref_emb=None,
 ref_labels=None)`` (pytorch-metric-learning's convention, see ``base``) and
 return a scalar tensor; mining goes through ``miner=`` in the constructor.
+Two-view self-supervised losses are called ``loss(z_a, z_b)`` (see ``two_view``).
 """
 
+from likewise.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from likewise.losses.base import MetricLoss
 from likewise.losses.circle import CircleLoss, circle_loss
+from likewise.losses.dino import DINOLoss, dino_loss
 from likewise.losses.log_ratio import LogRatioLoss, log_ratio_loss
+from likewise.losses.negative_cosine import NegativeCosineLoss, negative_cosine_loss
 from likewise.losses.pair import (
     ContrastiveLoss,
     LiftedStructureLoss,
@@ -28,7 +32,10 @@ from likewise.losses.softmax import (
     soft_nearest_neighbor_loss,
     supcon_loss,
 )
+from likewise.losses.swav import SwAVLoss, sinkhorn, swav_loss
 from likewise.losses.triplet import TripletMarginLoss, triplet_margin_loss
+from likewise.losses.two_view import TwoViewLoss
+from likewise.losses.vicreg import VICRegLoss, vicreg_loss
 
 #: every supervised loss class by name (used by configs and the CLI)
 LOSSES: dict[str, type[MetricLoss]] = {
@@ -50,8 +57,26 @@ LOSSES: dict[str, type[MetricLoss]] = {
     )
 }
 
+#: every two-view (self-supervised) loss class by name
+TWO_VIEW_LOSSES: dict[str, type[TwoViewLoss]] = {
+    cls.__name__: cls for cls in (NegativeCosineLoss, BarlowTwinsLoss, VICRegLoss, SwAVLoss, DINOLoss)
+}
+
 __all__ = [
     "LOSSES",
+    "TWO_VIEW_LOSSES",
+    "BarlowTwinsLoss",
+    "DINOLoss",
+    "NegativeCosineLoss",
+    "SwAVLoss",
+    "TwoViewLoss",
+    "VICRegLoss",
+    "barlow_twins_loss",
+    "dino_loss",
+    "negative_cosine_loss",
+    "sinkhorn",
+    "swav_loss",
+    "vicreg_loss",
     "ArcFaceLoss",
     "CircleLoss",
     "ContrastiveLoss",

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 from likewise.models.heads import EmbeddingHead, ProjectionHead
 from likewise.models.pooling import GlobalPool
-from likewise.models.trunks import MLP, RESNET_LAYOUT, ConvNet, ResNet
+from likewise.models.trunks import MLP, RESNET_LAYOUT, Conv1dNet, ConvNet, ResNet
 
-TRUNKS = ("mlp", "convnet", *RESNET_LAYOUT)
+TRUNKS = ("mlp", "convnet", "conv1d", *RESNET_LAYOUT)
 EMBED_FROM = ("head", "features")
 
 
@@ -83,6 +83,13 @@ def build_trunk(
         raise ValueError(f"unknown trunk {name!r}; expected one of {', '.join(TRUNKS)}")
     if name == "mlp":
         return MLP(int(torch.tensor(input_shape).prod().item()), **kwargs)
+    if name == "conv1d":
+        if len(input_shape) not in (1, 2):
+            raise ValueError(
+                f"trunk 'conv1d' needs signal inputs (L,) or (C, L), got input shape {tuple(input_shape)}"
+            )
+        in_channels = 1 if len(input_shape) == 1 else input_shape[0]
+        return Conv1dNet(input_shape[-1], in_channels, **kwargs)
     if len(input_shape) != 3:
         raise ValueError(f"trunk {name!r} needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
     if name == "convnet":

@@ -63,6 +63,42 @@ class ConvNet(nn.Module):
         return self.layers(x)
 
 
+class Conv1dNet(nn.Module):
+    """1-D ConvNet for signals ``[B, L]`` or ``[B, C, L]``: strided ``Conv1d -> ReLU`` layers, flattened.
+
+    The defaults are the MNIST-1D encoder of Greydanus (2020): three layers of 25
+    channels, kernels 5 / 3 / 3, stride 2, padding 1; for ``L = 40`` the output is
+    ``25 x 5 = 125`` features. ``batch_norm`` adds a BatchNorm1d after each convolution.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        in_channels: int = 1,
+        channels: int = 25,
+        kernels: Sequence[int] = (5, 3, 3),
+        stride: int = 2,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin, n = in_channels, int(length)
+        for k in kernels:
+            layers.append(nn.Conv1d(cin, channels, k, stride=stride, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(channels))
+            layers.append(nn.ReLU())
+            cin, n = channels, (n + 2 - k) // stride + 1
+        if n < 1:
+            raise ValueError(f"signals of length {length} are too short for kernels {tuple(kernels)}")
+        self.layers = nn.Sequential(*layers, nn.Flatten())
+        self.in_channels = in_channels
+        self.out_features = channels * n
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x[:, None] if x.dim() == 2 else x)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 

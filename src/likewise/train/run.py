@@ -218,17 +218,22 @@ def skipped_line(
     )
 
 
-def _comparable(config: TrainConfig) -> dict[str, Any]:
+def _comparable(config: Any, resumable: Sequence[str] = RESUMABLE_CHANGES) -> dict[str, Any]:
+    """The config as a dict without the trainer settings a resumed run may change."""
     d = config.to_dict()
-    for key in RESUMABLE_CHANGES:
+    for key in resumable:
         d["trainer"].pop(key, None)
     return d
 
 
-def _prepare_out(config: TrainConfig, out: Path, resume: bool) -> Path | None:
+def _prepare_out(
+    config: Any, out: Path, resume: bool, resumable: Sequence[str] = RESUMABLE_CHANGES, command: str = "train"
+) -> Path | None:
     """Check the output directory; the checkpoint to resume from (None: a fresh start).
 
-    ``out`` must be new, empty, or a likewise run (nothing else is ever written over).
+    ``out`` must be new, empty, or a likewise run (nothing else is ever written over); on
+    ``resume`` its ``config.yaml`` must be readable and equal ``config`` (a ``TrainConfig`` or
+    ``PretrainConfig``) but for the ``resumable`` trainer settings.
     """
     check_output_dir(out, RUN_ENTRIES, "likewise run")
     ckpt = out / "checkpoints" / "last.ckpt"
@@ -241,18 +246,18 @@ def _prepare_out(config: TrainConfig, out: Path, resume: bool) -> Path | None:
         return None
     if saved.exists():
         try:
-            before = TrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
+            before = type(config).model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(
                 f"{saved} is not a readable run config ({first}); cannot resume this run"
             ) from None
-        if _comparable(before) != _comparable(config):
+        if _comparable(before, resumable) != _comparable(config, resumable):
             raise ValueError(
                 f"the config differs from the one of the run in {out}; resume needs the same config"
             )
     if not ckpt.exists():
-        print(f"likewise train: no checkpoint in {out}, starting from the beginning", file=sys.stderr)
+        print(f"likewise {command}: no checkpoint in {out}, starting from the beginning", file=sys.stderr)
         return None
     return ckpt
 

@@ -1,0 +1,270 @@
+"""Self-supervised pre-training on MNIST-1D, every method, likewise vs lightly 1.6 side by side.
+
+Both sides train the notebook's encoder (``_ssl_common.Encoder``: three Conv1d of 25
+channels, 125-d output) with the same views (the notebook's recipe), the same heads
+(125 -> 125 -> 16 projectors), optimiser (Adam, lr 0.01, cosine), batch (100) and epochs,
+in one run, method after method (likewise first, then lightly, so machine noise hits both
+alike). likewise runs in this process; lightly runs ``_ssl_lightly.py`` in its own virtual
+environment (it needs torchvision and torch 2.14; it is never imported by likewise). The
+same code then evaluates both encoders: cosine kNN (k = 10, training split as gallery) and a
+logistic-regression linear probe on the encoder's output, its effective rank, kNN on the
+projection, and training seconds per epoch (median over epochs).
+
+    python benchmarks/ssl.py --epochs 200 --lightly-python /work/lightly-venv/bin/python
+    python benchmarks/ssl.py --methods simclr,byol --epochs 50 --seeds 0,1
+
+``--mnist5k``: instead, ``likewise pretrain``'s defaults on mnist5k (4,000 / 1,000
+stratified) for each method: kNN, linear probe and minutes per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# this folder holds ``ssl.py``, which would shadow the standard library's ``ssl``: keep it off the path
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from likewise import ssl  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("_ssl_common", Path(_HERE) / "_ssl_common.py")
+_common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+Encoder, embed, train = _common.Encoder, _common.embed, _common.train
+
+#: likewise methods with the heads of the lightly side (projectors 125 -> 125 -> 16)
+LIKEWISE = {
+    "simclr": (ssl.SimCLR, {"hidden_dim": 125, "out_dim": 16, "temperature": 0.5, "batch_norm": False}),
+    "moco": (
+        ssl.MoCo,
+        {
+            "hidden_dim": 125,
+            "out_dim": 16,
+            "temperature": 0.5,
+            "queue_size": 1024,
+            "momentum": 0.99,
+            "batch_norm": False,
+        },
+    ),
+    "byol": (ssl.BYOL, {"hidden_dim": 125, "out_dim": 16, "momentum": 0.99}),
+    "simsiam": (ssl.SimSiam, {"hidden_dim": 125, "out_dim": 16, "predictor_dim": 64}),
+    "swav": (ssl.SwAV, {"hidden_dim": 125, "out_dim": 16, "n_prototypes": 30}),
+    "dino": (ssl.DINO, {"hidden_dim": 125, "bottleneck_dim": 16, "out_dim": 256, "momentum": 0.99}),
+    "barlow_twins": (ssl.BarlowTwins, {"hidden_dim": 125, "out_dim": 16, "lambda_": 0.05}),
+    "vicreg": (ssl.VICReg, {"hidden_dim": 125, "out_dim": 16}),
+    "naive": (ssl.Naive, {"hidden_dim": 125, "out_dim": 16}),
+}
+
+
+def evaluate(f_tr, f_te, p_tr, p_te, y_tr, y_te) -> dict[str, float]:
+    from threadpoolctl import threadpool_limits
+
+    from likewise.evaluation import effective_rank
+    from likewise.evaluation.classification import knn_accuracy, linear_probe
+
+    with threadpool_limits(limits=1):
+        probe = linear_probe(f_tr, y_tr, f_te, y_te)["accuracy"]
+    return {
+        "knn": knn_accuracy(f_tr, y_tr, f_te, y_te, k=10, metric="cosine"),
+        "linear": probe,
+        "effective_rank": effective_rank(f_te),
+        "projection_knn": knn_accuracy(p_tr, y_tr, p_te, y_te, k=10, metric="cosine"),
+    }
+
+
+def run_likewise(name: str, data: dict, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    torch.manual_seed(seed)
+    cls, kwargs = LIKEWISE[name]
+    method = cls(Encoder(), 125, **kwargs)
+    params = [p for p in method.parameters() if p.requires_grad]
+    seconds = train(
+        method,
+        params,
+        data["x"],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=seed,
+        after_step=method.update,
+    )
+    method.eval()
+    result = evaluate(
+        embed(method.encoder, data["x"]),
+        embed(method.encoder, data["x_test"]),
+        embed(method.project, data["x"]),
+        embed(method.project, data["x_test"]),
+        data["y"],
+        data["y_test"],
+    )
+    return {**result, "s_per_epoch": float(np.median(seconds))}
+
+
+def run_lightly(
+    name: str, npz: Path, data: dict, args: argparse.Namespace, seed: int
+) -> dict[str, float] | None:
+    if name == "naive" or not args.lightly_python:
+        return None
+    script = Path(__file__).parent / "_ssl_lightly.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.npz"
+        cmd = [
+            args.lightly_python,
+            str(script),
+            name,
+            str(npz),
+            str(out),
+            "--epochs",
+            str(args.epochs),
+            "--seed",
+            str(seed),
+            "--batch-size",
+            str(args.batch_size),
+            "--lr",
+            str(args.lr),
+        ]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+        )
+        if done.returncode != 0:
+            print(f"lightly {name} failed: {done.stderr[-800:]}", file=sys.stderr)
+            return None
+        r = np.load(out)
+        result = evaluate(r["f_train"], r["f_test"], r["p_train"], r["p_test"], data["y"], data["y_test"])
+        return {**result, "s_per_epoch": float(np.median(r["seconds"]))}
+
+
+def raw_knn(data: dict) -> dict[str, float]:
+    from likewise.evaluation.classification import knn_accuracy
+
+    return {
+        metric: knn_accuracy(data["x"], data["y"], data["x_test"], data["y_test"], k=10, metric=metric)
+        for metric in ("cosine", "euclidean")
+    }
+
+
+def mnist1d_side_by_side(args: argparse.Namespace) -> dict:
+    from likewise.train.pretrain_config import PretrainDataConfig
+    from likewise.train.pretrain_data import prepare_pretrain_data
+
+    d = prepare_pretrain_data(PretrainDataConfig(dataset="mnist1d", standardize=False))
+    data = {"x": d.x_train, "y": d.y_train, "x_test": d.x_test, "y_test": d.y_test}
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp) / "mnist1d.npz"
+        np.savez(npz, **data)
+        for name in args.methods:
+            per_seed = []
+            for seed in args.seeds:
+                lw = run_likewise(name, data, args, seed)
+                li = run_lightly(name, npz, data, args, seed)
+                per_seed.append({"likewise": lw, "lightly": li})
+                print(f"{name} seed {seed}: likewise {lw}  lightly {li}", file=sys.stderr, flush=True)
+            rows[name] = per_seed
+    return {"raw_knn": raw_knn(data), "methods": rows}
+
+
+def _mean(runs: list[dict], side: str, key: str) -> float | None:
+    values = [r[side][key] for r in runs if r[side] is not None]
+    return float(np.mean(values)) if values else None
+
+
+def table(result: dict) -> str:
+    def f(v, pct=True):
+        return "-" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.2f}")
+
+    lines = [
+        "| method | kNN likewise | kNN lightly | linear likewise | linear lightly | eff. rank likewise "
+        "| eff. rank lightly | proj. kNN likewise | s/epoch likewise | s/epoch lightly | time ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in result["methods"].items():
+        lw_t, li_t = _mean(runs, "likewise", "s_per_epoch"), _mean(runs, "lightly", "s_per_epoch")
+        ratio = "-" if li_t is None else f"{lw_t / li_t:.2f}"
+        cells = [
+            f(_mean(runs, "likewise", "knn")),
+            f(_mean(runs, "lightly", "knn")),
+            f(_mean(runs, "likewise", "linear")),
+            f(_mean(runs, "lightly", "linear")),
+            f(_mean(runs, "likewise", "effective_rank"), False),
+            f(_mean(runs, "lightly", "effective_rank"), False),
+            f(_mean(runs, "likewise", "projection_knn")),
+            f(lw_t, False),
+            f(li_t, False),
+            ratio,
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    raw = result["raw_knn"]
+    lines.append(
+        f"\nraw-input kNN (k = 10): cosine {100 * raw['cosine']:.1f}%, "
+        f"euclidean {100 * raw['euclidean']:.1f}%"
+    )
+    return "\n".join(lines)
+
+
+def mnist5k(args: argparse.Namespace) -> dict:
+    from likewise.train.pretrain import fit_pretrain
+    from likewise.train.pretrain_config import default_config, validate_pretrain_config
+
+    rows = {}
+    for name in args.methods:
+        config = validate_pretrain_config(default_config(name, "mnist5k", epochs=args.epochs))
+        config.trainer.progress_bar = False
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            r = fit_pretrain(config, Path(tmp) / "run")
+            minutes = (time.perf_counter() - start) / 60
+        rows[name] = {
+            "knn": r.get("knn_accuracy"),
+            "linear": r.get("linear_probe_accuracy"),
+            "minutes": minutes,
+            "raw_knn": r.get("raw_knn_accuracy"),
+            "effective_rank": r["effective_rank"],
+        }
+        print(f"mnist5k {name}: {rows[name]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default=",".join(LIKEWISE))
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--lightly-python", default="/work/lightly-venv/bin/python")
+    ap.add_argument("--mnist5k", action="store_true")
+    ap.add_argument("--json", help="write the raw results here")
+    args = ap.parse_args()
+    args.methods = [m for m in args.methods.split(",") if m]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    torch.set_num_threads(1)
+    if args.lightly_python and not Path(args.lightly_python).exists():
+        print(f"no lightly environment at {args.lightly_python}: likewise only", file=sys.stderr)
+        args.lightly_python = None
+    if args.mnist5k:
+        rows = mnist5k(args)
+        print("| method | kNN | linear probe | effective rank | minutes |\n|---|---|---|---|---|")
+        for name, r in rows.items():
+            knn = "-" if r["knn"] is None else f"{100 * r['knn']:.1f}"
+            lin = "-" if r["linear"] is None else f"{100 * r['linear']:.1f}"
+            print(f"| {name} | {knn} | {lin} | {r['effective_rank']:.1f} | {r['minutes']:.1f} |")
+        result: dict = {"mnist5k": rows}
+    else:
+        result = mnist1d_side_by_side(args)
+        print(table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Barlow Twins (Zbontar et al. 2021): the cross-correlation of two views' projections -> identity.
+
+Encoder -> projector (3 layers, ``encoder_dim -> 8192 -> 8192 -> 8192`` in the paper,
+batch norm and ReLU between) -> :class:`likewise.losses.BarlowTwinsLoss`
+(``lambda = 5.1e-3``). The cross-correlation is a batch statistic: under multi-process
+training both views are gathered (gradient-correct) first.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from likewise.distributed import gather_with_grad
+from likewise.losses import BarlowTwinsLoss
+from likewise.ssl.base import SSLMethod, check_two_views
+from likewise.ssl.heads import mlp
+
+
+class BarlowTwins(SSLMethod):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        encoder_dim: int,
+        *,
+        hidden_dim: int = 8192,
+        out_dim: int = 8192,
+        lambda_: float = 5.1e-3,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__(encoder, encoder_dim)
+        self.projector = mlp([encoder_dim, hidden_dim, hidden_dim, out_dim], batch_norm=batch_norm)
+        self.criterion = BarlowTwinsLoss(lambda_=lambda_)
+
+    def forward(self, *views: Tensor) -> Tensor:
+        x_a, x_b = check_two_views(views)
+        return self.criterion(gather_with_grad(self.project(x_a)), gather_with_grad(self.project(x_b)))
+
+
+__all__ = ["BarlowTwins"]

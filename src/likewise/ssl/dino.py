@@ -1,0 +1,107 @@
+"""DINO (Caron et al. 2021): self-distillation with a centred, sharpened momentum teacher.
+
+Student: encoder -> head (3-layer MLP ``encoder_dim -> 2048 -> 2048 -> 256`` with GELU,
+L2 normalisation, then a weight-normalised bias-free layer to ``out_dim`` = 65,536 in
+the paper); teacher: an exponential moving average of both (``m = 0.996 -> 1``, cosine).
+:class:`likewise.losses.DINOLoss`: cross-entropy from the teacher's centred, sharpened
+softmax to the student's (student temperature 0.1; teacher temperature warmed up
+linearly from 0.04 to 0.07 over the first ``warmup_fraction`` of training, the paper's
+30 of 100 epochs); the centre is a running mean of teacher outputs, all-reduced across
+processes.
+
+``dino(x_a, x_b, *local_crops)``: the teacher sees the two global views, the student
+every view (multi-crop: local crops are extra student views, paired with both global
+views).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from likewise.losses import DINOLoss
+from likewise.ssl.base import SSLMethod, check_two_views
+from likewise.ssl.heads import NormalizedLinear, mlp
+from likewise.ssl.momentum import MomentumUpdater, momentum_copy
+
+
+class DINOHead(nn.Module):
+    """``mlp -> L2 normalise -> weight-normalised linear`` (the norm of each output row fixed to 1).
+
+    The MLP starts from DINO's initialisation (truncated normal, std 0.02, zero biases): with
+    PyTorch's default one, MNIST-1D kNN after 40 epochs was 15.5% instead of 36.9%.
+    """
+
+    def __init__(
+        self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, *, batch_norm: bool = False
+    ) -> None:
+        super().__init__()
+        self.mlp = mlp(
+            [in_dim, hidden_dim, hidden_dim, bottleneck_dim], batch_norm=batch_norm, activation=nn.GELU
+        )
+        for layer in self.mlp.modules():  # the paper's initialisation: truncated normal, std 0.02, zero bias
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+        self.last = NormalizedLinear(bottleneck_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.last(self.mlp(x))
+
+
+class DINO(SSLMethod):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        encoder_dim: int,
+        *,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        out_dim: int = 65536,
+        student_temp: float = 0.1,
+        warmup_teacher_temp: float = 0.04,
+        teacher_temp: float = 0.07,
+        warmup_fraction: float = 0.3,
+        center_momentum: float = 0.9,
+        momentum: float = 0.996,
+        final_momentum: float = 1.0,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__(encoder, encoder_dim)
+        if not 0 <= warmup_fraction <= 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1], got {warmup_fraction!r}")
+        self.projector = DINOHead(encoder_dim, hidden_dim, bottleneck_dim, out_dim, batch_norm=batch_norm)
+        self.teacher_encoder = momentum_copy(encoder)
+        self.teacher_projector = momentum_copy(self.projector)
+        self.criterion = DINOLoss(out_dim, warmup_teacher_temp, student_temp, center_momentum)
+        self.momentum = MomentumUpdater(momentum, final_momentum)
+        self.warmup_teacher_temp, self.final_teacher_temp = float(warmup_teacher_temp), float(teacher_temp)
+        self.warmup_fraction = float(warmup_fraction)
+        self.register_buffer("teacher_temp", torch.tensor(float(warmup_teacher_temp)))
+
+    @torch.no_grad()
+    def _teacher(self, x: Tensor) -> Tensor:
+        return self.teacher_projector(self.teacher_encoder(x))
+
+    def forward(self, *views: Tensor) -> Tensor:
+        check_two_views(views, most=len(views) if len(views) > 2 else 2)
+        student = [self.project(v) for v in views]
+        teacher = [self._teacher(v) for v in views[:2]]
+        self.criterion.teacher_temp = self.teacher_temp  # a buffer: the warm-up survives a resume
+        return self.criterion(student, teacher)
+
+    def teacher_temperature(self, step: int, total_steps: int) -> float:
+        """Linear warm-up from ``warmup_teacher_temp`` to ``teacher_temp``, then constant."""
+        warm = self.warmup_fraction * total_steps
+        if warm <= 0 or step >= warm:
+            return self.final_teacher_temp
+        return self.warmup_teacher_temp + (self.final_teacher_temp - self.warmup_teacher_temp) * step / warm
+
+    def update(self, step: int, total_steps: int) -> None:
+        self.momentum.update(self.encoder, self.teacher_encoder, step, total_steps)
+        self.momentum.update(self.projector, self.teacher_projector, step, total_steps)
+        self.teacher_temp.fill_(self.teacher_temperature(step, total_steps))
+
+
+__all__ = ["DINO", "DINOHead"]
