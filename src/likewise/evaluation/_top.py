@@ -215,7 +215,7 @@ def first_relevant_rank(S: Tensor, rel_idx: Tensor, valid: Tensor) -> Tensor:
     # lowest column among the relevant entries scoring ``best`` (rel_idx is ascending)
     at_best = valid & (rel_s == best)
     p = rel_idx.gather(1, at_best.to(torch.int8).argmax(1, keepdim=True)).squeeze(1)
-    above = torch.gt(S, best).sum(1)
+    above = torch.gt(S, best).view(torch.uint8).sum(1, dtype=torch.int32).to(torch.int64)  # int32: 2x faster
     tie = torch.nonzero(torch.eq(S, best))  # few: the best relevant entry and exact equals
     before = (tie[:, 1] < p[tie[:, 0]]).to(above.dtype)
     above.index_add_(0, tie[:, 0], before)

@@ -190,14 +190,15 @@ def retrieval_metrics(
             + "): retrieval metrics are undefined"
         )
     max_rel = int(n_rel[evaluated].max())
-    ranks_fn: _TorchRanks | _TopRanks | _FaissRanks
+    ranks_fn: _TorchRanks | _TopRanks | _FaissTopRanks | _FaissRanks
     if backend == "faiss":
         ranks_fn = _FaissRanks(q, refs, q_codes, r_codes, metric, loo, max_rel, ks[-1])
     elif "map" in names:
         ranks_fn = _TorchRanks(q, refs, q_codes, r_codes, ref_counts, metric, loo, dev)
     else:
         cut = np.minimum(np.maximum(n_rel, ks[-1]), n_avail)
-        ranks_fn = _TopRanks(
+        top_cls = _FaissTopRanks if _FaissTopRanks.usable(q, refs) else _TopRanks
+        ranks_fn = top_cls(
             q, refs, q_codes, r_codes, ref_counts, cut, metric, loo, dev, "mrr" in names, memory_budget
         )
     if batch_size is None:
@@ -473,6 +474,134 @@ class _TopRanks(_TorchRanks):
             # rows without a relevant candidate; the others have their first relevant rank
             # among the candidates, all of which are ranked exactly
             ranks[:, 0] = torch.where(found, ranks[:, 0], first)
+        return ranks
+
+
+#: extra candidates per query beyond ``K + 2`` taken from the FAISS search (near-ties at the
+#: ``K``-th score: fewer rows fall back to the torch path)
+_FAISS_MARGIN = 16
+#: query rows whose candidates are re-scored together
+_RESCORE_ROWS = 256
+
+
+class _FaissTopRanks(_TopRanks):
+    """The default top-``K`` path on CPU float32: FAISS finds the candidates, torch orders them.
+
+    For a block of queries FAISS's exact flat search returns each query's ``K' = K + 2 +
+    margin`` best references by its own float32 scores ``f``, which differ from the torch
+    scores ``s`` by at most ``eps`` (a bound on the rounding of a length-``D`` dot product,
+    see :meth:`_eps`). A row is *certified* when ``f_last + eps < f_K - eps`` (``f_K``: the
+    ``K``-th best non-self FAISS score, ``f_last``: the last returned one, an upper bound on
+    every reference not returned): then every reference outside the candidates has a torch
+    score strictly below ``K`` candidates', so the row's torch top ``K`` lies among the
+    candidates, ties included. The candidates are re-scored with torch (a batched product
+    of the prepared query and references, the same formula as :class:`BlockScorer`) and
+    ordered as the torch path orders them (score descending, equal scores by reference
+    index). Rows not certified, and rows needing MRR without a relevant reference in their
+    top ``K``, are computed by the torch path (:class:`_TopRanks`).
+    """
+
+    @staticmethod
+    def usable(q: Tensor, refs: Tensor) -> bool:
+        if q.device.type != "cpu" or q.dtype != torch.float32 or refs.dtype != torch.float32:
+            return False
+        try:
+            import faiss  # noqa: F401
+        except ImportError:  # pragma: no cover - faiss is a dependency
+            return False
+        return True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        import faiss
+
+        self.qp = self.scorer.prepare_queries(self.q).contiguous()
+        r = self.scorer.refs_t.T.contiguous()  # prepared references (normalised for cosine)
+        self.r = r
+        self.l2 = self.scorer.ref_sq is not None
+        dim = r.shape[1]
+        self.index = faiss.IndexFlatL2(dim) if self.l2 else faiss.IndexFlatIP(dim)
+        self.index.add(r.numpy())
+        self.r_norm_max = float(r.norm(dim=1).max())
+        self.k_all = int(self.cut.max())
+
+    def default_batch(self, memory_budget: int, max_rel: int) -> int:
+        # FAISS tiles its own GEMM (4096 queries x 1024 references) and keeps ``K'`` (id, score)
+        # pairs per query; smaller query blocks make it about twice as slow. Per row: ids,
+        # scores, FAISS and torch scores in float64, the candidates' keys (~64 bytes each).
+        kp = min(self.k_all + 2 + _FAISS_MARGIN, self.n_refs)
+        per_row = 64 * kp + 24 * (max_rel + 1)
+        return int(min(_FAISS_BLOCK, max(1, memory_budget // (2 * per_row))))
+
+    def _eps(self, qb: Tensor) -> Tensor:
+        """``[b]`` bound on |FAISS score - torch score|: ``4 (D + 4) 2^-24`` times the scale of
+        the terms summed (``|q| max|r|``; Euclidean: ``(|q| + max|r|)^2``), plus an absolute term."""
+        qn = qb.norm(dim=1).to(torch.float64)
+        scale = (qn + self.r_norm_max) ** 2 if self.l2 else qn * self.r_norm_max
+        return 4.0 * (qb.shape[1] + 4) * 2.0**-24 * scale + 1e-30
+
+    def _first_ranks(self, rows_t: Tensor) -> Tensor:
+        """Exact rank of the first relevant reference of each row (torch scores of whole rows)."""
+        step = min(self.rows_per_block, rows_t.numel())
+        if self.s_buf is None or self.s_buf.shape[0] < step:
+            self.s_buf = torch.empty(step, self.n_refs, dtype=self.q.dtype)
+        out = []
+        for a in range(0, rows_t.numel(), step):
+            block = rows_t[a : a + step]
+            S = self.scores(block)
+            with one_thread():
+                rel_idx, valid = self.relevant(block)
+            out.append(first_relevant_rank(S, rel_idx, valid))
+        return torch.cat(out)
+
+    def __call__(self, rows: np.ndarray) -> Tensor:
+        rows_t = torch.from_numpy(rows)
+        b, n = rows.size, self.n_refs
+        k = int(self.cut[rows].max())
+        kp = min(k + 2 + _FAISS_MARGIN, n)
+        qb = self.qp[rows_t]
+        dist, ids = self.index.search(qb.numpy(), kp)
+        idx = torch.from_numpy(ids)
+        with one_thread():
+            f = torch.from_numpy(dist).to(torch.float64)
+            if self.l2:  # squared distances, ascending -> the torch score up to |q|^2
+                f = qb.to(torch.float64).pow(2).sum(1, keepdim=True) - f
+            valid = idx >= 0
+            if self.loo:
+                valid &= idx != rows_t.unsqueeze(1)
+            if kp >= n:
+                certified = torch.ones(b, dtype=torch.bool)
+            else:
+                f_k = torch.where(valid, f, float("-inf")).topk(k, dim=1).values[:, k - 1]
+                eps = self._eps(qb)
+                certified = f[:, -1] + eps < f_k - eps
+            cand = idx.clamp_min(0)
+            score = torch.empty(b, kp, dtype=qb.dtype)
+            for a in range(0, b, _RESCORE_ROWS):  # the gathered references: a few MB at a time
+                c = cand[a : a + _RESCORE_ROWS]
+                s_a = torch.bmm(self.r[c], qb[a : a + _RESCORE_ROWS].unsqueeze(2)).squeeze(2)
+                score[a : a + _RESCORE_ROWS] = 2.0 * s_a - self.scorer.ref_sq[c] if self.l2 else s_a
+            keep = valid & certified.unsqueeze(1)
+            row, pos = torch.nonzero(keep, as_tuple=True)
+            col, s = idx[row, pos], score[row, pos]
+        codes = self.q_codes[rows_t]
+        width = int(self.counts[codes].max())
+        if row.numel():
+            ranks, found = top_relevant_ranks(
+                row, col, s, b, k, codes, self.r_codes, width, rows_t if self.loo else None, self.top_work
+            )
+        else:
+            ranks = torch.full((b, width), float("inf"), dtype=torch.float64)
+            found = torch.zeros(b, dtype=torch.bool)
+        if self.need_first:  # MRR beyond the top K: one exact count on the whole row
+            far = torch.nonzero(certified & ~found).squeeze(1)
+            if far.numel():
+                ranks[far, 0] = self._first_ranks(rows_t[far])
+        redo_idx = torch.nonzero(~certified).squeeze(1)
+        if redo_idx.numel():
+            sub = super().__call__(rows[redo_idx.numpy()])
+            ranks[redo_idx] = float("inf")
+            ranks[redo_idx, : sub.shape[1]] = sub
         return ranks
 
 
