@@ -576,11 +576,12 @@ class _FaissTopRanks(_TopRanks):
                 eps = self._eps(qb)
                 certified = f[:, -1] + eps < f_k - eps
             cand = idx.clamp_min(0)
-            score = torch.empty(b, kp, dtype=qb.dtype)
-            for a in range(0, b, _RESCORE_ROWS):  # the gathered references: a few MB at a time
-                c = cand[a : a + _RESCORE_ROWS]
-                s_a = torch.bmm(self.r[c], qb[a : a + _RESCORE_ROWS].unsqueeze(2)).squeeze(2)
-                score[a : a + _RESCORE_ROWS] = 2.0 * s_a - self.scorer.ref_sq[c] if self.l2 else s_a
+        score = torch.empty(b, kp, dtype=qb.dtype)
+        for a in range(0, b, _RESCORE_ROWS):  # the gathered references: a few MB at a time
+            c = cand[a : a + _RESCORE_ROWS]
+            s_a = torch.bmm(self.r[c], qb[a : a + _RESCORE_ROWS].unsqueeze(2)).squeeze(2)
+            score[a : a + _RESCORE_ROWS] = 2.0 * s_a - self.scorer.ref_sq[c] if self.l2 else s_a
+        with one_thread():
             keep = valid & certified.unsqueeze(1)
             row, pos = torch.nonzero(keep, as_tuple=True)
             col, s = idx[row, pos], score[row, pos]
