@@ -40,6 +40,22 @@ counted on its row (one comparison per entry). Time ``O(b N D)`` for the GEMM
 plus a few ``O(b N)`` passes; memory ``O(b N)`` bytes within ``memory_budget``.
 Small operations run on one thread (see ``_inputs.one_thread``).
 
+On CPU with float32 embeddings (and FAISS importable) the candidates come from
+FAISS instead (:class:`_FaissTopRanks`): its exact flat search returns each
+query's ``K' = K + 2 + 16`` best references by FAISS's float32 scores ``f``,
+which differ from the torch scores by at most ``eps = 4 (D + 4) 2^-24 |q| max|r|``
+(Euclidean: ``(|q| + max|r|)^2``). A row whose last returned score and ``K``-th
+best non-self score satisfy ``f_last + eps < f_K - eps`` is certified: every
+reference not returned scores strictly below ``K`` returned ones in torch's
+arithmetic too, so the torch top ``K`` is among the candidates, ties included.
+The candidates are re-scored with torch (batched dot products of the prepared
+query and references, the formula of ``BlockScorer``) and ordered as above.
+Rows not certified go through the torch path; the ``mrr`` of a certified query
+with no relevant reference in its top ``K`` is counted on its torch row. The
+re-scored values equal the GEMM's up to last-bit rounding (as the GEMM's own
+values do between block sizes), so two references within one rounding of each
+other may order differently than in the full ranking.
+
 Full ranking (backend="torch", ``include`` has ``map``): the column indices of
 each query's relevant references come from the labels grouped once (no
 ``[b, N]`` relevance mask); the ranks of those references are then counted
