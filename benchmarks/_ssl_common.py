@@ -1,4 +1,4 @@
-"""Plain-torch pieces shared by both sides of ``benchmarks/ssl.py`` (imports only torch and numpy).
+"""Plain-torch pieces shared by both sides of ``benchmarks/pretraining.py`` (imports only torch and numpy).
 
 The likewise side imports this module in-process; the lightly side runs
 ``_ssl_lightly.py`` in its own virtual environment, which imports it too. So both train

@@ -1,4 +1,4 @@
-"""The lightly 1.6 side of ``benchmarks/ssl.py`` (run in lightly's own virtual environment).
+"""The lightly 1.6 side of ``benchmarks/pretraining.py`` (run in lightly's own virtual environment).
 
 ``python _ssl_lightly.py METHOD DATA.npz OUT.npz --epochs N --seed S``: builds the method
 from lightly's heads, losses and momentum utilities on the shared encoder, trains it with
@@ -13,7 +13,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-# this folder holds ``ssl.py``, which would shadow the standard library's ``ssl``: keep it off the path
+# keep this folder off the path (a script here once shadowed the standard library's ``ssl``)
 _HERE = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
 

@@ -48,14 +48,16 @@ def evaluate(
     distance: str,
     batch_size: int,
     device: torch.device,
-    include_map: bool = False,
+    include_all: bool = False,
+    selection: str | None = None,
 ) -> dict[str, float]:
-    """Leave-one-out retrieval metrics of the held-out set; full mAP (a full ranking) on request."""
+    """Leave-one-out retrieval metrics of the held-out set: the default ones, plus the ``selection``
+    metric (``mrr``, ``map``) if it is not among them, or every one with ``include_all``."""
     from likewise.evaluation import retrieval_metrics
     from likewise.evaluation.retrieval import DEFAULT_INCLUDE
 
     emb = embed_array(model, x, batch_size, device)
-    include = DEFAULT_INCLUDE + (("map",) if include_map else ())
+    include = "all" if include_all else DEFAULT_INCLUDE + tuple({selection} - set(DEFAULT_INCLUDE) - {None})
     metrics = retrieval_metrics(emb, y, metric=distance, include=include)
     return {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()}  # counts stay counts
 
@@ -109,7 +111,7 @@ class HeldOutEvaluation(pl.Callback):
             distance=self.distance,
             batch_size=self.batch_size,
             device=pl_module.device,
-            include_map=self.metric == "map",
+            selection=self.metric,
         )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -407,7 +407,7 @@ def finish(
         distance=ec.distance,
         batch_size=ec.batch_size,
         device=device,
-        include_map=True,
+        include_all=True,
     )
     validation = None
     if data.validation is not None:
@@ -419,7 +419,7 @@ def finish(
             distance=ec.distance,
             batch_size=ec.batch_size,
             device=device,
-            include_map=True,
+            include_all=True,
         )
     result: dict[str, Any] = {
         "heldout": final,  # the unseen classes, with the selected weights

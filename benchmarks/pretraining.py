@@ -10,8 +10,8 @@ same code then evaluates both encoders: cosine kNN (k = 10, training split as ga
 logistic-regression linear probe on the encoder's output, its effective rank, kNN on the
 projection, and training seconds per epoch (median over epochs).
 
-    python benchmarks/ssl.py --epochs 200 --lightly-python /work/lightly-venv/bin/python
-    python benchmarks/ssl.py --methods simclr,byol --epochs 50 --seeds 0,1
+    python benchmarks/pretraining.py --epochs 200 --lightly-python /work/lightly-venv/bin/python
+    python benchmarks/pretraining.py --methods simclr,byol --epochs 50 --seeds 0,1
 
 ``--mnist5k``: instead, ``likewise pretrain``'s defaults on mnist5k (4,000 / 1,000
 stratified) for each method: kNN, linear probe and minutes per run.
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# this folder holds ``ssl.py``, which would shadow the standard library's ``ssl``: keep it off the path
+# keep this folder off the path (a script here once shadowed the standard library's ``ssl``)
 _HERE = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
 
