@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import socket
 import tempfile
 
 import pytest
@@ -157,20 +156,15 @@ def _run_job(rank: int, cases, sizes) -> dict:
     return results
 
 
-def _worker(rank: int, port: int, jobs, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+def _worker(rank: int, jobs, out_dir: str) -> None:
+    # a file rendezvous in the test's own folder: no TCP port to race for with other tests
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=WORLD)
     try:
         torch.set_num_threads(1)
         results = [_run_job(rank, cases, sizes) for sizes, cases in jobs]
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 EQUAL = (6, 6)
@@ -187,7 +181,7 @@ def spawned() -> list[dict[int, dict]]:
     """One spawn of 2 gloo processes running the equal- and the unequal-shard jobs."""
     jobs = [(EQUAL, CASES), (UNEQUAL, _unequal_cases())]
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(_free_port(), jobs, tmp), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(jobs, tmp), nprocs=WORLD, join=True)
         per_rank = [torch.load(f"{tmp}/rank{r}.pt", weights_only=False) for r in range(WORLD)]
     return [{r: per_rank[r][j] for r in range(WORLD)} for j in range(len(jobs))]
 

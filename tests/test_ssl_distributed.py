@@ -9,7 +9,6 @@ sum gradients across ranks is off by a factor 1 / world_size and fails here.
 
 from __future__ import annotations
 
-import socket
 import tempfile
 
 import pytest
@@ -65,8 +64,9 @@ def _run(method: nn.Module, trained: nn.Module, views: torch.Tensor, world: int)
     return [out, state]
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+def _worker(rank: int, out_dir: str) -> None:
+    # a file rendezvous in the test's own folder: no TCP port to race for with other tests
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=WORLD)
     try:
         torch.set_num_threads(1)
         views = _data()[:, :, rank * (B // WORLD) : (rank + 1) * (B // WORLD)]
@@ -80,16 +80,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def spawned() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(_free_port(), tmp), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(tmp,), nprocs=WORLD, join=True)
         return [torch.load(f"{tmp}/rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
