@@ -8,7 +8,7 @@ import tempfile
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from tests._gloo import spawn_and_collect
 from torch import nn
 
 from likewise.distributed import distributed_loss, gather_batch, gather_labels, gather_with_grad
@@ -181,8 +181,7 @@ def spawned() -> list[dict[int, dict]]:
     """One spawn of 2 gloo processes running the equal- and the unequal-shard jobs."""
     jobs = [(EQUAL, CASES), (UNEQUAL, _unequal_cases())]
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(jobs, tmp), nprocs=WORLD, join=True)
-        per_rank = [torch.load(f"{tmp}/rank{r}.pt", weights_only=False) for r in range(WORLD)]
+        per_rank = spawn_and_collect(_worker, (jobs, tmp), WORLD, tmp)
     return [{r: per_rank[r][j] for r in range(WORLD)} for j in range(len(jobs))]
 
 

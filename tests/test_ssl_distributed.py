@@ -14,7 +14,7 @@ import tempfile
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from tests._gloo import spawn_and_collect
 from torch import nn
 
 from likewise import ssl
@@ -83,8 +83,7 @@ def _worker(rank: int, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def spawned() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(tmp,), nprocs=WORLD, join=True)
-        return [torch.load(f"{tmp}/rank{r}.pt", weights_only=False) for r in range(WORLD)]
+        return spawn_and_collect(_worker, (tmp,), WORLD, tmp)
 
 
 @pytest.mark.slow
