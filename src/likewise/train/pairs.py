@@ -30,7 +30,7 @@ import yaml
 from likewise.data import BUNDLED, load_bundled, load_images
 from likewise.data.pairs import PairRelation, read_pairs, read_triplets, triplets_as_pairs
 from likewise.io import atomic_write_json, atomic_write_text
-from likewise.train.callbacks import StepCheckpoint, embed_array
+from likewise.train.callbacks import embed_array
 from likewise.train.config import TrainConfig
 from likewise.train.data import input_statistics
 
@@ -130,6 +130,7 @@ def fit_pairs(
         build_loss,
         check_accelerator,
         resolve_precision,
+        run_trainer,
     )
 
     tc = config.trainer
@@ -195,30 +196,16 @@ def fit_pairs(
     from lightning.pytorch.loggers import CSVLogger
 
     from likewise.train.callbacks import SamplerEpoch
-    from likewise.train.checkpoint_io import AtomicCheckpointIO
-    from likewise.train.progress import StderrProgressBar
 
-    trainer = pl.Trainer(
-        max_epochs=config.optimizer.epochs,
-        accelerator=tc.accelerator,
+    trainer = run_trainer(
+        tc,
+        out,
+        epochs=config.optimizer.epochs,
+        callbacks=[SamplerEpoch(), evaluation],
+        logger=[CSVLogger(out / "logs", name="csv")],
+        extra_callbacks=callbacks,
         devices=1,
         precision=resolve_precision(tc.precision, tc.accelerator),
-        callbacks=[
-            SamplerEpoch(),
-            evaluation,
-            StepCheckpoint(out / "checkpoints" / "last.ckpt", tc.checkpoint_every_n_steps),
-            *([StderrProgressBar()] if tc.progress_bar else []),
-            *callbacks,
-        ],
-        logger=[CSVLogger(out / "logs", name="csv")],
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=False,
-        enable_progress_bar=tc.progress_bar,
-        enable_model_summary=False,
-        log_every_n_steps=tc.log_every_n_steps,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
     )
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     trainer.fit(module, datamodule=_PairData(), ckpt_path=str(ckpt) if ckpt else None, weights_only=True)

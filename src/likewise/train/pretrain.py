@@ -130,11 +130,10 @@ def fit_pretrain(
     callbacks: Sequence[pl.Callback] = (),
 ) -> dict[str, Any]:
     """Pre-train as configured, writing everything under ``out``; returns the metrics (rank 0)."""
-    from likewise.train.callbacks import SamplerEpoch, StepCheckpoint
-    from likewise.train.checkpoint_io import AtomicCheckpointIO, check_checkpoint
+    from likewise.train.callbacks import SamplerEpoch
+    from likewise.train.checkpoint_io import check_checkpoint
     from likewise.train.monitor import CollapseMonitor, EpochTimer
-    from likewise.train.progress import StderrProgressBar
-    from likewise.train.run import _prepare_out, check_accelerator, resolve_precision
+    from likewise.train.run import _prepare_out, check_accelerator, resolve_precision, run_trainer
     from likewise.train.ssl_module import MethodUpdate, PretrainModule
 
     out = Path(out)
@@ -189,31 +188,20 @@ def fit_pretrain(
     except ModuleNotFoundError:
         pass
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    trainer = pl.Trainer(
-        max_epochs=config.optimizer.epochs,
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        num_nodes=tc.num_nodes,
-        strategy="ddp" if world > 1 else "auto",
-        precision=resolve_precision("auto", tc.accelerator),
+    trainer = run_trainer(
+        tc,
+        out,
+        epochs=config.optimizer.epochs,
         callbacks=[
             timer,  # first: its epoch end comes before the monitor's
             MethodUpdate(),  # before the checkpoint: a checkpoint holds its step's update
             SamplerEpoch(),
             monitor,
-            StepCheckpoint(out / "checkpoints" / "last.ckpt", tc.checkpoint_every_n_steps),
-            *([StderrProgressBar()] if tc.progress_bar else []),
-            *callbacks,
         ],
         logger=loggers,
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=False,
-        enable_progress_bar=tc.progress_bar,
-        enable_model_summary=False,
-        log_every_n_steps=tc.log_every_n_steps,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
+        extra_callbacks=callbacks,
+        strategy="ddp" if world > 1 else "auto",
+        precision=resolve_precision("auto", tc.accelerator),
     )
     if trainer.is_global_zero:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))

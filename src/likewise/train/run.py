@@ -262,6 +262,52 @@ def _prepare_out(
     return ckpt
 
 
+def run_trainer(
+    tc: Any,
+    out: Path,
+    *,
+    epochs: int,
+    callbacks: Sequence[pl.Callback],
+    logger: Any,
+    extra_callbacks: Sequence[pl.Callback] = (),
+    devices: int | None = None,
+    **settings: Any,
+) -> pl.Trainer:
+    """The Lightning ``Trainer`` every likewise run uses (train, pairs, pretrain).
+
+    Shared: ``tc`` (the config's ``trainer`` section) gives accelerator, devices, nodes, progress
+    bar (on stderr) and logging interval; checkpoints are written atomically to
+    ``out/checkpoints/last.ckpt`` every ``tc.checkpoint_every_n_steps`` steps (``callbacks`` run
+    before that one, ``extra_callbacks`` — the caller's — after it); no validation loop, no
+    distributed sampler (likewise's samplers shard themselves). ``settings``: anything else
+    (precision, strategy, sync_batchnorm).
+    """
+    from likewise.train.checkpoint_io import AtomicCheckpointIO
+
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator=tc.accelerator,
+        devices=tc.devices if devices is None else devices,
+        num_nodes=getattr(tc, "num_nodes", 1) if devices is None else 1,
+        callbacks=[
+            *callbacks,
+            StepCheckpoint(out / "checkpoints" / "last.ckpt", tc.checkpoint_every_n_steps),
+            *([StderrProgressBar()] if tc.progress_bar else []),
+            *extra_callbacks,
+        ],
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
+        enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=tc.log_every_n_steps,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **settings,
+    )
+
+
 def fit(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -335,8 +381,6 @@ def fit(
     )
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from likewise.train.checkpoint_io import AtomicCheckpointIO
-
     loggers: list[Any] = [CSVLogger(out / "logs", name="csv")]
     try:
         loggers.append(TensorBoardLogger(out / "logs", name="tensorboard", default_hp_metric=False))
@@ -345,30 +389,16 @@ def fit(
             "tensorboard is not installed, so there is no logs/tensorboard (pip install tensorboard); "
             "the CSV logs are in logs/csv"
         )
-    trainer = pl.Trainer(
-        max_epochs=config.optimizer.epochs,
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        num_nodes=tc.num_nodes,
+    trainer = run_trainer(
+        tc,
+        out,
+        epochs=config.optimizer.epochs,
+        callbacks=[SamplerEpoch(), evaluation],
+        logger=loggers,
+        extra_callbacks=callbacks,
         strategy="ddp" if processes > 1 else "auto",
         precision=resolve_precision(tc.precision, tc.accelerator),
         sync_batchnorm=tc.sync_batchnorm and processes > 1 and _uses_cuda(tc.accelerator),
-        callbacks=[
-            SamplerEpoch(),
-            evaluation,
-            StepCheckpoint(out / "checkpoints" / "last.ckpt", tc.checkpoint_every_n_steps),
-            *([StderrProgressBar()] if tc.progress_bar else []),
-            *callbacks,
-        ],
-        logger=loggers,
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=False,
-        enable_progress_bar=tc.progress_bar,
-        enable_model_summary=False,
-        log_every_n_steps=tc.log_every_n_steps,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
     )
     if trainer.is_global_zero:
         for note in notes:
