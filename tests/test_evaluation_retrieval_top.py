@@ -98,6 +98,63 @@ def test_mrr_of_queries_whose_relevant_items_are_all_far():
     assert want["mrr"] < 0.05
 
 
+@pytest.mark.parametrize("metric", ["dot", "squared_euclidean"])
+def test_mrr_beyond_the_top_k_counted_by_tiles_and_near_ties_on_whole_rows(metric, monkeypatch):
+    # a sixth exact small-integer vectors (many exact ties with the best relevant score: those
+    # rows are counted on their whole row), the rest continuous (counted tile by tile); small
+    # tiles so every row crosses many of them and its own column lies inside one
+    import likewise.evaluation.retrieval as R
+
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.integers(-2, 3, size=(500, 4)), rng.normal(size=(2500, 4))]).astype(np.float32)
+    y = rng.integers(0, 900, 3000)
+    far, whole = [], []
+    first_ranks, whole_row = R._FaissTopRanks._first_ranks, R.first_relevant_rank
+    monkeypatch.setattr(R, "_TILE_ENTRIES", 1 << 14)
+    monkeypatch.setattr(
+        R._FaissTopRanks, "_first_ranks", lambda s, rows: far.append(rows.numel()) or first_ranks(s, rows)
+    )
+    monkeypatch.setattr(
+        R, "first_relevant_rank", lambda S, i, v: whole.append(S.shape[0]) or whole_row(S, i, v)
+    )
+    got = retrieval_metrics(x, y, metric=metric, k=(1,))
+    want, n_eval = plain(x, y, x, y, True, (1,), metric)
+    check(got, want, n_eval)
+    assert 0 < sum(whole) < sum(far) / 2
+
+
+@pytest.mark.parametrize("metric", ["dot", "squared_euclidean"])
+def test_faiss_scores_off_by_their_rounding_bound_still_give_the_exact_ranking(metric, monkeypatch):
+    # FAISS's scores may differ from torch's by up to eps (rounding); here they are perturbed by
+    # half that bound and re-sorted, so exact ties (integer data) come back in a random order: a
+    # row whose relevant candidate is that close to another must be re-scored, not trusted
+    import likewise.evaluation.retrieval as R
+
+    x, y = integer_data(1200, 4, [12] * 100, seed=7, sort=False)
+    rng = np.random.default_rng(8)
+    init = R._FaissTopRanks.__init__
+
+    class Perturbed:
+        def __init__(self, ranks):
+            self.ranks, self.index = ranks, ranks.index
+
+        def search(self, q, k):
+            dist, ids = self.index.search(q, k)
+            half = 0.5 * self.ranks._eps(torch.from_numpy(q)).numpy()[:, None]
+            dist = dist + rng.uniform(-1, 1, dist.shape) * half
+            order = np.argsort(dist if self.ranks.l2 else -dist, axis=1, kind="stable")
+            return np.take_along_axis(dist, order, 1).astype(np.float32), np.take_along_axis(ids, order, 1)
+
+    def patched(self, *args):
+        init(self, *args)
+        self.index = Perturbed(self)
+
+    monkeypatch.setattr(R._FaissTopRanks, "__init__", patched)
+    got = retrieval_metrics(x, y, metric=metric, k=(1, 5))
+    want, n_eval = plain(x, y, x, y, True, (1, 5), metric)
+    check(got, want, n_eval)
+
+
 def test_candidates_cover_the_top_k_and_fall_back_to_the_exact_kth_score():
     # row 0: its largest scores all sit in the sample (first 64 columns): the tight threshold
     # leaves fewer than K = 50 candidates, and the row falls back to its exact 50th score

@@ -31,11 +31,13 @@ class BlockScorer:
     def prepare_queries(self, queries: Tensor) -> Tensor:
         return F.normalize(queries, dim=1) if self.metric == "cosine" else queries
 
-    def __call__(self, q: Tensor, out: Tensor | None = None) -> Tensor:
-        """``q`` already passed through :meth:`prepare_queries`; ``out``: optional ``[b, N]`` buffer."""
+    def __call__(self, q: Tensor, out: Tensor | None = None, cols: slice = slice(None)) -> Tensor:
+        """``q`` already passed through :meth:`prepare_queries`; ``out``: optional ``[b, N]`` buffer;
+        ``cols``: a range of references (a tile ``[b, len(cols)]`` of the block)."""
+        refs_t = self.refs_t[:, cols]
         if self.ref_sq is None:
-            return torch.mm(q, self.refs_t, out=out)
-        s = torch.addmm(self.ref_sq.unsqueeze(0), q, self.refs_t, beta=-1.0, alpha=2.0, out=out)
+            return torch.mm(q, refs_t, out=out)
+        s = torch.addmm(self.ref_sq[cols].unsqueeze(0), q, refs_t, beta=-1.0, alpha=2.0, out=out)
         if self.rank_only:
             return s
         d2 = (q.pow(2).sum(1, keepdim=True) - s).clamp_min_(0)

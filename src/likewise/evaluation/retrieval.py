@@ -48,10 +48,13 @@ which differ from the torch scores by at most ``eps = 4 (D + 4) 2^-24 |q| max|r|
 best non-self score satisfy ``f_last + eps < f_K - eps`` is certified: every
 reference not returned scores strictly below ``K`` returned ones in torch's
 arithmetic too, so the torch top ``K`` is among the candidates, ties included.
-The candidates are re-scored with torch (batched dot products of the prepared
-query and references, the formula of ``BlockScorer``) and ordered as above.
+Where a relevant candidate is within ``2 eps`` of another candidate the row's
+candidates are re-scored with torch (batched dot products of the prepared query
+and references, the formula of ``BlockScorer``) and ordered as above; elsewhere
+FAISS's order is already the torch order of every pair that moves a relevant rank.
 Rows not certified go through the torch path; the ``mrr`` of a certified query
-with no relevant reference in its top ``K`` is counted on its torch row. The
+with no relevant reference in its top ``K`` is counted on its torch row, in
+cache-sized tiles (see :meth:`_FaissTopRanks._first_ranks`). The
 re-scored values equal the GEMM's up to last-bit rounding (as the GEMM's own
 values do between block sizes), so two references within one rounding of each
 other may order differently than in the full ranking.
@@ -498,6 +501,10 @@ class _TopRanks(_TorchRanks):
 _FAISS_MARGIN = 16
 #: query rows whose candidates are re-scored together
 _RESCORE_ROWS = 256
+#: MRR beyond the top K: the whole-row GEMM runs in tiles of at most this many scores (4 MB
+#: in float32, cache-resident for the two counting passes) and at most ``_TILE_ROWS`` rows
+_TILE_ENTRIES = 1 << 20
+_TILE_ROWS = 2048
 
 
 class _FaissTopRanks(_TopRanks):
@@ -510,11 +517,15 @@ class _FaissTopRanks(_TopRanks):
     ``K``-th best non-self FAISS score, ``f_last``: the last returned one, an upper bound on
     every reference not returned): then every reference outside the candidates has a torch
     score strictly below ``K`` candidates', so the row's torch top ``K`` lies among the
-    candidates, ties included. The candidates are re-scored with torch (a batched product
-    of the prepared query and references, the same formula as :class:`BlockScorer`) and
-    ordered as the torch path orders them (score descending, equal scores by reference
-    index). Rows not certified, and rows needing MRR without a relevant reference in their
-    top ``K``, are computed by the torch path (:class:`_TopRanks`).
+    candidates, ties included. Two candidates whose FAISS scores are more than ``2 eps``
+    apart are in the same order in torch's arithmetic, so a row in which no relevant
+    candidate has a neighbour within ``2 eps`` (in FAISS's sorted order) is ranked in FAISS's
+    order, which is then the torch order for every relevant rank; the other rows' candidates
+    are re-scored with torch (a batched product of the prepared query and references, the
+    same formula as :class:`BlockScorer`) and ordered as the torch path orders them (score
+    descending, equal scores by reference index). Rows not certified are computed by the
+    torch path (:class:`_TopRanks`); rows needing MRR without a relevant reference in their
+    top ``K`` are counted by :meth:`_first_ranks`.
     """
 
     @staticmethod
@@ -556,19 +567,72 @@ class _FaissTopRanks(_TopRanks):
         scale = (qn + self.r_norm_max) ** 2 if self.l2 else qn * self.r_norm_max
         return 4.0 * (qb.shape[1] + 4) * 2.0**-24 * scale + 1e-30
 
+    def _rescore(self, qb: Tensor, cand: Tensor) -> Tensor:
+        """``[b, C]`` torch scores of the references ``cand [b, C]`` for the prepared queries ``qb``
+        (batched dot products, the formula of :class:`BlockScorer`), a few MB at a time."""
+        out = torch.empty(cand.shape, dtype=qb.dtype)
+        for a in range(0, cand.shape[0], _RESCORE_ROWS):
+            c = cand[a : a + _RESCORE_ROWS]
+            r_c = self.r.index_select(0, c.reshape(-1)).view(*c.shape, -1)  # 3x faster than r[c]
+            s_a = torch.bmm(r_c, qb[a : a + _RESCORE_ROWS].unsqueeze(2)).squeeze(2)
+            out[a : a + _RESCORE_ROWS] = 2.0 * s_a - self.scorer.ref_sq[c] if self.l2 else s_a
+        return out
+
     def _first_ranks(self, rows_t: Tensor) -> Tensor:
-        """Exact rank of the first relevant reference of each row (torch scores of whole rows)."""
-        step = min(self.rows_per_block, rows_t.numel())
-        if self.s_buf is None or self.s_buf.shape[0] < step:
-            self.s_buf = torch.empty(step, self.n_refs, dtype=self.q.dtype)
-        out = []
-        for a in range(0, rows_t.numel(), step):
-            block = rows_t[a : a + step]
-            S = self.scores(block)
-            with one_thread():
-                rel_idx, valid = self.relevant(block)
-            out.append(first_relevant_rank(S, rel_idx, valid))
-        return torch.cat(out)
+        """Exact rank of the first relevant reference of each row (rows whose top ``K`` holds none).
+
+        ``s*``, the best relevant score, is re-scored as the candidates are (:meth:`_rescore`;
+        ``p*`` its column, the lowest among equals). The row's GEMM then runs in tiles of
+        ``_TILE_ENTRIES`` scores that stay in cache, each counted twice: ``above = #{s > s* +
+        eps}`` and ``band = #{s >= s* - eps}`` (``eps`` of :meth:`_eps` bounds the difference
+        of any two float32 evaluations of one score). The GEMM score of ``p*`` lies in the band;
+        when nothing else does, every other reference is strictly above or below ``p*`` in the
+        GEMM's arithmetic too and the rank is ``1 + above``, as on the whole row. Rows with a
+        second reference in the band (near-ties) are counted on their whole row
+        (:func:`first_relevant_rank`, ties by column).
+        """
+        b = rows_t.numel()
+        if self.qp is None:
+            self.qp = self.scorer.prepare_queries(self.q)
+        qb = self.qp[rows_t]
+        with one_thread():
+            rel_idx, valid = self.relevant(rows_t)
+        rel_s = torch.where(valid, self._rescore(qb, rel_idx), float("-inf"))
+        eps = self._eps(qb)
+        best = rel_s.amax(1).to(torch.float64)
+        hi = (best + eps).to(qb.dtype).nextafter(torch.tensor(float("inf"), dtype=qb.dtype)).unsqueeze(1)
+        lo = (best - eps).to(qb.dtype).nextafter(torch.tensor(float("-inf"), dtype=qb.dtype)).unsqueeze(1)
+        above = torch.zeros(b, dtype=torch.int32)
+        band = torch.zeros(b, dtype=torch.int32)
+        n = self.n_refs
+        rows = min(b, _TILE_ROWS)
+        width = max(64, _TILE_ENTRIES // rows)
+        tile = torch.empty(rows * width, dtype=qb.dtype)
+        for a in range(0, b, rows):
+            q_a, r_a = qb[a : a + rows], rows_t[a : a + rows]
+            h_a, l_a = hi[a : a + rows], lo[a : a + rows]
+            for c in range(0, n, width):
+                w = min(width, n - c)
+                S = self.scorer(q_a, out=tile[: q_a.shape[0] * w].view(q_a.shape[0], w), cols=slice(c, c + w))
+                if self.loo:  # the query itself is not a reference
+                    own = torch.nonzero((r_a >= c) & (r_a < c + w)).squeeze(1)
+                    if own.numel():
+                        S[own, r_a[own] - c] = float("-inf")
+                above[a : a + rows] += torch.ge(S, h_a).sum(1, dtype=torch.int32)
+                band[a : a + rows] += torch.ge(S, l_a).sum(1, dtype=torch.int32)
+        rank = (above + 1).to(torch.float64)
+        near = torch.nonzero(band - above != 1).squeeze(1)
+        if near.numel():
+            step = min(self.rows_per_block, near.numel())
+            if self.s_buf is None or self.s_buf.shape[0] < step:
+                self.s_buf = torch.empty(step, n, dtype=self.q.dtype)
+            for a in range(0, near.numel(), step):
+                sel = near[a : a + step]
+                S = self.scores(rows_t[sel])
+                with one_thread():
+                    r_idx, ok = self.relevant(rows_t[sel])
+                rank[sel] = first_relevant_rank(S, r_idx, ok)
+        return rank
 
     def __call__(self, rows: np.ndarray) -> Tensor:
         rows_t = torch.from_numpy(rows)
@@ -585,18 +649,26 @@ class _FaissTopRanks(_TopRanks):
             valid = idx >= 0
             if self.loo:
                 valid &= idx != rows_t.unsqueeze(1)
+            eps = self._eps(qb)
             if kp >= n:
                 certified = torch.ones(b, dtype=torch.bool)
             else:
                 f_k = torch.where(valid, f, float("-inf")).topk(k, dim=1).values[:, k - 1]
-                eps = self._eps(qb)
                 certified = f[:, -1] + eps < f_k - eps
             cand = idx.clamp_min(0)
-        score = torch.empty(b, kp, dtype=qb.dtype)
-        for a in range(0, b, _RESCORE_ROWS):  # the gathered references: a few MB at a time
-            c = cand[a : a + _RESCORE_ROWS]
-            s_a = torch.bmm(self.r[c], qb[a : a + _RESCORE_ROWS].unsqueeze(2)).squeeze(2)
-            score[a : a + _RESCORE_ROWS] = 2.0 * s_a - self.scorer.ref_sq[c] if self.l2 else s_a
+            # FAISS's order (``f`` descending) is the torch order of every pair more than
+            # ``2 eps`` apart; the relevant ranks only need the pairs with a relevant candidate,
+            # so only rows where such a pair is closer (a near-tie) are re-scored with torch
+            close = (f[:, :-1] - f[:, 1:]) <= 2.0 * eps.unsqueeze(1)  # f is sorted: neighbours
+            near = torch.zeros_like(valid)
+            near[:, :-1] |= close
+            near[:, 1:] |= close
+            relevant = valid & (self.r_codes[cand] == self.q_codes[rows_t].unsqueeze(1))
+            rescore = torch.nonzero((relevant & near).any(1) & certified).squeeze(1)
+            # float32 keys in FAISS's order: its inner products, or minus its squared distances
+            score = torch.from_numpy(dist).neg_() if self.l2 else torch.from_numpy(dist)
+        if rescore.numel():
+            score[rescore] = self._rescore(qb[rescore], cand[rescore])
         with one_thread():
             keep = valid & certified.unsqueeze(1)
             row, pos = torch.nonzero(keep, as_tuple=True)

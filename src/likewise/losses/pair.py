@@ -407,7 +407,6 @@ class ContrastiveLoss(MetricLoss):
         self._record(**stats)
         return loss
 
-
     def _compute_listed(self, batch: Batch) -> Tensor:
         """Given pairs (``indices_tuple``), within the miner's pairs when a miner is set."""
         assert batch.given is not None

@@ -324,7 +324,6 @@ class NTXentLoss(MetricLoss):
         self._record(**stats)
         return loss
 
-
     def _compute_listed(self, batch: Batch) -> Tensor:
         """Given pairs (``indices_tuple``): :func:`ntxent_listed` on their counts (within a miner's)."""
         assert batch.given is not None

@@ -449,9 +449,7 @@ class TripletMarginLoss(MetricLoss):
         else:
             total, count = _listed_sorted_hinge(dist, pos_w, neg_w, self.margin)
         n_triplets = (pos_w.sum(1) * neg_w.sum(1)).sum()
-        self._record(
-            num_triplets=n_triplets, active_fraction=lambda: count / n_triplets.clamp_min(1)
-        )
+        self._record(num_triplets=n_triplets, active_fraction=lambda: count / n_triplets.clamp_min(1))
         return total / count.clamp_min(1)
 
     def _given_triplets(self, dist: Tensor, y: Tensor, t: Triplets) -> Tensor:
