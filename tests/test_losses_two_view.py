@@ -12,7 +12,9 @@ from likewise.losses import (
     TWO_VIEW_LOSSES,
     BarlowTwinsLoss,
     DINOLoss,
+    InfoNCELoss,
     NegativeCosineLoss,
+    NTXentLoss,
     SwAVLoss,
     VICRegLoss,
     sinkhorn,
@@ -103,6 +105,48 @@ def plain_dino(students, teachers, c, tt, ts, pairs):
 # ---------------------------------------------------------------- values
 
 
+def plain_info_nce(q, k, negatives, t):
+    refs = np.concatenate([k, negatives]) if negatives is not None else k
+    total = 0.0
+    for i in range(len(q)):
+        cos = [q[i] @ r / (np.linalg.norm(q[i]) * np.linalg.norm(r)) / t for r in refs]
+        total += -cos[i] + math.log(sum(math.exp(c) for c in cos))
+    return total / len(q)
+
+
+@pytest.mark.parametrize("n_neg", [None, 0, 9])
+def test_info_nce_matches_plain_formula_and_pml_style_ntxent(n_neg):
+    q, k = _views(b=7, d=5, seed=3)
+    neg = None if n_neg is None else _views(b=n_neg, d=5, seed=4)[0]
+    got = InfoNCELoss(0.2)(q, k, neg)
+    assert got.item() == pytest.approx(plain_info_nce(_np(q), _np(k), None if neg is None else _np(neg), 0.2))
+    # MoCo's former call: NT-Xent with the keys as labelled references and the queue labelled -1
+    labels = torch.arange(7)
+    refs = k if neg is None else torch.cat([k, neg])
+    ref_labels = labels if neg is None else torch.cat([labels, torch.full((n_neg,), -1)])
+    qa, ka = q.clone().requires_grad_(True), k.clone().requires_grad_(True)
+    qb, kb = q.clone().requires_grad_(True), k.clone().requires_grad_(True)
+    InfoNCELoss(0.2)(qa, ka, neg).backward()
+    ref_b = kb if neg is None else torch.cat([kb, neg])
+    want = NTXentLoss(temperature=0.2)(qb, labels, ref_emb=ref_b, ref_labels=ref_labels)
+    want.backward()
+    assert got.item() == pytest.approx(want.item(), abs=1e-12)
+    torch.testing.assert_close(qa.grad, qb.grad)
+    torch.testing.assert_close(ka.grad, kb.grad)
+    assert refs.shape[0] == ref_labels.shape[0]
+
+
+def test_info_nce_bad_negatives_and_temperature():
+    q, k = _views(b=4, d=3)
+    with pytest.raises(ValueError, match=r"negatives must have 3 columns like the keys, got \(5, 2\)"):
+        InfoNCELoss()(q, k, torch.randn(5, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="negatives must be a torch.Tensor"):
+        InfoNCELoss()(q, k, [[1.0, 2.0, 3.0]])
+    for bad in (0, -1.0, "0.1", True):
+        with pytest.raises(ValueError, match="temperature must be a positive number"):
+            InfoNCELoss(bad)
+
+
 def test_negative_cosine_matches_plain_formula():
     p, z = _views()
     assert NegativeCosineLoss()(p, z).item() == pytest.approx(
@@ -177,6 +221,7 @@ def test_every_two_view_loss_accepts_fast_as_a_no_op():
         fast = cls(*args, fast=True)(za, zb, **({"update_center": False} if cls is DINOLoss else {}))
         assert torch.equal(plain, fast), name
     assert set(TWO_VIEW_LOSSES) == {
+        "InfoNCELoss",
         "NegativeCosineLoss",
         "BarlowTwinsLoss",
         "VICRegLoss",
@@ -189,18 +234,21 @@ def test_every_two_view_loss_accepts_fast_as_a_no_op():
 
 
 _CODES = [torch.softmax(v * 3, 1) for v in _views(b=6, d=5, seed=9)]
+_QUEUE = _views(b=9, d=5, seed=11)[0]
 
 
 @pytest.mark.parametrize(
     "fn",
     [
+        InfoNCELoss(temperature=0.3),
+        lambda a, b: InfoNCELoss(0.5)(a, b, _QUEUE),  # the queue is a constant (MoCo's past keys)
         NegativeCosineLoss(),
         BarlowTwinsLoss(lambda_=0.1),
         VICRegLoss(),
         lambda a, b: swapped_prediction(a, b, _CODES[0], _CODES[1], 0.1),  # codes are constants
         lambda a, b: dino_loss([a, b], [b * 0.7, a], torch.full((5,), 0.1, dtype=torch.float64), 0.05, 0.1),
     ],
-    ids=["negative_cosine", "barlow_twins", "vicreg", "swav", "dino"],
+    ids=["info_nce", "info_nce_queue", "negative_cosine", "barlow_twins", "vicreg", "swav", "dino"],
 )
 def test_gradcheck_float64(fn):
     za, zb = _views(b=6, d=5, seed=2)

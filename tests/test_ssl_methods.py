@@ -119,6 +119,15 @@ def test_cosine_schedule_and_momentum_update_follow_their_formulas():
         torch.testing.assert_close(t, m * b + (1 - m) * s)
     with pytest.raises(ValueError, match="momentum must be in"):
         MomentumUpdater(1.5)
+    with pytest.raises(ValueError, match="teacher has 2 parameters, student 4: not a copy"):
+        MomentumUpdater().update(nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2)), teacher, 0, 10)
+    # batch-norm statistics (float running mean/var and the integer batch count) are copied
+    bn_s, bn_t = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    bn_s(torch.randn(5, 3))
+    MomentumUpdater().update(bn_s, bn_t, 0, 10)
+    for b_t, b_s in zip(bn_t.buffers(), bn_s.buffers()):
+        assert torch.equal(b_t, b_s)
+    assert int(bn_t.num_batches_tracked) == 1
 
 
 @pytest.mark.parametrize("name", ["moco", "byol", "dino"])

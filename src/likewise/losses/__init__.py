@@ -10,6 +10,7 @@ from likewise.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from likewise.losses.base import MetricLoss
 from likewise.losses.circle import CircleLoss, circle_loss
 from likewise.losses.dino import DINOLoss, dino_loss
+from likewise.losses.info_nce import InfoNCELoss, info_nce_loss
 from likewise.losses.log_ratio import LogRatioLoss, log_ratio_loss
 from likewise.losses.negative_cosine import NegativeCosineLoss, negative_cosine_loss
 from likewise.losses.pair import (
@@ -59,7 +60,8 @@ LOSSES: dict[str, type[MetricLoss]] = {
 
 #: every two-view (self-supervised) loss class by name
 TWO_VIEW_LOSSES: dict[str, type[TwoViewLoss]] = {
-    cls.__name__: cls for cls in (NegativeCosineLoss, BarlowTwinsLoss, VICRegLoss, SwAVLoss, DINOLoss)
+    cls.__name__: cls
+    for cls in (InfoNCELoss, NegativeCosineLoss, BarlowTwinsLoss, VICRegLoss, SwAVLoss, DINOLoss)
 }
 
 __all__ = [
@@ -67,12 +69,14 @@ __all__ = [
     "TWO_VIEW_LOSSES",
     "BarlowTwinsLoss",
     "DINOLoss",
+    "InfoNCELoss",
     "NegativeCosineLoss",
     "SwAVLoss",
     "TwoViewLoss",
     "VICRegLoss",
     "barlow_twins_loss",
     "dino_loss",
+    "info_nce_loss",
     "negative_cosine_loss",
     "sinkhorn",
     "swav_loss",

@@ -3,18 +3,19 @@
 The key encoder (encoder + projector) is an exponential moving average of the query
 encoder (:class:`~likewise.ssl.momentum.MomentumUpdater`, ``m = 0.99 -> 1`` on a cosine
 schedule; MoCo v2 keeps ``0.999``). Projector ``encoder_dim -> hidden_dim -> out_dim``
-(v2: ``2048 -> 128``), InfoNCE (:class:`likewise.losses.NTXentLoss`, temperature 0.2).
+(v2: ``2048 -> 128``), InfoNCE (:class:`likewise.losses.InfoNCELoss`, temperature 0.2).
 
 * ``queue_size > 0`` (**v2**): negatives are the current keys and a FIFO queue of
   past keys (:class:`likewise.memory.MemoryQueue`, 65,536 in the paper; part of the
   state dict, so checkpoints carry it). For query ``q_i``::
 
-      L = NTXent(q, labels=arange(B), ref_emb=[k; queue], ref_labels=[arange(B); -1...])
+      L = InfoNCE(q, k, negatives=queue)
+        = NTXent(q, labels=arange(B), ref_emb=[k; queue], ref_labels=[arange(B); -1...])
 
   i.e. ``k_i`` is the positive, the other keys and the queue the negatives; both view
   orders are used (symmetrised) and the keys of both views are enqueued.
 * ``queue_size = 0`` (**v3-style**): a prediction MLP on the query side and the
-  symmetric loss ``NTXent(p(x_a), k(x_b)) + NTXent(p(x_b), k(x_a))`` with the batch's
+  symmetric loss ``InfoNCE(p(x_a), k(x_b)) + InfoNCE(p(x_b), k(x_a))`` with the batch's
   other keys as negatives.
 
 Keys and queries are gathered across processes (keys without gradient). MoCo's
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.distributed import gather_labels, gather_with_grad
-from likewise.losses import NTXentLoss
+from likewise.losses import InfoNCELoss
 from likewise.memory import MemoryQueue
 from likewise.ssl.base import SSLMethod, check_two_views
 from likewise.ssl.heads import mlp
@@ -54,7 +55,7 @@ class MoCo(SSLMethod):
         self.teacher_encoder = momentum_copy(encoder)
         self.teacher_projector = momentum_copy(self.projector)
         self.queue = MemoryQueue(queue_size, out_dim) if queue_size else None
-        self.criterion = NTXentLoss(temperature=temperature)
+        self.criterion = InfoNCELoss(temperature=temperature)
         self.momentum = MomentumUpdater(momentum, final_momentum)
 
     @torch.no_grad()
@@ -66,14 +67,8 @@ class MoCo(SSLMethod):
         return gather_with_grad(self.predictor(z) if self.predictor is not None else z)
 
     def _contrast(self, q: Tensor, k: Tensor) -> Tensor:
-        n = q.shape[0]
-        labels = torch.arange(n, device=q.device)
-        refs, ref_labels = k, labels
-        if self.queue is not None and len(self.queue):
-            past = self.queue.embeddings.to(k.dtype)
-            refs = torch.cat([k, past])
-            ref_labels = torch.cat([labels, labels.new_full((past.shape[0],), -1)])
-        return self.criterion(q, labels, ref_emb=refs, ref_labels=ref_labels)
+        past = self.queue.embeddings if self.queue is not None and len(self.queue) else None
+        return self.criterion(q, k, past)
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)

@@ -51,10 +51,16 @@ class MomentumUpdater:
     def update(self, student: nn.Module, teacher: nn.Module, step: int, total_steps: int) -> float:
         """Move ``teacher`` towards ``student``; returns the momentum used."""
         m = self.momentum(step, total_steps)
-        for p_t, p_s in zip(teacher.parameters(), student.parameters(), strict=True):
-            p_t.mul_(m).add_(p_s.detach(), alpha=1 - m)
-        for b_t, b_s in zip(teacher.buffers(), student.buffers(), strict=True):
-            b_t.copy_(b_s)
+        p_t, p_s = list(teacher.parameters()), list(student.parameters())
+        if len(p_t) != len(p_s):
+            raise ValueError(f"teacher has {len(p_t)} parameters, student {len(p_s)}: not a copy")
+        if p_t:  # theta_t + (1 - m) (theta_s - theta_t), one fused call over all parameters
+            torch._foreach_lerp_(p_t, p_s, 1 - m)
+        b_t, b_s = list(teacher.buffers()), list(student.buffers())
+        if len(b_t) != len(b_s):
+            raise ValueError(f"teacher has {len(b_t)} buffers, student {len(b_s)}: not a copy")
+        if b_t:
+            torch._foreach_copy_(b_t, b_s)
         return m
 
 

@@ -324,7 +324,6 @@ def write_pretrain_report(path: Path, result: dict[str, Any], method: nn.Module,
                 ax.legend(fontsize=7)
             ax.set_title(title, fontsize=8)
             ax.set_xlabel("epoch")
-        fig.subplots_adjust(wspace=0.35, bottom=0.18)
         figures.append(
             _img(
                 fig,
