@@ -62,7 +62,8 @@ def plain_vicreg(za, zb, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4):
         c = np.cov(z, rowvar=False)  # 1/(B-1)
         return sum(c[i, j] ** 2 for i in range(d) for j in range(d) if i != j) / d
 
-    return lam * inv + mu * (var(za) + var(zb)) + nu * (cov(za) + cov(zb))
+    # the variance terms averaged over the views (the authors' code), the covariances summed
+    return lam * inv + mu * (var(za) + var(zb)) / 2 + nu * (cov(za) + cov(zb))
 
 
 def plain_sinkhorn(s, eps=0.05, iters=3):

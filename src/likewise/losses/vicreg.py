@@ -5,9 +5,12 @@ Formula (Bardes, Ponce & LeCun 2022, "VICReg")::
     inv(a, b) = 1/(B D) sum_{i,d} (a_id - b_id)^2                     (mean squared error)
     var(z)    = 1/D sum_d max(0, gamma - sqrt(Var_d(z) + eps))         (Var with 1/(B-1))
     cov(z)    = 1/D sum_{d != e} Cov(z)_de^2                           (Cov with 1/(B-1))
-    L = lambda * inv(z_a, z_b) + mu * (var(z_a) + var(z_b)) + nu * (cov(z_a) + cov(z_b))
+    L = lambda * inv(z_a, z_b) + mu * (var(z_a) + var(z_b)) / 2 + nu * (cov(z_a) + cov(z_b))
 
 with the paper's ``lambda = mu = 25``, ``nu = 1``, ``gamma = 1``, ``eps = 1e-4``. The
+variance terms are averaged over the two views as in the authors' released training code
+(``main_vicreg.py``, with which the paper's numbers were obtained; lightly does the same);
+the paper's pseudo-code sums them, i.e. doubles ``mu``. The
 variance hinge keeps every dimension spread (no collapse), the covariance term
 decorrelates them. The statistics are over the batch: under multi-process training
 pass the gathered global batch.
@@ -47,7 +50,7 @@ def vicreg_loss(
     """VICReg loss of two views (module docstring)."""
     z_a, z_b = check_views(z_a, z_b, min_rows=2)
     inv = F.mse_loss(z_a, z_b)
-    var = _variance_term(z_a, gamma, eps) + _variance_term(z_b, gamma, eps)
+    var = 0.5 * (_variance_term(z_a, gamma, eps) + _variance_term(z_b, gamma, eps))
     cov = _covariance_term(z_a) + _covariance_term(z_b)
     return lambda_ * inv + mu * var + nu * cov
 

@@ -35,8 +35,9 @@ def mlp(
         if batch_norm:
             layers.append(nn.BatchNorm1d(b))
         layers.append(activation())
-    layers.append(nn.Linear(dims[-2], dims[-1]))
-    if batch_norm and last_batch_norm:
+    last_bn = batch_norm and last_batch_norm
+    layers.append(nn.Linear(dims[-2], dims[-1], bias=not last_bn))  # a bias before BN cancels out
+    if last_bn:
         layers.append(nn.BatchNorm1d(dims[-1], affine=False))
     return nn.Sequential(*layers)
 
