@@ -3,9 +3,10 @@
 Both sides train the notebook's encoder (``_ssl_common.Encoder``: three Conv1d of 25
 channels, 125-d output) with the same views (the notebook's recipe), the same heads
 (125 -> 125 -> 16 projectors), optimiser (Adam, lr 0.01, cosine), batch (100) and epochs,
-in one run, method after method (likewise first, then lightly, so machine noise hits both
-alike). likewise runs in this process; lightly runs ``_ssl_lightly.py`` in its own virtual
-environment (it needs torchvision and torch 2.14; it is never imported by likewise). The
+in one run, method after method. likewise runs in this process; lightly runs
+``_ssl_lightly.py`` in its own virtual environment (it needs torchvision and torch 2.14; it
+is never imported by likewise). The two sides of a method train at the same time, one
+thread each (this machine has two cores), so load from elsewhere hits both alike. The
 same code then evaluates both encoders: cosine kNN (k = 10, training split as gallery) and a
 logistic-regression linear probe on the encoder's output, its effective rank, kNN on the
 projection, and training seconds per epoch (median over epochs).
@@ -109,38 +110,28 @@ def run_likewise(name: str, data: dict, args: argparse.Namespace, seed: int) -> 
     return {**result, "s_per_epoch": float(np.median(seconds))}
 
 
-def run_lightly(
-    name: str, npz: Path, data: dict, args: argparse.Namespace, seed: int
-) -> dict[str, float] | None:
+def start_lightly(name: str, npz: Path, out: Path, args: argparse.Namespace, seed: int):
+    """Start lightly's run of ``name`` (its own venv, one thread); None for Naive or without lightly."""
     if name == "naive" or not args.lightly_python:
         return None
     script = Path(__file__).parent / "_ssl_lightly.py"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out.npz"
-        cmd = [
-            args.lightly_python,
-            str(script),
-            name,
-            str(npz),
-            str(out),
-            "--epochs",
-            str(args.epochs),
-            "--seed",
-            str(seed),
-            "--batch-size",
-            str(args.batch_size),
-            "--lr",
-            str(args.lr),
-        ]
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-        )
-        if done.returncode != 0:
-            print(f"lightly {name} failed: {done.stderr[-800:]}", file=sys.stderr)
-            return None
-        r = np.load(out)
-        result = evaluate(r["f_train"], r["f_test"], r["p_train"], r["p_test"], data["y"], data["y_test"])
-        return {**result, "s_per_epoch": float(np.median(r["seconds"]))}
+    cmd = [args.lightly_python, str(script), name, str(npz), str(out), "--epochs", str(args.epochs)]
+    cmd += ["--seed", str(seed), "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish_lightly(name: str, proc, out: Path, data: dict) -> dict[str, float] | None:
+    """Wait for :func:`start_lightly`'s run and evaluate its encoder as likewise's is."""
+    if proc is None:
+        return None
+    _, stderr = proc.communicate()
+    if proc.returncode != 0:
+        print(f"lightly {name} failed: {stderr[-800:]}", file=sys.stderr)
+        return None
+    r = np.load(out)
+    result = evaluate(r["f_train"], r["f_test"], r["p_train"], r["p_test"], data["y"], data["y_test"])
+    return {**result, "s_per_epoch": float(np.median(r["seconds"]))}
 
 
 def raw_knn(data: dict) -> dict[str, float]:
@@ -165,8 +156,12 @@ def mnist1d_side_by_side(args: argparse.Namespace) -> dict:
         for name in args.methods:
             per_seed = []
             for seed in args.seeds:
+                # both sides train at the same time, one thread each (two cores): whatever else
+                # loads the machine slows both alike
+                out = Path(tmp) / f"lightly_{name}_{seed}.npz"
+                proc = start_lightly(name, npz, out, args, seed)
                 lw = run_likewise(name, data, args, seed)
-                li = run_lightly(name, npz, data, args, seed)
+                li = finish_lightly(name, proc, out, data)
                 per_seed.append({"likewise": lw, "lightly": li})
                 print(f"{name} seed {seed}: likewise {lw}  lightly {li}", file=sys.stderr, flush=True)
             rows[name] = per_seed
