@@ -71,15 +71,15 @@ def test_calibrate_threshold_agrees_with_verification_metrics_and_simple_cases()
 def test_calibrate_threshold_errors():
     with pytest.raises(ValueError, match="both same-class and different-class pairs"):
         calibrate_threshold([0.1, 0.2], [True, True])
-    with pytest.raises(ValueError, match="scores contain NaN"):
+    with pytest.raises(ValueError, match="scores contains NaN"):
         calibrate_threshold([0.1, np.nan], [True, False])
-    with pytest.raises(ValueError, match="is_same has 3 entries but there are 2 scores"):
+    with pytest.raises(ValueError, match="is_same has 3 entries but scores has 2"):
         calibrate_threshold([0.1, 0.2], [True, False, True])
     with pytest.raises(ValueError, match="unknown target 'recall'"):
         calibrate_threshold([0.1, 0.2], [True, False], target="recall")
     with pytest.raises(ValueError, match=r"far must be a rate in \[0, 1\]"):
         calibrate_threshold([0.1, 0.2], [True, False], target="far", far=2)
-    with pytest.raises(ValueError, match="is_same must be booleans"):
+    with pytest.raises(ValueError, match="is_same must be boolean"):
         calibrate_threshold([0.1, 0.2], [2, 0])
 
 

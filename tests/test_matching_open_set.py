@@ -9,11 +9,10 @@ from likewise.index import Index
 from likewise.matching import (
     CALIBRATION_KEYS,
     Matcher,
-    _open_set_trials,
-    _sweep,
     calibrate,
     calibrate_from_embeddings,
 )
+from likewise.matching.open_set import _open_set_trials, _sweep
 
 
 def _sample(centres, per, rng, spread=0.8, offset=0):

@@ -22,10 +22,10 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it (imported on first access)
 _LAZY = {
     "Index": "likewise.index",
-    "Matcher": "likewise.matching",
-    "calibrate": "likewise.matching",
-    "calibrate_threshold": "likewise.matching",
-    "calibrate_from_embeddings": "likewise.matching",
+    "Matcher": "likewise.matching.matcher",
+    "calibrate": "likewise.matching.open_set",
+    "calibrate_threshold": "likewise.evaluation.verification",
+    "calibrate_from_embeddings": "likewise.evaluation.verification",
     "load": "likewise.export",
     "save_model": "likewise.export",
     "ExportedModel": "likewise.export",

@@ -21,6 +21,11 @@ true-accept rate ``TAR = TPR = TP / P`` and the false-accept rate
 * curve points for plotting: ``roc_fpr``, ``roc_tpr``, ``roc_thresholds`` (starting at
   (0, 0), threshold ``inf``) and ``pr_recall``, ``pr_precision``, ``pr_thresholds``,
   thinned to at most ``max_curve_points`` (the scalar metrics use every point).
+
+Pair thresholds: :func:`calibrate_threshold` picks the threshold of one of those
+rules (best F1, best accuracy, a false-accept rate) from validation pairs;
+:func:`calibrate_from_embeddings` does it on the pairs of labelled embeddings. The
+counts at every threshold come from :func:`roc_counts` (scikit-learn's ``roc_curve``).
 """
 
 from __future__ import annotations
@@ -76,14 +81,9 @@ def verification_metrics(
     if max_curve_points is not None and max_curve_points < 2:
         raise ValueError(f"max_curve_points must be an integer >= 2 or None, got {max_curve_points!r}")
 
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), s.size - 1]
-    tp = np.cumsum(y_sorted)[last].astype(np.float64)
-    fp = (last + 1) - tp
     # ROC points, starting with "accept nothing" (threshold inf)
-    tp0, fp0 = np.r_[0.0, tp], np.r_[0.0, fp]
-    thresholds = np.r_[np.inf, s_sorted[last]]
+    tp0, fp0, thresholds = roc_counts(s, y)
+    tp, fp = tp0[1:], fp0[1:]
     tpr, fpr = tp0 / n_pos, fp0 / n_neg
     out: dict[str, Any] = {
         "roc_auc": float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)),
@@ -107,8 +107,106 @@ def verification_metrics(
     out["roc_fpr"], out["roc_tpr"], out["roc_thresholds"] = fpr[keep], tpr[keep], thresholds[keep]
     keep = _thin(recall.size, max_curve_points)
     out["pr_recall"], out["pr_precision"] = recall[keep], precision[keep]
-    out["pr_thresholds"] = s_sorted[last][keep]
+    out["pr_thresholds"] = thresholds[1:][keep]
     return out
+
+
+def roc_counts(scores: np.ndarray, is_same: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accepted same-class (``tp``) and different-class (``fp``) pairs at every threshold.
+
+    Thresholds: ``inf`` (accept nothing), then every distinct score, descending (tied
+    scores are one threshold); ``score >= threshold`` accepts. Built on
+    ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``. Needs both classes.
+
+    Returns ``tp [T]``, ``fp [T]`` (float64 counts) and ``thresholds [T]``.
+    """
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(is_same, scores, drop_intermediate=False)
+    n_pos = int(is_same.sum())
+    thresholds = thresholds.astype(np.float64)
+    thresholds[0] = np.inf  # scikit-learn's "accept nothing" point
+    return np.rint(tpr * n_pos), np.rint(fpr * (is_same.size - n_pos)), thresholds
+
+
+#: what a pair or open-set threshold can be calibrated for
+TARGETS = ("f1", "accuracy", "far")
+
+
+def check_target(target: Any, far: Any) -> None:
+    """``target`` one of :data:`TARGETS`; with ``"far"``, ``far`` a rate in ``[0, 1]``."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if target == "far" and (
+        isinstance(far, bool) or not isinstance(far, int | float) or not 0.0 <= far <= 1.0
+    ):
+        raise ValueError(f"far must be a rate in [0, 1], got {far!r}")
+
+
+def calibrate_threshold(scores: Any, is_same: Any, *, target: str = "f1", far: float = 1e-3) -> float:
+    """Pair-level threshold for the decision ``score >= threshold`` on single pairs.
+
+    Candidate thresholds are the distinct scores plus ``inf`` (accept nothing; see
+    :func:`roc_counts`). ``"f1"`` maximises F1 = 2 TP / (2 TP + FP + FN) of the same-class
+    decision, ``"accuracy"`` (TP + TN) / (P + N), both with ties to the highest threshold;
+    ``"far"`` takes the lowest threshold whose false-accept rate FP / N is ``<= far``. The
+    rules of :func:`verification_metrics` (``best_f1_threshold``,
+    ``best_accuracy_threshold``, ``threshold_at_far_*``).
+
+    This is for verification of pairs; a :class:`likewise.matching.Matcher` needs
+    :func:`likewise.matching.calibrate` (the open-set decision).
+
+    Args:
+        scores: ``[n]`` similarities of validation pairs (NumPy or torch).
+        is_same: ``[n]`` bool (or 0/1): the pair is one class.
+        target: ``"f1"`` | ``"accuracy"`` | ``"far"``.
+        far: the false-accept rate allowed with ``target="far"``.
+
+    Returns:
+        the threshold (a float; ``inf`` means nothing can be accepted under the target).
+    """
+    check_target(target, far)
+    s = scores_array(scores, "scores")
+    y = binary_array(is_same, "is_same", s.shape[0])
+    n_pos = int(y.sum())
+    n_neg = int(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            f"calibration needs both same-class and different-class pairs (got {n_pos} and {n_neg})"
+        )
+    tp, fp, thresholds = roc_counts(s, y)
+    if target == "far":
+        ok = np.flatnonzero(fp <= far * n_neg + 1e-9)  # fp is non-decreasing; point 0 always ok
+        return float(thresholds[ok[-1]])
+    if target == "f1":
+        objective = 2 * tp / (tp + fp + n_pos)
+    else:
+        objective = (tp + n_neg - fp) / (n_pos + n_neg)
+    return float(thresholds[int(np.argmax(objective))])  # argmax: first = highest threshold
+
+
+def calibrate_from_embeddings(
+    embeddings: Any,
+    labels: Any,
+    *,
+    metric: str = "cosine",
+    target: str = "f1",
+    far: float = 1e-3,
+    max_pairs: int | None = 1_000_000,
+    balanced: bool = False,
+    seed: int = 0,
+) -> float:
+    """:func:`calibrate_threshold` on pairs of labelled validation embeddings (pair level).
+
+    Pairs come from :func:`verification_pairs` (all pairs, or ``max_pairs`` sampled with
+    ``seed``; ``balanced`` for equal same/different counts). For a
+    :class:`likewise.matching.Matcher` use :func:`likewise.matching.calibrate`, which
+    calibrates the open-set decision.
+    """
+    scores, is_same = verification_pairs(
+        embeddings, labels, metric=metric, max_pairs=max_pairs, balanced=balanced, seed=seed
+    )
+    return calibrate_threshold(scores, is_same, target=target, far=far)
 
 
 def _eer(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> dict[str, float]:
