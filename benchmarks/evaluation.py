@@ -10,7 +10,9 @@ address-space cap (``RLIMIT_AS``) and every worker has a timeout. Both sides run
 with 2 threads (torch and FAISS/OpenMP).
 
 * likewise: ``retrieval_metrics(x, y)`` — the default: exact top-K ranks (P@1, R-precision,
-  MAP@R, MRR, Recall@1/5/10), streamed with the default memory budget.
+  MAP@R, Recall@1/5/10), streamed with the default memory budget.
+* likewise-mrr: the same with exact MRR added (``include=(..., "mrr", ...)``: a count over
+  the whole row of each query whose first relevant reference lies beyond its top K).
 * likewise-full: ``retrieval_metrics(x, y, include="all")`` — exact full ranking (adds mAP).
 * likewise-faiss: ``retrieval_metrics(x, y, backend="faiss")`` — exact FAISS flat search
   of the top K (the same computation as PML's; no full-ranking mAP), streamed in blocks
@@ -91,6 +93,14 @@ def worker(impl: str, n: int, n_classes: int, dim: int = DIM) -> None:
             base = _rss_mb()
             t0, c0 = time.perf_counter(), time.process_time()
             metrics = retrieval_metrics(x, y, include="all")
+        elif impl == "likewise-mrr":
+            from likewise.evaluation import retrieval_metrics
+
+            base = _rss_mb()
+            t0, c0 = time.perf_counter(), time.process_time()
+            metrics = retrieval_metrics(
+                x, y, include=("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_k")
+            )
         elif impl in ("likewise", "likewise-faiss"):
             from likewise.evaluation import retrieval_metrics
 
@@ -198,7 +208,8 @@ def target_section(quick: bool, repeats: int, timeout: float) -> list[str]:
     for n in sizes:
         ratios = []
         for rep in range(repeats):
-            order = ("pml", "likewise") if rep % 2 == 0 else ("likewise", "pml")
+            order = ("pml", "likewise", "likewise-mrr")
+            order = order if rep % 2 == 0 else order[::-1]
             res = {impl: run_worker(impl, n, n // 100, None, timeout, dim=TARGET_DIM) for impl in order}
             for impl in order:
                 r = res[impl]
@@ -213,7 +224,7 @@ def target_section(quick: bool, repeats: int, timeout: float) -> list[str]:
                     f"{r['peak_rss_mb']:.0f} | {extra:.0f} | {m['precision_at_1']:.5f} | "
                     f"{m['r_precision']:.5f} | {mapr:.5f} |"
                 )
-            lw, pm = res["likewise"], res["pml"]
+            lw, pm, mrr = res["likewise"], res["pml"], res["likewise-mrr"]
             if "seconds" in lw and "seconds" in pm:
                 diff = max(
                     abs(lw["metrics"][a] - pm["metrics"][b])
@@ -231,11 +242,13 @@ def target_section(quick: bool, repeats: int, timeout: float) -> list[str]:
                         (lw["peak_rss_mb"] - lw["base_rss_mb"])
                         / max(pm["peak_rss_mb"] - pm["base_rss_mb"], 1.0),
                         diff,
+                        mrr["seconds"] / pm["seconds"] if "seconds" in mrr else float("nan"),
                     )
                 )
-        for i, (t, c, p, e, d) in enumerate(ratios, 1):
+        for i, (t, c, p, e, d, t_mrr) in enumerate(ratios, 1):
             summary.append(
-                f"* n = {n:,}, repeat {i}: time ours / PML = **{t:.2f}** (CPU time {c:.2f}); "
+                f"* n = {n:,}, repeat {i}: time ours / PML = **{t:.2f}** (CPU time {c:.2f}; with "
+                f"exact MRR added, `likewise-mrr`: {t_mrr:.2f}); "
                 f"peak RSS ours / PML = {p:.2f}; extra RSS (peak - before call) ours / PML = **{e:.2f}**; "
                 f"largest |ours - PML| over P@1, R-precision, MAP@R: {d:.1e}"
             )

@@ -9,19 +9,29 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from likewise.evaluation import retrieval_metrics as _retrieval_metrics
 
+#: the top-K metrics and MRR: the top-K path with MRR's count beyond each query's top K
+TOP_K_METRICS = ("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_k")
+
+
+def _without(result, prefix):
+    return {k: v for k, v in result.items() if not k.startswith(prefix) or k.startswith("map_at_r")}
+
 
 def retrieval_metrics(*args, **kwargs):
-    """Both exact paths: the default (top-K ranks) and ``include="all"`` (full ranking).
+    """Every exact path: the default (top-K ranks, no ``mrr``/``map``), the top-K path with
+    ``mrr`` and ``include="all"`` (full ranking).
 
-    The default must give exactly the full ranking's values for every metric it reports
-    (it reports all but ``map``); returns the full result.
+    The top-K paths must give exactly the full ranking's values for every metric they
+    report; returns the full result.
     """
     if "include" in kwargs or kwargs.get("backend") == "faiss":
         return _retrieval_metrics(*args, **kwargs)
-    top = _retrieval_metrics(*args, **kwargs)
+    default = _retrieval_metrics(*args, **kwargs)
+    top = _retrieval_metrics(*args, include=TOP_K_METRICS, **kwargs)
     full = _retrieval_metrics(*args, include="all", **kwargs)
     assert "map" not in top and not any(k.startswith("map_ci") for k in top)
-    assert top == {k: v for k, v in full.items() if not k.startswith("map") or k.startswith("map_at_r")}
+    assert top == _without(full, "map")
+    assert "mrr" not in default and default == _without(top, "mrr")
     return full
 
 

@@ -8,6 +8,9 @@ import torch
 from likewise.evaluation import retrieval_metrics
 from likewise.evaluation._top import candidates, top_relevant_ranks
 
+#: the top-K metrics and MRR (the default leaves MRR out): the top-K path with its count beyond K
+TOP_K_METRICS = ("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_k")
+
 
 def plain(q, ql, r, rl, loo, ks, metric):
     """Every query ranks every reference: np.lexsort by (score descending, index ascending)."""
@@ -65,7 +68,7 @@ def test_leave_one_out_with_ties_and_lone_classes_equals_plain_ranking(metric):
     sizes = [1, 40, 3, 1, 25, 60, 2, 1] + [12] * 150
     x, y = integer_data(sum(sizes), 5, sizes, seed=0)
     ks = (1, 4, 30)
-    got = retrieval_metrics(x, y, metric=metric, k=ks)
+    got = retrieval_metrics(x, y, metric=metric, k=ks, include=TOP_K_METRICS)
     want, n_eval = plain(x, y, x, y, True, ks, metric)
     check(got, want, n_eval)
     assert got["n_queries_without_relevant"] == 3  # the three classes of one
@@ -80,7 +83,9 @@ def test_separate_references_random_order_float64_and_small_k():
     ql = np.random.default_rng(3).integers(0, 45, 300)
     ql[:4] = 77  # nothing to find
     for dtype in (np.float32, np.float64):  # float64 scores take the stable-sort branch
-        got = retrieval_metrics(q.astype(dtype), ql, r.astype(dtype), rl, metric="dot", k=(1,))
+        got = retrieval_metrics(
+            q.astype(dtype), ql, r.astype(dtype), rl, metric="dot", k=(1,), include=TOP_K_METRICS
+        )
         want, n_eval = plain(q, ql, r, rl, False, (1,), "dot")
         check(got, want, n_eval)
         assert got["n_queries_without_relevant"] == 4
@@ -92,7 +97,7 @@ def test_mrr_of_queries_whose_relevant_items_are_all_far():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2500, 6)).astype(np.float32)
     y = rng.integers(0, 600, 2500)
-    got = retrieval_metrics(x, y, k=(1, 2), batch_size=333)
+    got = retrieval_metrics(x, y, k=(1, 2), batch_size=333, include=TOP_K_METRICS)
     want, n_eval = plain(x, y, x, y, True, (1, 2), "cosine")
     check(got, want, n_eval)
     assert want["mrr"] < 0.05
@@ -117,7 +122,7 @@ def test_mrr_beyond_the_top_k_counted_by_tiles_and_near_ties_on_whole_rows(metri
     monkeypatch.setattr(
         R, "first_relevant_rank", lambda S, i, v: whole.append(S.shape[0]) or whole_row(S, i, v)
     )
-    got = retrieval_metrics(x, y, metric=metric, k=(1,))
+    got = retrieval_metrics(x, y, metric=metric, k=(1,), include=TOP_K_METRICS)
     want, n_eval = plain(x, y, x, y, True, (1,), metric)
     check(got, want, n_eval)
     assert 0 < sum(whole) < sum(far) / 2
@@ -150,7 +155,7 @@ def test_faiss_scores_off_by_their_rounding_bound_still_give_the_exact_ranking(m
         self.index = Perturbed(self)
 
     monkeypatch.setattr(R._FaissTopRanks, "__init__", patched)
-    got = retrieval_metrics(x, y, metric=metric, k=(1, 5))
+    got = retrieval_metrics(x, y, metric=metric, k=(1, 5), include=TOP_K_METRICS)
     want, n_eval = plain(x, y, x, y, True, (1, 5), metric)
     check(got, want, n_eval)
 
@@ -205,9 +210,9 @@ def test_huge_values_with_separate_references_and_faiss():
     sizes = [20] * 10
     x, y = integer_data(sum(sizes), 3, sizes, seed=7, sort=False)
     big = x * np.float32(2.0**98)
-    got = retrieval_metrics(big[:50], y[:50], big, y, metric="euclidean")
+    got = retrieval_metrics(big[:50], y[:50], big, y, metric="euclidean", include=TOP_K_METRICS)
     want, _ = plain(x[:50], y[:50], x, y, False, (1, 5, 10), "euclidean")
     for name, v in want.items():
         assert got[name] == pytest.approx(v, abs=1e-12), name
-    f = retrieval_metrics(big, y, metric="euclidean", backend="faiss")
+    f = retrieval_metrics(big, y, metric="euclidean", backend="faiss", include=TOP_K_METRICS)
     assert all(np.isfinite(v) for v in f.values())

@@ -28,8 +28,13 @@ Which metrics need what. ``precision_at_1``, ``r_precision``, ``map_at_r`` and
 ``recall_at_K`` depend only on the first ``K = max(R, max k)`` ranks of a query
 (``R`` = its number of relevant references); ``mrr`` on the rank of its first
 relevant reference; ``map`` on the ranks of all of them (the full ranking).
+The default ``include`` is the first group: the metric-learning standard
+(Musgrave et al.) at the cost of a top-``K`` search. ``mrr`` (``include=("mrr",
+...)`` or ``"all"``) adds, for the queries whose first relevant reference lies
+beyond their top ``K`` (8.5% of them at 100,000 Gaussian-blob points), a count over
+their whole row; ``map`` switches to the full ranking.
 
-Default algorithm (backend="torch", ``map`` not included; exact, the same
+Top-K algorithm (backend="torch", ``map`` not included; exact, the same
 values as the full ranking). For a block of queries: ``S = sim(Q_b, refs)``
 (one GEMM, the same scores as below); each query's top ``K`` is found without
 sorting its row (see :mod:`likewise.evaluation._top`: a threshold from a prefix
@@ -146,7 +151,9 @@ def retrieval_metrics(
             query can retrieve). Default: those of 1, 5, 10 within that number.
         include: the metrics to compute, from ``precision_at_1``, ``r_precision``, ``map_at_r``,
             ``mrr``, ``recall_at_k`` (all the ``recall_at_K``) and ``map``, or ``"all"``. Default:
-            all but ``map``, which alone needs the full ranking of every reference (see module doc).
+            all but ``map`` and ``mrr``, which need ranks beyond each query's top ``K`` (``map``
+            every relevant reference's, ``mrr`` the first relevant one's, which for some queries
+            lies far down the ranking); each is computed exactly when included (module doc).
         per_class: average per class first, then over classes (macro average).
         bootstrap: number of bootstrap resamples of the queries; when > 0 each metric
             ``m`` also gets ``m_ci_low`` / ``m_ci_high``, the percentile interval of
@@ -240,7 +247,7 @@ DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 #: names ``include`` accepts (``recall_at_k`` stands for every ``recall_at_K``)
 INCLUDE_NAMES: tuple[str, ...] = ("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_k", "map")
 #: the default: everything that the top ``K`` ranks (plus one exact rank for MRR) determine
-DEFAULT_INCLUDE: tuple[str, ...] = ("precision_at_1", "r_precision", "map_at_r", "mrr", "recall_at_k")
+DEFAULT_INCLUDE: tuple[str, ...] = ("precision_at_1", "r_precision", "map_at_r", "recall_at_k")
 
 
 def _check_ks(k: int | Sequence[int]) -> tuple[int, ...]:
