@@ -92,6 +92,8 @@ LOSSES: dict[str, tuple[str, dict[str, Any], bool, str]] = {
     "log_ratio": ("LogRatioLoss", {}, False, "continuous"),
 }
 PROXY_LOSSES = ("proxy_anchor", "arcface")
+#: where the passes run (``--device``); set before any child is forked
+DEVICE = torch.device("cpu")
 EXTRA_SIZES = {"ntxent": (512,)}
 SAMPLES_PER_CLASS = 4
 
@@ -123,7 +125,13 @@ def make_inputs(kind: str, b: int, d: int, seed: int = 0) -> tuple[torch.Tensor,
         labels = torch.randn(b, 1, generator=g)
     else:
         labels = (torch.arange(b) // SAMPLES_PER_CLASS)[torch.randperm(b, generator=g)]
-    return x.requires_grad_(True), labels
+    return x.to(DEVICE).requires_grad_(True), labels.to(DEVICE)
+
+
+def _sync() -> None:
+    """Wait for the device (a CUDA pass is timed when it has finished, not when it is queued)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def num_classes(b: int) -> int:
@@ -152,6 +160,8 @@ def make_step(impl: str, loss: str, b: int, d: int) -> tuple[Callable[[], None],
         if loss == "semihard_triplet":
             miner = pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
 
+    fn = fn.to(DEVICE)
+
     def step() -> None:
         x.grad = None
         for p in fn.parameters():
@@ -161,6 +171,7 @@ def make_step(impl: str, loss: str, b: int, d: int) -> tuple[Callable[[], None],
         else:
             value = fn(x, labels)
         value.backward()
+        _sync()
 
     return step, x
 
@@ -170,11 +181,13 @@ def make_floor(loss: str, b: int, d: int) -> Callable[[], None]:
     x = torch.randn(b, d, generator=g)
     y = torch.randn(num_classes(b), d, generator=g) if loss in PROXY_LOSSES else x
     ds = torch.randn(b, y.shape[0], generator=g)
+    x, y, ds = x.to(DEVICE), y.to(DEVICE), ds.to(DEVICE)
 
     def step() -> None:
         x @ y.T  # S
         ds @ y  # dS/dX
         ds.T @ x  # dS/dY (the second half of dX when Y = X)
+        _sync()
 
     return step
 
@@ -200,7 +213,12 @@ def measure(
     """
     floor = build_floor() if build_floor is not None else None
     step = build()
-    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cuda = DEVICE.type == "cuda"
+    if cuda:  # device memory: the allocator's peak above the inputs
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        base_kb = torch.cuda.memory_allocated(DEVICE) / 1024
+    else:
+        base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(int(limit_s))
     try:
@@ -213,7 +231,11 @@ def measure(
     if first <= 0.5:  # fast steps: two more warm-up passes (allocator, caches, thread pool)
         step()
         step()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = (
+        torch.cuda.max_memory_allocated(DEVICE) / 1024
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    )
     floor_times: list[float] = []
     if floor is not None:
         floor()
@@ -246,8 +268,9 @@ def _child(
     build_floor: Callable[[], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     try:
-        cap = int(mem_cap_gb * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        if DEVICE.type != "cuda":  # CUDA maps more address space than any sane cap
+            cap = int(mem_cap_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         torch.set_num_threads(threads)
         return measure(build, limit_s, budget_s, build_floor)
     except NotAvailable:
@@ -321,6 +344,15 @@ def ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
     return f"{a['seconds'] / b['seconds']:.2f}"
 
 
+def _device_name() -> str:
+    """The CUDA device's name, asked in a subprocess (the parent must not initialise CUDA
+    before it forks the measuring children)."""
+    import subprocess
+
+    code = "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="256,1024,4096", help="batch sizes, comma separated")
@@ -332,7 +364,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=1.0)
     parser.add_argument("--no-pml", action="store_true")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (memory: the allocator's peak)")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    device_name = _device_name() if DEVICE.type == "cuda" else ""
+    if DEVICE.type == "cuda" and not device_name:
+        parser.error("--device cuda: no CUDA device here")
     sizes = [int(s) for s in args.sizes.split(",") if s]
     names = [s for s in args.losses.split(",") if s]
     unknown = [n for n in names if n not in LOSSES]
@@ -360,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads} threads, D={args.dim}, float32, memory cap {args.mem_cap_gb:g} GB, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (default)')}"
     )
+    if DEVICE.type == "cuda":
+        print(f"# device: {device_name}, memory: the CUDA allocator's peak above the inputs")
     print(f"# command: python benchmarks/losses.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print("# times: ms per forward+backward (median); memory: peak RSS above the inputs, MB")
     print()
