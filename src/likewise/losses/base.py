@@ -101,8 +101,12 @@ def _check_float_matrix(x: Any, name: str) -> Tensor:
     if x.shape[1] == 0:
         raise ValueError(f"{name} have dimension 0")
     low, high = x.detach().aminmax()  # NaN propagates; one pass (isfinite().all() costs ten)
-    if not (torch.isfinite(low) and torch.isfinite(high)):
-        raise ValueError(f"{name} contain NaN or inf")
+    finite = torch.isfinite(low) & torch.isfinite(high)
+    message = f"{name} contain NaN or inf"
+    try:  # a device-side assertion: the host never waits for the GPU (on the CPU it raises here)
+        torch._assert_async(finite, message)
+    except RuntimeError:
+        raise ValueError(message) from None
     return x
 
 
