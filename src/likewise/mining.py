@@ -27,7 +27,7 @@ with ``normalize_embeddings=True`` (pytorch-metric-learning's default ``LpDistan
 unless stated otherwise; the similarity metrics are turned into distances by
 :func:`~likewise.similarity.pairwise_distance` (``1 - cos``, ``-<x, y>``), so margins
 are differences of similarities there. Each miner keeps statistics of its last call
-in ``self.stats`` (a dict of floats).
+in ``self.stats`` (a dict of floats, computed when read: :mod:`likewise.lazy_stats`).
 """
 
 from __future__ import annotations
@@ -39,19 +39,19 @@ import torch
 from torch import Tensor, nn
 
 from likewise import entries
+from likewise.lazy_stats import LazyStats
 from likewise.mined import Mined, PairMask, Triplets
 from likewise.normalize import l2_normalize
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
 
 
-class Miner(nn.Module):
+class Miner(LazyStats, nn.Module):
     """Base class: validates the call, builds masks and distances, and calls :meth:`mine`."""
 
     def __init__(self, distance: str = "euclidean", normalize_embeddings: bool = True) -> None:
         super().__init__()
         self.distance = check_metric(distance)
         self.normalize_embeddings = bool(normalize_embeddings)
-        self.stats: dict[str, float] = {}
 
     def forward(
         self,
@@ -116,13 +116,14 @@ class Miner(nn.Module):
         t = len(triplets)
         d_ap = entries.take(d, triplets.anchor, triplets.positive)
         d_an = entries.take(d, triplets.anchor, triplets.negative)
-        self.stats = {
-            "num_triplets": float(t),
-            "anchor_fraction": float(triplets.anchor.unique().numel()) / n_queries,
-            "mean_pos_distance": float(d_ap.mean()) if t else 0.0,
-            "mean_neg_distance": float(d_an.mean()) if t else 0.0,
-            "hard_fraction": float((d_an < d_ap).float().mean()) if t else 0.0,
-        }
+        anchors = triplets.anchor
+        self._record(
+            num_triplets=float(t),
+            anchor_fraction=lambda: anchors.unique().numel() / n_queries,
+            mean_pos_distance=d_ap.mean() if t else 0.0,
+            mean_neg_distance=d_an.mean() if t else 0.0,
+            hard_fraction=(d_an < d_ap).float().mean() if t else 0.0,
+        )
         return triplets
 
 
@@ -255,14 +256,14 @@ class BatchAllMiner(Miner):
         pos_sel = pos & (min_neg.unsqueeze(1) < reach)
         neg_sel = neg & has_pos.unsqueeze(1) & (d < (max_pos + self.margin).unsqueeze(1))
         n_active = self._count_active(d, pos, neg)
-        n_valid = int((pos.sum(1) * neg.sum(1)).sum())
-        self.stats = {
-            "num_triplets": float(n_active),
-            "active_fraction": n_active / n_valid if n_valid else 0.0,
-            "num_pos_pairs": float(pos_sel.sum()),
-            "num_neg_pairs": float(neg_sel.sum()),
-            "anchor_fraction": float(pos_sel.any(1).float().mean()),
-        }
+        n_valid = (pos.sum(1) * neg.sum(1)).sum()
+        self._record(
+            num_triplets=float(n_active),
+            active_fraction=lambda: n_active / float(n_valid) if n_valid else 0.0,
+            num_pos_pairs=pos_sel.sum(),
+            num_neg_pairs=neg_sel.sum(),
+            anchor_fraction=pos_sel.any(1).float().mean(),
+        )
         return PairMask(pos_sel, neg_sel)
 
     def _count_active(self, d: Tensor, pos: Tensor, neg: Tensor) -> int:
@@ -328,7 +329,7 @@ class SemiHardMiner(Miner):
             keep, col = band | inside, torch.where(inside, near_col, far_col)
         triplets = Triplets(a[keep], p[keep], col[keep])
         self._record_triplets(triplets, d, x.shape[0])
-        self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0
+        self._record_more(semihard_fraction=band.float().mean() if band.numel() else 0.0)
         return triplets
 
     def mine_class_ids(
@@ -375,7 +376,7 @@ class SemiHardMiner(Miner):
         keep = band.nonzero().squeeze(1)
         triplets = Triplets(pr.index_select(0, keep), pc.index_select(0, keep), col.index_select(0, keep))
         self._record_triplets(triplets, d, b)
-        self.stats["semihard_fraction"] = float(band.float().mean()) if band.numel() else 0.0
+        self._record_more(semihard_fraction=band.float().mean() if band.numel() else 0.0)
         return triplets
 
     def _search_dense(
@@ -536,14 +537,14 @@ class MultiSimilarityMiner(Miner):
             max_pos, _, _ = _extreme(d, pos, largest=True)
             pos_sel = pos & (d + eps > min_neg.unsqueeze(1))
             neg_sel = neg & (d - eps < max_pos.unsqueeze(1))
-        n_pos, n_neg = int(pos.sum()), int(neg.sum())
-        self.stats = {
-            "num_pos_pairs": float(pos_sel.sum()),
-            "num_neg_pairs": float(neg_sel.sum()),
-            "pos_fraction": float(pos_sel.sum()) / n_pos if n_pos else 0.0,
-            "neg_fraction": float(neg_sel.sum()) / n_neg if n_neg else 0.0,
-            "anchor_fraction": float((pos_sel.any(1) | neg_sel.any(1)).float().mean()),
-        }
+        n_pos, n_neg, k_pos, k_neg = pos.sum(), neg.sum(), pos_sel.sum(), neg_sel.sum()
+        self._record(
+            num_pos_pairs=k_pos,
+            num_neg_pairs=k_neg,
+            pos_fraction=lambda: float(k_pos) / float(n_pos) if n_pos else 0.0,
+            neg_fraction=lambda: float(k_neg) / float(n_neg) if n_neg else 0.0,
+            anchor_fraction=(pos_sel.any(1) | neg_sel.any(1)).float().mean(),
+        )
         return PairMask(pos_sel, neg_sel)
 
 

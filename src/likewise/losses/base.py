@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from likewise.lazy_stats import LazyStats
 from likewise.losses.given import Given, parse_indices_tuple
 from likewise.mined import Mined, PairMask, to_pair_mask
 from likewise.normalize import promote, widen
@@ -247,7 +248,7 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return total / count.clamp_min(1)
 
 
-class MetricLoss(nn.Module):
+class MetricLoss(LazyStats, nn.Module):
     """Base class for supervised losses with the likewise / PML call convention.
 
     Subclasses implement :meth:`compute` on a validated :class:`Batch`. Those that set
@@ -255,8 +256,9 @@ class MetricLoss(nn.Module):
     built on boolean masks also set ``disjoint_pairs`` (a pair may not be both similar and
     dissimilar, as PML asserts for them). Statistics
     of the last call are read from ``self.stats`` (a plain dict of floats). They are
-    computed when read, not in the call: a training step that does not look at them
-    pays no ``float()`` (a device synchronisation on a GPU) and no extra passes.
+    computed when read, not in the call (:class:`likewise.lazy_stats.LazyStats`): a
+    training step that does not look at them pays no ``float()`` (a device
+    synchronisation on a GPU) and no extra passes.
     """
 
     accepts_indices_tuple: bool = False
@@ -265,17 +267,6 @@ class MetricLoss(nn.Module):
     def __init__(self, miner: Any = None) -> None:
         super().__init__()
         self.miner = miner
-        self._pending_stats: dict[str, Any] = {}
-        self._stats: dict[str, float] = {}
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """Statistics of the last call (``{}`` before the first)."""
-        if self._pending_stats:
-            with torch.no_grad():
-                self._stats = {k: float(v() if callable(v) else v) for k, v in self._pending_stats.items()}
-            self._pending_stats = {}
-        return self._stats
 
     def forward(
         self,
@@ -348,24 +339,6 @@ class MetricLoss(nn.Module):
             m = to_pair_mask(mined, tuple(pos.shape), pos.device)
             pos, neg = pos & m.pos, neg & m.neg
         return pos, neg
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        # losses pickled before the statistics became lazy kept them in ``stats``
-        self.__dict__.setdefault("_stats", self.__dict__.pop("stats", {}))
-        self.__dict__.setdefault("_pending_stats", {})
-
-    def __getstate__(self) -> dict[str, Any]:
-        self.stats  # noqa: B018 -- evaluate pending statistics first: functions do not pickle
-        return super().__getstate__()
-
-    def _record(self, **values: Any) -> None:
-        """Keep the statistics of this call: numbers, detached tensors of one element, or
-        functions of no argument returning one (evaluated when :attr:`stats` is read)."""
-        # tensors are copied: the caller may change the returned loss in place
-        copy = {k: v.detach().clone() for k, v in values.items() if isinstance(v, Tensor)}
-        self._pending_stats = {**values, **copy}
-        self._stats = {}
 
 
 __all__ = [
