@@ -277,3 +277,13 @@ def test_kernels_keep_their_values_when_most_exps_underflow(make):
     relevance = y.unsqueeze(1) == y.unsqueeze(0)
     masked = value_and_grad(lambda a: loss(a, y, relevance=relevance), x)
     assert_same(fast, masked, rtol=1e-9, atol=1e-12)
+
+
+def test_backward_scale_as_a_tensor_keeps_the_gradient_dtype():
+    # off the CPU the fused backward scales by grad_out as a tensor (no wait for the device)
+    from likewise.losses.fused import _scaled
+
+    g = torch.ones(2, 3)
+    out = _scaled(g.clone(), torch.tensor(2.5, dtype=torch.float64))
+    assert out.dtype == torch.float32 and torch.equal(out, torch.full((2, 3), 2.5))
+    assert _scaled(g, 1.0) is g

@@ -28,9 +28,15 @@ class _WithGradient(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None]:
         (grad,) = ctx.saved_tensors
-        if grad_out.numel() == 1 and float(grad_out) == 1.0:  # loss.backward(): no copy needed
+        if _is_one(grad_out):  # loss.backward(): no copy needed
             return grad, None, None
         return grad * grad_out, None, None
+
+
+def _is_one(grad_out: Tensor) -> bool:
+    """``grad_out`` is the scalar 1 (``loss.backward()``), known without waiting for a GPU:
+    on other devices the answer is "not known", and the caller multiplies by it."""
+    return grad_out.device.type == "cpu" and grad_out.numel() == 1 and float(grad_out) == 1.0
 
 
 def needs_grad(matrix: Tensor) -> bool:
@@ -60,7 +66,9 @@ class _ProductGradient(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         a, b, grad = ctx.saved_tensors
-        scale = ctx.scale * float(grad_out)
+        # on the CPU a number (the product is scaled in place, or not at all); elsewhere a tensor,
+        # so the host does not wait for the device
+        scale = ctx.scale * (float(grad_out) if grad_out.device.type == "cpu" else grad_out)
         # grad has the dtype of the product, which autocast may have lowered: the input gradients
         # take the inputs' dtypes
         da = _scaled(torch.mm(grad.to(b.dtype), b), scale) if ctx.needs_input_grad[0] else None
@@ -68,7 +76,9 @@ class _ProductGradient(torch.autograd.Function):
         return da, db, None, None, None
 
 
-def _scaled(t: Tensor, scale: float) -> Tensor:
+def _scaled(t: Tensor, scale: float | Tensor) -> Tensor:
+    if isinstance(scale, Tensor):
+        return t.mul_(scale.to(t.dtype))
     return t if scale == 1.0 else t.mul_(scale)
 
 

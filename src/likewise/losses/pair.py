@@ -231,8 +231,8 @@ def _contrastive(
         n_pos, n_neg = int(pos.sum()), int(neg.sum())
         unit = "similarity" if similarity else "distance"
         stats = {
-            "pos_active_fraction": int(n_pos_active) / max(1, n_pos),
-            "neg_active_fraction": int(n_neg_active) / max(1, n_neg),
+            "pos_active_fraction": n_pos_active / max(1, n_pos),
+            "neg_active_fraction": n_neg_active / max(1, n_neg),
             f"mean_pos_{unit}": float(torch.where(pos, mat, 0.0).sum()) / max(1, n_pos),
             f"mean_neg_{unit}": float(torch.where(neg, mat, 0.0).sum()) / max(1, n_neg),
         }
@@ -280,8 +280,8 @@ def _contrastive_sparse(
         mean_pos, mean_neg = pair_means(mat, pos_pairs, self_pairs)
         unit = "similarity" if similarity else "distance"
         stats = {
-            "pos_active_fraction": int(n_pos_active) / max(1, n_pos),
-            "neg_active_fraction": int(n_neg_active) / max(1, n_neg),
+            "pos_active_fraction": n_pos_active / max(1, n_pos),
+            "neg_active_fraction": n_neg_active / max(1, n_neg),
             f"mean_pos_{unit}": mean_pos,
             f"mean_neg_{unit}": mean_neg,
         }
@@ -584,11 +584,11 @@ def _lifted_sparse(
         d_pos = entries.take(dist, pr, pc)
         j = neg_margin + den.clamp_min(torch.finfo(dist.dtype).tiny).log() + d_pos - pos_margin
         hinge = torch.where(valid, j.clamp_min(0), 0.0)
-        n_valid = int(valid.sum())
-        loss = hinge.pow(2).sum() / (2 * max(n_valid, 1))
+        n_valid = valid.sum().clamp_min(1).to(dist.dtype)  # a tensor: no wait for the device
+        loss = hinge.pow(2).sum() / (2 * n_valid)
         grad = None
         if want_grad:
-            g = hinge / max(n_valid, 1)
+            g = hinge / n_valid
             w = torch.where(valid, g / den.clamp_min(torch.finfo(dist.dtype).tiny), 0.0)
             u = dist.new_zeros(b).index_add_(0, pr, w)
             v = dist.new_zeros(n).index_add_(0, pc, w)
@@ -596,7 +596,7 @@ def _lifted_sparse(
             entries.put_(grad, pr, pc, g)
         mean_pos, mean_neg = pair_means(dist, pos_pairs, self_pairs)
         stats = {
-            "active_fraction": float(count_positive(hinge)) / max(1, n_valid),
+            "active_fraction": count_positive(hinge) / n_valid,
             "mean_pos_distance": mean_pos,
             "mean_neg_distance": mean_neg,
         }

@@ -92,16 +92,17 @@ def fast_pairs(batch: Batch, miner: Any) -> tuple[tuple[Tensor, Tensor], tuple[T
 
 def pair_means(
     matrix: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
-) -> tuple[float, float]:
+) -> tuple[Tensor, Tensor]:
     """Means of ``matrix`` over the positive pairs and over the negatives (every other pair but
-    the self pairs), from the index lists: no mask. (Row sums in the matrix's dtype, added in
-    float64: ``sum(dtype=float64)`` would first copy the whole ``[B, N]`` matrix to float64.)"""
+    the self pairs), from the index lists: no mask. float64 scalar tensors, so that nothing
+    waits for the device until they are read (row sums in the matrix's dtype, added in float64:
+    ``sum(dtype=float64)`` would first copy the whole ``[B, N]`` matrix to float64)."""
     b, n = matrix.shape
-    pos_sum = float(entries.take(matrix, *pairs).sum(dtype=torch.float64))
-    out_sum = pos_sum + float(entries.take(matrix, *selves).sum(dtype=torch.float64))
+    pos_sum = entries.take(matrix, *pairs).sum(dtype=torch.float64)
+    out_sum = pos_sum + entries.take(matrix, *selves).sum(dtype=torch.float64)
     n_pos = pairs[0].numel()
     n_neg = b * n - n_pos - selves[0].numel()
-    return pos_sum / max(1, n_pos), (float(matrix.sum(1).sum(dtype=torch.float64)) - out_sum) / max(1, n_neg)
+    return pos_sum / max(1, n_pos), (matrix.sum(1).sum(dtype=torch.float64) - out_sum) / max(1, n_neg)
 
 
 __all__ = ["batch_pairs", "fast_pairs", "pair_means", "positive_pairs", "self_pairs"]

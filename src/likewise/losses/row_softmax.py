@@ -58,9 +58,9 @@ class _GemmLoss(torch.autograd.Function):
 
 def gemm_loss(
     xa: Tensor, ya: Tensor, kernel: Kernel, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor]
-) -> tuple[Tensor, dict[str, float]]:
-    """The loss of ``kernel`` on ``Xa Ya^T`` and its statistics."""
-    stats: dict[str, float] = {}
+) -> tuple[Tensor, dict[str, Any]]:
+    """The loss of ``kernel`` on ``Xa Ya^T`` and its statistics (tensors, read lazily)."""
+    stats: dict[str, Any] = {}
 
     def keep(logits: Tensor, p: Any, s: Any, want: bool) -> tuple[Tensor, Any, dict]:
         loss, grad, st = kernel(logits, p, s, want)
@@ -87,12 +87,13 @@ def _exp_rows(logits: Tensor, excluded: tuple[Tensor, Tensor]) -> tuple[Tensor, 
 
 def _positives_and_stats(
     matrix: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor], scale: float
-) -> tuple[Tensor, dict[str, float]]:
-    """The positive entries of ``matrix`` and the pair statistics (before it is overwritten)."""
+) -> tuple[Tensor, dict[str, Any]]:
+    """The positive entries of ``matrix`` and the pair statistics (before it is overwritten;
+    tensors and functions, read lazily: :mod:`likewise.lazy_stats`)."""
     mean_pos, mean_neg = pair_means(matrix, pairs, selves)
     return entries.take(matrix, *pairs), {
         "pos_pairs": float(pairs[0].numel()),
-        "anchors_with_pos": float(torch.unique(pairs[0]).numel()) / matrix.shape[0],
+        "anchors_with_pos": lambda rows=pairs[0], b=matrix.shape[0]: torch.unique(rows).numel() / b,
         "mean_pos_similarity": mean_pos * scale,
         "mean_neg_similarity": mean_neg * scale,
     }
@@ -240,7 +241,7 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
         active = (rows > 0) & ((n_neg > 0) | (torch.bincount(pr, minlength=b) > 0))
         weight = active.to(sim.dtype) / active.sum().clamp_min(1)
         loss = (rows * weight).sum()
-        stats["active_fraction"] = float(active.sum()) / b
+        stats["active_fraction"] = active.sum() / b
         grad = None
         if want:
             # d/dS_in = E_in / neg_den (shifted consistently); d/dS_ip = -e_p / pos_den
@@ -281,7 +282,7 @@ def circle_kernel(m: float, gamma: float) -> Kernel:
         weight = active.to(sim.dtype) / active.sum().clamp_min(1)
         loss = (rows * weight).sum()
         stats = {
-            "active_rows": float(valid.sum()) / b,
+            "active_rows": valid.sum() / b,
             "pos_sim": st["mean_pos_similarity"],
             "neg_sim": st["mean_neg_similarity"],
         }
