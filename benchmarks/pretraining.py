@@ -18,7 +18,7 @@ defaults (4,000 / 1,000 stratified; all cores) for each method, one after the ot
 probe, minutes from start to exit, and the load average before and after each run.
 
     python benchmarks/pretraining.py --mnist5k
-    python benchmarks/pretraining.py --mnist5k --methods simclr,byol --epochs 2
+    python benchmarks/pretraining.py --mnist5k --methods simclr,byol --epochs 2 --threads 1
 """
 
 from __future__ import annotations
@@ -229,9 +229,12 @@ def mnist5k(args: argparse.Namespace) -> dict:
             cmd += ["--out", str(out), "--no-progress"]
             if args.epochs is not None:
                 cmd += ["--epochs", str(args.epochs)]
+            env = dict(os.environ)
+            if args.threads:  # torch's intra-op threads (OMP_NUM_THREADS), e.g. 1 on a shared machine
+                env["OMP_NUM_THREADS"] = str(args.threads)
             load_before = os.getloadavg()[0]
             start = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             minutes = (time.perf_counter() - start) / 60
             load_after = os.getloadavg()[0]
             if done.returncode != 0:
@@ -289,6 +292,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--lightly-python", default="/work/lightly-venv/bin/python")
     ap.add_argument("--mnist5k", action="store_true")
+    ap.add_argument("--threads", type=int, help="mnist5k: torch threads per run (default: all cores)")
     ap.add_argument("--json", help="write the raw results here")
     args = ap.parse_args()
     args.methods = [m for m in args.methods.split(",") if m]
