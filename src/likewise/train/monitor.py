@@ -41,6 +41,26 @@ def _embed(fn: Any, x: np.ndarray, device: torch.device, batch_size: int = 1024)
     return torch.cat(out).double().cpu()
 
 
+def encode_and_project(
+    method: torch.nn.Module, x: np.ndarray, device: torch.device | str = "cpu", batch_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(method.encoder(x), method.project(x))``, float32 on the CPU, the encoder run once.
+
+    A method with the base :meth:`likewise.ssl.base.SSLMethod.project` (``projector(encoder(x))``)
+    gets its projection from the same encoder output; one that overrides ``project`` is called.
+    """
+    from likewise.ssl.base import SSLMethod
+
+    shared = type(method).project is SSLMethod.project
+    feats, projs = [], []
+    for i in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[i : i + batch_size], device=device)
+        f = method.encoder(xb)
+        feats.append(f.float().cpu())
+        projs.append((method.projector(f) if shared else method.project(xb)).float().cpu())
+    return torch.cat(feats), torch.cat(projs)
+
+
 def geometry(emb: torch.Tensor) -> dict[str, float]:
     """``std_ratio`` and ``effective_rank`` of ``emb [n, d]`` (see the module docstring)."""
     from likewise.evaluation.geometry import effective_rank, per_dimension_std
@@ -90,8 +110,7 @@ class CollapseMonitor(pl.Callback):
         was_training = method.training
         method.eval()
         try:
-            feats = _embed(method.encoder, self.x, device)
-            proj = _embed(method.project, self.x, device)
+            feats, proj = (t.double() for t in encode_and_project(method, self.x, device))
             out = geometry(feats)
             out.update({f"projection_{k}": v for k, v in geometry(proj).items()})
             with torch.random.fork_rng(devices=[]):
@@ -168,4 +187,4 @@ class EpochTimer(pl.Callback):
         self.seconds = {int(k): float(v) for k, v in state_dict.get("seconds", {}).items()}
 
 
-__all__ = ["CollapseMonitor", "EpochTimer", "geometry"]
+__all__ = ["CollapseMonitor", "EpochTimer", "encode_and_project", "geometry"]

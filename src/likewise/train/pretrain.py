@@ -153,6 +153,10 @@ def fit_pretrain(
         )
     encoder = build_encoder(config, data.input_shape)
     method = build_method(config, encoder)
+    if len(data.input_shape) == 3:
+        # image weights in channels-last layout: the same convolutions, about 1.5x faster on a CPU
+        # (NCHW batch norm backward alone took a third of a ConvNet step); undone before export
+        method.to(memory_format=torch.channels_last)
     views = build_views_module(config, data.input_shape)
     module = PretrainModule(config, method, views, data.mean, data.std)
     if ckpt is not None:
@@ -209,7 +213,8 @@ def fit_pretrain(
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     if not trainer.is_global_zero:
         return {}
-    return finish_pretrain(config, out, method.cpu().float(), data, monitor, timer)
+    method = method.cpu().float().to(memory_format=torch.contiguous_format)
+    return finish_pretrain(config, out, method, data, monitor, timer)
 
 
 def _features(fn: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -226,13 +231,14 @@ def evaluate_representation(
 
     from likewise.evaluation import effective_rank
     from likewise.evaluation.classification import knn_accuracy, linear_probe
-    from likewise.train.monitor import geometry
+    from likewise.train.monitor import encode_and_project, geometry
 
     method.eval()
     x_tr = ((data.x_train - data.mean) / data.std).astype(np.float32)
     x_te = ((data.x_test - data.mean) / data.std).astype(np.float32)
-    f_tr, f_te = _features(method.encoder, x_tr), _features(method.encoder, x_te)
-    p_tr, p_te = _features(method.project, x_tr), _features(method.project, x_te)
+    with torch.no_grad():
+        f_tr, p_tr = (t.numpy() for t in encode_and_project(method, x_tr))
+        f_te, p_te = (t.numpy() for t in encode_and_project(method, x_te))
     result: dict[str, Any] = {
         "effective_rank": effective_rank(f_te),
         "projection_effective_rank": effective_rank(p_te),
