@@ -110,7 +110,7 @@ SMALL_HEADS: dict[str, dict[str, Any]] = {
     "byol": {"hidden_dim": 125, "out_dim": 16, "momentum": 0.99},
     "simsiam": {"hidden_dim": 125, "out_dim": 16, "predictor_dim": 64},
     "swav": {"hidden_dim": 125, "out_dim": 16, "n_prototypes": 30, "batch_norm": False},
-    "dino": {"hidden_dim": 125, "bottleneck_dim": 16, "out_dim": 256, "momentum": 0.99},
+    "dino": {"hidden_dim": 125, "bottleneck_dim": 16, "out_dim": 1024, "momentum": 0.99},
     "barlow_twins": {"hidden_dim": 125, "out_dim": 16, "lambda_": 0.05},
     "vicreg": {"hidden_dim": 125, "out_dim": 16},
     "naive": {"hidden_dim": 125, "out_dim": 16},
