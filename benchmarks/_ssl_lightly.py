@@ -111,7 +111,7 @@ def build(method: str, epochs: int, steps_per_epoch: int):  # noqa: C901 - one b
         crit = DINOLoss(
             output_dim=DINO_OUT,
             warmup_teacher_temp=0.04,
-            teacher_temp=0.07,
+            teacher_temp=0.04,  # constant: SMALL_HEADS["dino"]
             warmup_teacher_temp_epochs=max(1, int(0.3 * epochs)),
         )
         mods = [enc, proj]
