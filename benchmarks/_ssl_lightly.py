@@ -38,6 +38,7 @@ _spec.loader.exec_module(_common)
 Encoder, embed, train = _common.Encoder, _common.embed, _common.train
 
 F, H, D = 125, 125, 16  # encoder width, hidden width, projection width
+DINO_OUT = 1024  # DINO's prototypes (likewise's SMALL_HEADS["dino"]; the paper has 65,536)
 
 
 def _teacher(module: nn.Module) -> nn.Module:
@@ -103,14 +104,14 @@ def build(method: str, epochs: int, steps_per_epoch: int):  # noqa: C901 - one b
             return crit(outs, [])
 
     elif method == "dino":
-        proj = heads.DINOProjectionHead(F, H, D, 256)
-        t_enc, t_proj = _teacher(enc), heads.DINOProjectionHead(F, H, D, 256)  # weight norm: no deepcopy
+        proj = heads.DINOProjectionHead(F, H, D, DINO_OUT)
+        t_enc, t_proj = _teacher(enc), heads.DINOProjectionHead(F, H, D, DINO_OUT)  # weight norm: no deepcopy
         t_proj.load_state_dict(proj.state_dict())
         deactivate_requires_grad(t_proj)
         crit = DINOLoss(
-            output_dim=256,
+            output_dim=DINO_OUT,
             warmup_teacher_temp=0.04,
-            teacher_temp=0.07,
+            teacher_temp=0.04,  # constant: SMALL_HEADS["dino"]
             warmup_teacher_temp_epochs=max(1, int(0.3 * epochs)),
         )
         mods = [enc, proj]

@@ -64,7 +64,10 @@ LIKEWISE = {
     "byol": (ssl.BYOL, {"hidden_dim": 125, "out_dim": 16, "momentum": 0.99}),
     "simsiam": (ssl.SimSiam, {"hidden_dim": 125, "out_dim": 16, "predictor_dim": 64}),
     "swav": (ssl.SwAV, {"hidden_dim": 125, "out_dim": 16, "n_prototypes": 30}),
-    "dino": (ssl.DINO, {"hidden_dim": 125, "bottleneck_dim": 16, "out_dim": 256, "momentum": 0.99}),
+    "dino": (
+        ssl.DINO,
+        {"hidden_dim": 125, "bottleneck_dim": 16, "out_dim": 1024, "momentum": 0.99, "teacher_temp": 0.04},
+    ),
     "barlow_twins": (ssl.BarlowTwins, {"hidden_dim": 125, "out_dim": 16, "lambda_": 0.05}),
     "vicreg": (ssl.VICReg, {"hidden_dim": 125, "out_dim": 16}),
     "naive": (ssl.Naive, {"hidden_dim": 125, "out_dim": 16}),

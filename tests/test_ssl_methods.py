@@ -204,3 +204,24 @@ def test_bad_input():
         ssl.SimCLR(_encoder(), 0)
     with pytest.raises(TypeError, match="encoder must be an nn.Module"):
         ssl.BYOL(lambda x: x, 8)
+
+
+def test_dino_freezes_its_last_layer_for_the_first_steps_only():
+    method = _build("dino", freeze_last_layer_steps=2)
+    free = _build("dino")  # same seed: same weights
+    x_a, x_b = _views()
+    frozen_value = method(x_a, x_b)
+    assert frozen_value.item() == pytest.approx(free(x_a, x_b).item(), rel=1e-12)  # same value
+    frozen_value.backward()
+    assert method.projector.last.weight.grad.abs().sum() == 0
+    assert method.projector.mlp[0].weight.grad.abs().sum() > 0
+    assert method.encoder[0].weight.grad.abs().sum() > 0
+    method.update(2, 10)
+    assert method.state_dict()["steps_done"].item() == 2
+    method.zero_grad()
+    method(*_views(seed=3)).backward()
+    assert method.projector.last.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="freeze_last_layer_steps must be >= 0"):
+        _build("dino", freeze_last_layer_steps=-1)
+    with pytest.raises(TypeError, match="freeze_last_layer_steps must be an int"):
+        _build("dino", freeze_last_layer_steps=1.5)
