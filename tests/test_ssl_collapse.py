@@ -119,3 +119,11 @@ def test_collapse_warning_is_raised_once_by_the_callback(signals):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         monitor.on_train_epoch_end(_Trainer(), module)  # warned once only
+    assert monitor.warned_epoch == 0 and monitor.collapsed_at_end()
+    # a run that recovers: metrics.json's "collapsed" reads the last epoch, the warning stays on record
+    monitor.history.append({"epoch": 1, **{k: 1.0 for k in monitor.history[0] if k != "epoch"}})
+    monitor.history[-1].update(effective_rank=5.0, projection_effective_rank=5.0)
+    assert not monitor.collapsed_at_end() and monitor.warned_epoch == 0
+    restored = type(monitor).__new__(type(monitor))
+    restored.load_state_dict(monitor.state_dict())
+    assert restored.warned_epoch == 0 and len(restored.history) == 2

@@ -72,6 +72,9 @@ def summary(result: dict[str, Any], out: Path) -> list[str]:
     ]
     if result.get("collapsed"):
         lines.append("  the representation COLLAPSED (see report.html)")
+    elif result.get("collapse_warning_epoch") is not None:
+        epoch = result["collapse_warning_epoch"]
+        lines.append(f"  the representation looked collapsed at epoch {epoch}, then recovered (report.html)")
     lines.append(f"model: {out / 'model'}   metrics: {out / 'metrics.json'}   report: {out / 'report.html'}")
     return lines
 

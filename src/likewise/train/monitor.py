@@ -100,6 +100,7 @@ class CollapseMonitor(pl.Callback):
         self.collapse_std_ratio, self.seed = collapse_std_ratio, seed
         self.history: list[dict[str, Any]] = []
         self.warned = False
+        self.warned_epoch: int | None = None  # the first epoch that looked collapsed
         self.seconds = 0.0  # time spent monitoring (left out of the epoch times)
 
     @torch.no_grad()
@@ -148,7 +149,7 @@ class CollapseMonitor(pl.Callback):
         pl_module.log_dict({f"monitor/{k}": v for k, v in values.items()}, on_epoch=True, sync_dist=True)
         self.history = [h for h in self.history if h["epoch"] != epoch] + [{"epoch": epoch, **values}]
         if self.collapsed(values) and not self.warned:
-            self.warned = True
+            self.warned, self.warned_epoch = True, epoch
             warnings.warn(
                 f"the representation collapsed at epoch {epoch}: std ratio {values['std_ratio']:.3f} "
                 f"(projection {values['projection_std_ratio']:.3f}, about 1 when spread), effective rank "
@@ -159,11 +160,16 @@ class CollapseMonitor(pl.Callback):
         self.seconds += time.perf_counter() - start
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "warned": self.warned}
+        return {"history": self.history, "warned": self.warned, "warned_epoch": self.warned_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self.warned = bool(state_dict.get("warned", False))
+        self.warned_epoch = state_dict.get("warned_epoch")
+
+    def collapsed_at_end(self) -> bool:
+        """Whether the last measured epoch looks collapsed (a run can recover after a warning)."""
+        return bool(self.history) and self.collapsed(max(self.history, key=lambda h: h["epoch"]))
 
 
 class EpochTimer(pl.Callback):

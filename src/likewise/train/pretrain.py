@@ -277,7 +277,8 @@ def finish_pretrain(
             "train_seconds": float(np.sum(seconds)) if seconds else None,
             "n_train": int(len(data.x_train)),
             "n_test": int(len(data.x_test)),
-            "collapsed": bool(monitor.warned),
+            "collapsed": monitor.collapsed_at_end(),  # at the end; it may have recovered from a warning
+            "collapse_warning_epoch": monitor.warned_epoch,
             "history": monitor.history,
         }
     )
