@@ -287,3 +287,16 @@ def test_errors():
         retrieval_metrics(x, y + 0.5)
     with pytest.raises(TypeError, match="NumPy array or a torch tensor"):
         retrieval_metrics("x.npy", y)
+
+
+def test_a_metric_left_out_by_default_says_how_to_include_it():
+    x, y = blobs(60, 4, 5, 1.0, seed=2)
+    got = _retrieval_metrics(x, y)
+    assert "mrr" not in got and "map" not in got and "map_at_r" in got
+    with pytest.raises(KeyError, match=r"'mrr' was not computed: retrieval_metrics\(\.\.\., include="):
+        got["mrr"]
+    with pytest.raises(KeyError, match="'map_ci_low' was not computed"):
+        got["map_ci_low"]
+    with pytest.raises(KeyError, match="^'nonsense'$"):
+        got["nonsense"]
+    assert got.get("mrr") is None and got == dict(got)

@@ -236,10 +236,24 @@ def retrieval_metrics(
     if "recall_at_k" in names:
         wanted += [f"recall_at_{v}" for v in ks]
     groups = q_codes[evaluated] if per_class else None
-    result = _summarise({n: per_query[n] for n in wanted}, groups, bootstrap, ci, seed)
+    result = RetrievalResult(_summarise({n: per_query[n] for n in wanted}, groups, bootstrap, ci, seed))
     result["n_queries"] = int(evaluated.size)
     result["n_queries_without_relevant"] = int(q.shape[0] - evaluated.size)
     return result
+
+
+class RetrievalResult(dict):
+    """The metrics (a plain ``dict``); asking for one that was not included says how to get it."""
+
+    def __missing__(self, key: Any) -> Any:
+        base = key.split("_ci_")[0] if isinstance(key, str) else key
+        if base in ("mrr", "map"):
+            raise KeyError(
+                f"{key!r} was not computed: retrieval_metrics(..., include=(..., {base!r})) or "
+                "include='all' (the default leaves out the metrics that need ranks beyond each "
+                "query's top K)"
+            )
+        raise KeyError(key)
 
 
 #: the default ``k`` (cut-offs beyond the references a query can retrieve are left out)
