@@ -59,23 +59,26 @@ class SwAV(SSLMethod):
         self.freeze_prototypes_steps = int(freeze_prototypes_steps)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
-    def _scores(self, z: Tensor) -> Tensor:
+    def _unit_prototypes(self) -> Tensor:
+        """``[K, D]`` unit prototypes (normalised once per step, for both views)."""
         w = F.normalize(self.prototypes.weight, dim=1)
+        if self.freeze_prototypes_steps <= 0:
+            return w
         frozen = (self.steps_done < self.freeze_prototypes_steps).to(w.dtype)
-        w = frozen * w.detach() + (1 - frozen) * w  # no update while frozen; no host synchronisation
-        return z @ w.T
+        return frozen * w.detach() + (1 - frozen) * w  # no update while frozen; no host synchronisation
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)
         z_a, z_b = F.normalize(self.project(x_a), dim=1), F.normalize(self.project(x_b), dim=1)
-        s_a, s_b = self._scores(z_a), self._scores(z_b)
+        w = self._unit_prototypes()
+        s_a, s_b = z_a @ w.T, z_b @ w.T
         past: list[Tensor | None] = [None, None]
         if self.queues is not None:
             for i, queue in enumerate(self.queues):
                 if len(queue) == queue.size:
                     rows = queue.embeddings.tensor_split(world_size())[rank()]  # this rank's share
                     with torch.no_grad():
-                        past[i] = self._scores(rows.to(z_a.dtype))
+                        past[i] = rows.to(z_a.dtype) @ w.detach().T
         loss = self.criterion(s_a, s_b, past[0], past[1])
         if self.queues is not None and self.training:
             for queue, z in zip(self.queues, (z_a, z_b)):
