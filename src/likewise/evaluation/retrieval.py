@@ -613,9 +613,7 @@ class _FaissTopRanks(_TopRanks):
         (:func:`first_relevant_rank`, ties by column).
         """
         b = rows_t.numel()
-        if self.qp is None:
-            self.qp = self.scorer.prepare_queries(self.q)
-        qb = self.qp[rows_t]
+        qb = self.qp[rows_t]  # prepared in __init__
         with one_thread():
             rel_idx, valid = self.relevant(rows_t)
         rel_s = torch.where(valid, self._rescore(qb, rel_idx), float("-inf"))
