@@ -17,7 +17,7 @@ from likewise.losses import (
     SupConLoss,
     TripletMarginLoss,
 )
-from likewise.losses.positives import positive_pairs
+from likewise.losses._kernels.positives import positive_pairs
 from likewise.losses.softmax import npairs_select, npairs_select_classes
 from likewise.similarity import relation_masks
 from test_losses_pair import assert_same, data, value_and_grad
@@ -232,7 +232,7 @@ def test_fast_ap_gradient_in_closed_form_equals_autograd():
 
 
 def test_product_gradient_is_the_gradient_of_a_loss_on_the_product():
-    from likewise.losses.fused import with_product_gradient
+    from likewise.losses._kernels.fused import with_product_gradient
 
     g = torch.Generator().manual_seed(5)
     a = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
@@ -252,7 +252,7 @@ def test_product_gradient_is_the_gradient_of_a_loss_on_the_product():
 
 @pytest.mark.parametrize("dtype, floor", [(torch.float32, -80.0), (torch.float64, -700.0)])
 def test_exp_clamps_only_below_the_normal_range(dtype, floor):
-    from likewise.losses.fused import exp_
+    from likewise.losses._kernels.fused import exp_
 
     x = torch.tensor([0.0, -1.0, -79.0, -699.0, -900.0, float("-inf")], dtype=dtype)
     got = exp_(x.clone())
@@ -281,7 +281,7 @@ def test_kernels_keep_their_values_when_most_exps_underflow(make):
 
 def test_backward_scale_as_a_tensor_keeps_the_gradient_dtype():
     # off the CPU the fused backward scales by grad_out as a tensor (no wait for the device)
-    from likewise.losses.fused import _scaled
+    from likewise.losses._kernels.fused import _scaled
 
     g = torch.ones(2, 3)
     out = _scaled(g.clone(), torch.tensor(2.5, dtype=torch.float64))

@@ -179,7 +179,7 @@ def test_bad_input_errors():
         loss(emb)
     with pytest.raises(ValueError, match="exactly one of labels"):
         loss(emb, labels, label_dist=torch.rand(5, 5))
-    with pytest.raises(ValueError, match="labels has 4 rows but embeddings has 5"):
+    with pytest.raises(ValueError, match="labels has 4 entries but embeddings has 5 rows"):
         loss(emb, labels[:4])
     with pytest.raises(ValueError, match="labels contain NaN or inf"):
         loss(emb, torch.tensor([[0.0, float("nan")]] * 5))

@@ -4,11 +4,11 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
+from likewise.losses.base import masked_logsumexp
 from likewise.losses.proxy import (
     ArcFaceLoss,
     ProxyAnchorLoss,
     arcface_loss,
-    masked_logsumexp,
     proxy_anchor_loss,
 )
 

@@ -300,7 +300,7 @@ def test_semihard_picks_hardest_of_pml_semihard_triplets(seed):
 
 def _class_id_inputs(x, labels, ref=None, ref_labels=None, self_index=None):
     """The loss's view of a batch: normalised Euclidean distances and the relation index lists."""
-    from likewise.losses.positives import positive_pairs, self_pairs
+    from likewise.losses._kernels.positives import positive_pairs, self_pairs
 
     xn = torch.nn.functional.normalize(x, dim=1)
     yn = xn if ref is None else torch.nn.functional.normalize(ref, dim=1)

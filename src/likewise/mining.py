@@ -107,7 +107,7 @@ class Miner(LazyStats, nn.Module):
     ) -> Mined | None:
         """What :meth:`forward` returns, from a distance matrix ``d [B, N]`` in this miner's
         metric (of the embeddings it would normalise) and class-id relations given as index
-        lists (:func:`likewise.losses.positives.batch_pairs`): every other non-self pair is a
+        lists (:func:`likewise.losses._kernels.positives.batch_pairs`): every other non-self pair is a
         negative. A loss that has ``d`` already uses it to skip a second GEMM and the
         ``[B, N]`` masks. ``None``: not available for this miner or these settings."""
         return None
@@ -548,7 +548,22 @@ class MultiSimilarityMiner(Miner):
         return PairMask(pos_sel, neg_sel)
 
 
+#: every miner class by name (configs and the CLI look miners up here; the contract tests run
+#: over it): add a new miner here
+MINERS: dict[str, type[Miner]] = {
+    cls.__name__: cls
+    for cls in (
+        BatchHardMiner,
+        BatchAllMiner,
+        SemiHardMiner,
+        EasyPositiveMiner,
+        DistanceWeightedMiner,
+        MultiSimilarityMiner,
+    )
+}
+
 __all__ = [
+    "MINERS",
     "Miner",
     "BatchHardMiner",
     "BatchAllMiner",

@@ -38,7 +38,8 @@ from likewise.losses.triplet import TripletMarginLoss, triplet_margin_loss
 from likewise.losses.two_view import TwoViewLoss
 from likewise.losses.vicreg import VICRegLoss, vicreg_loss
 
-#: every supervised loss class by name (used by configs and the CLI)
+#: every supervised loss class by name: configs and the CLI look losses up here, and
+#: tests/test_losses_contract.py runs every entry (add a new loss here)
 LOSSES: dict[str, type[MetricLoss]] = {
     cls.__name__: cls
     for cls in (

@@ -41,7 +41,7 @@ def barlow_twins_loss(z_a: Tensor, z_b: Tensor, lambda_: float = 5.1e-3, eps: fl
 class BarlowTwinsLoss(TwoViewLoss):
     """Barlow Twins (Zbontar et al. 2021); ``lambda_`` weighs the off-diagonal term."""
 
-    def __init__(self, lambda_: float = 5.1e-3, eps: float = 1e-5, *, fast: bool | None = None) -> None:
+    def __init__(self, lambda_: float = 5.1e-3, eps: float = 1e-5, *, fast: bool = True) -> None:
         super().__init__(fast=fast)
         if not lambda_ >= 0 or not eps > 0:
             raise ValueError(f"need lambda_ >= 0 and eps > 0, got {lambda_!r}, {eps!r}")

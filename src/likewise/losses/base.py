@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from likewise.lazy_stats import LazyStats
 from likewise.losses.given import Given, parse_indices_tuple
 from likewise.mined import Mined, PairMask, to_pair_mask
-from likewise.normalize import promote, widen
+from likewise.normalize import l2_normalize, promote, widen
 from likewise.similarity import check_binary, relation_masks
 
 INDICES_TUPLE_MESSAGE = (
@@ -248,6 +248,51 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return total / count.clamp_min(1)
 
 
+def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, add_one: bool = False) -> Tensor:
+    """``log(sum_{mask} exp(x))`` along ``dim`` (``log(1 + ...)`` with ``add_one``).
+
+    Without ``add_one`` an empty selection gives 0. The gradient is finite
+    everywhere: masked entries are filled with ``-inf`` by ``masked_fill``, whose
+    backward zeroes exactly the entries where an empty row's NaN would land.
+    """
+    x = x.masked_fill(~mask, float("-inf"))
+    if add_one:
+        shape = list(x.shape)
+        shape[dim] = 1
+        x = torch.cat([x, x.new_zeros(shape)], dim=dim)
+        return torch.logsumexp(x, dim=dim)
+    out = torch.logsumexp(x, dim=dim)
+    return out.masked_fill(~mask.any(dim=dim), 0.0)
+
+
+def check_fast(fast: Any) -> bool:
+    """``fast=`` must be a bool."""
+    if not isinstance(fast, bool):
+        raise TypeError(f"fast must be a bool, got {type(fast).__name__}")
+    return fast
+
+
+def check_number(value: Any, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """A finite real number (raises TypeError / ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if nonnegative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def prepare(x: Tensor, metric: str, normalize_embeddings: bool) -> Tensor:
+    """L2-normalise rows when asked (cosine normalises by itself)."""
+    if normalize_embeddings and metric != "cosine":
+        return l2_normalize(x, dim=1)
+    return x
+
+
 class MetricLoss(LazyStats, nn.Module):
     """Base class for supervised losses with the likewise / PML call convention.
 
@@ -259,14 +304,28 @@ class MetricLoss(LazyStats, nn.Module):
     computed when read, not in the call (:class:`likewise.lazy_stats.LazyStats`): a
     training step that does not look at them pays no ``float()`` (a device
     synchronisation on a GPU) and no extra passes.
+
+    ``fast`` (every loss takes it): ``True`` (default) runs a fast kernel of
+    :mod:`likewise.losses._kernels` where that kernel declares itself eligible for the
+    call, else the plain autograd formula of the loss's module; ``False`` always runs the
+    plain formula (the specification: same values and gradients, slower).
     """
 
     accepts_indices_tuple: bool = False
     disjoint_pairs: bool = False
+    #: what ``labels`` hold: ``"class_ids"`` (``[B]`` ints or multi-label ``[B, C]``) or
+    #: ``"continuous"`` (float ``[B, L]``: :class:`~likewise.losses.log_ratio.LogRatioLoss`)
+    label_kind: str = "class_ids"
+    #: whether ``ref_emb`` / ``ref_labels`` are taken (proxy losses and N-pairs refuse them)
+    accepts_refs: bool = True
+    #: False where the loss stops the gradient through some of its terms (Circle's weights),
+    #: as its paper does: its backward is then not the derivative of its value
+    exact_gradient: bool = True
 
-    def __init__(self, miner: Any = None) -> None:
+    def __init__(self, miner: Any = None, *, fast: bool = True) -> None:
         super().__init__()
         self.miner = miner
+        self.fast = check_fast(fast)
 
     def forward(
         self,
@@ -346,7 +405,11 @@ __all__ = [
     "MetricLoss",
     "PairMask",
     "check_batch",
+    "check_fast",
+    "check_number",
+    "masked_logsumexp",
     "masked_mean",
+    "prepare",
     "zero_loss",
     "INDICES_TUPLE_MESSAGE",
 ]

@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from likewise.losses.base import Batch, MetricLoss, zero_loss
-from likewise.losses.pair import check_number
-from likewise.losses.positives import fast_pairs
-from likewise.losses.proxy import masked_logsumexp
-from likewise.losses.row_softmax import circle_kernel, gemm_loss
+from likewise.losses._kernels.positives import fast_pairs
+from likewise.losses._kernels.row_softmax import circle_kernel, gemm_loss
+from likewise.losses.base import Batch, MetricLoss, check_number, masked_logsumexp, zero_loss
 from likewise.normalize import l2_normalize
 from likewise.similarity import pairwise_similarity
 
@@ -89,11 +87,13 @@ class CircleLoss(MetricLoss):
     the positives and negatives (each once; a pair listed as both is refused, as in PML).
     """
 
+    exact_gradient = False
+
     accepts_indices_tuple = True
     disjoint_pairs = True
 
-    def __init__(self, m: float = 0.4, gamma: float = 80, miner: Any = None) -> None:
-        super().__init__(miner=miner)
+    def __init__(self, m: float = 0.4, gamma: float = 80, miner: Any = None, *, fast: bool = True) -> None:
+        super().__init__(miner=miner, fast=fast)
         self.m = check_number(m, "m")
         if not 0 <= self.m <= 0.5:
             raise ValueError(
@@ -105,7 +105,7 @@ class CircleLoss(MetricLoss):
     def compute(self, batch: Batch) -> Tensor:
         fast = fast_pairs(batch, self.miner)
         if fast is not None:
-            # class ids: one similarity buffer, no masks (likewise.losses.row_softmax)
+            # class ids: one similarity buffer, no masks (likewise.losses._kernels.row_softmax)
             pairs, selves = fast
             x = l2_normalize(batch.embeddings, dim=1)
             y = x if batch.same_set else l2_normalize(batch.ref_emb, dim=1)

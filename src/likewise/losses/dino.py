@@ -78,7 +78,7 @@ class DINOLoss(TwoViewLoss):
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
         *,
-        fast: bool | None = None,
+        fast: bool = True,
     ) -> None:
         super().__init__(fast=fast)
         if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:

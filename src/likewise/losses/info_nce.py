@@ -48,7 +48,7 @@ class InfoNCELoss(TwoViewLoss):
     """``loss(q, k, negatives=None)``: InfoNCE with ``k_i`` the positive of ``q_i`` (MoCo);
     see the module docstring. ``temperature`` ``T > 0`` (MoCo v2: 0.2; v1: 0.07)."""
 
-    def __init__(self, temperature: float = 0.07, *, fast: bool | None = None) -> None:
+    def __init__(self, temperature: float = 0.07, *, fast: bool = True) -> None:
         super().__init__(fast=fast)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")

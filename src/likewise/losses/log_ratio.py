@@ -25,6 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from likewise.losses._kernels.euclidean import distance_matrix
+from likewise.losses._kernels.fused import needs_grad, with_gradient
+from likewise.losses._kernels.positives import self_pairs
 from likewise.losses.base import (
     INDICES_TUPLE_MESSAGE,
     MetricLoss,
@@ -32,9 +35,6 @@ from likewise.losses.base import (
     full_precision,
     zero_loss,
 )
-from likewise.losses.fused import needs_grad, with_gradient
-from likewise.losses.pair import distance_matrix
-from likewise.losses.positives import self_pairs
 from likewise.normalize import promote, saturate_, widen
 from likewise.similarity import squared_euclidean
 
@@ -135,7 +135,7 @@ def _check_continuous_labels(labels: Any, n: int, name: str, rows_name: str) -> 
     if labels.is_complex():
         raise TypeError(f"{name} must be real-valued (float) label vectors, got dtype {labels.dtype}")
     if labels.shape[0] != n:
-        raise ValueError(f"{name} has {labels.shape[0]} rows but {rows_name} has {n}")
+        raise ValueError(f"{name} has {labels.shape[0]} entries but {rows_name} has {n} rows")
     if labels.dtype not in (torch.float32, torch.float64):
         labels = labels.to(torch.float64)
     if not torch.isfinite(labels).all():
@@ -160,8 +160,10 @@ class LogRatioLoss(MetricLoss):
     ``(a, {i, j})`` terms averaged), ``loss``.
     """
 
-    def __init__(self, eps: float = EPS) -> None:
-        super().__init__()
+    label_kind = "continuous"
+
+    def __init__(self, eps: float = EPS, *, fast: bool = True) -> None:
+        super().__init__(fast=fast)
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps!r}")
         self.eps = float(eps)

@@ -29,7 +29,7 @@ def negative_cosine_loss(p: Tensor, z: Tensor, eps: float = 1e-8) -> Tensor:
 class NegativeCosineLoss(TwoViewLoss):
     """``loss(p, z) = -mean_i cos(p_i, z_i)`` (BYOL, SimSiam); see the module docstring."""
 
-    def __init__(self, eps: float = 1e-8, *, fast: bool | None = None) -> None:
+    def __init__(self, eps: float = 1e-8, *, fast: bool = True) -> None:
         super().__init__(fast=fast)
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps!r}")

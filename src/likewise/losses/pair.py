@@ -30,107 +30,20 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from likewise import entries
-from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
-from likewise.losses.chunking import check_chunk_size, map_row_blocks
-from likewise.losses.fused import needs_grad, with_gradient
-from likewise.losses.positives import fast_pairs, pair_means
-from likewise.losses.row_softmax import gemm_loss, multi_similarity_kernel
+from likewise.losses._kernels.chunking import check_chunk_size, map_row_blocks
+from likewise.losses._kernels.euclidean import distance_matrix
+from likewise.losses._kernels.fused import needs_grad, with_gradient
+from likewise.losses._kernels.positives import fast_pairs, pair_means
+from likewise.losses._kernels.row_softmax import gemm_loss, multi_similarity_kernel
+from likewise.losses.base import Batch, MetricLoss, check_number, masked_mean, prepare, zero_loss
 from likewise.normalize import l2_normalize
-from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
+from likewise.similarity import check_metric, is_similarity, pairwise_similarity
 
 NegForm = Literal["hinge", "squared_hinge", "hinge_squared"]
 NEG_FORMS: tuple[str, ...] = ("hinge", "squared_hinge", "hinge_squared")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def check_number(value: Any, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
-    """A finite real number (raises TypeError / ValueError otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if nonnegative and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def prepare(x: Tensor, metric: str, normalize_embeddings: bool) -> Tensor:
-    """L2-normalise rows when asked (cosine normalises by itself)."""
-    if normalize_embeddings and metric != "cosine":
-        return l2_normalize(x, dim=1)
-    return x
-
-
-def squared_distances(x: Tensor, y: Tensor) -> Tensor:
-    """``|x_i - y_j|^2`` ``[B, N]`` as ``|x|^2 - 2 x y^T + |y|^2``, clamped at 0.
-
-    One ``[B, N]`` buffer: the GEMM's output starts from the broadcast ``|x|^2`` column and
-    the ``|y|^2`` row is added in place (no ``[B, N]`` tensor of the norms is built).
-    """
-    d = torch.addmm(x.pow(2).sum(1, keepdim=True), x, y.T, alpha=-2.0)
-    return d.add_(y.pow(2).sum(1)).clamp_min_(0)
-
-
-def euclidean_backward(
-    x: Tensor, y: Tensor, w: Tensor, scale: float, needs: tuple[bool, bool]
-) -> tuple[Tensor | None, Tensor | None]:
-    """Gradients of ``sum(w * d^2) * scale / 2`` for ``d^2 = |x_i - y_j|^2``, by two GEMMs:
-    ``dx = scale (rowsum(w) x - w y)``, ``dy = scale (colsum(w) y - w^T x)`` (``None`` where
-    not needed). ``x [B, D]``, ``y [N, D]``, ``w [B, N]``."""
-    gx = gy = None
-    if needs[0]:
-        gx = torch.addmm(w.sum(1, keepdim=True) * x, w, y, beta=scale, alpha=-scale)
-    if needs[1]:
-        gy = torch.addmm(w.sum(0).unsqueeze(1) * y, w.T, x, beta=scale, alpha=-scale)
-    return gx, gy
-
-
-class _EuclideanDistance(torch.autograd.Function):
-    """``[B, N]`` (squared) Euclidean distances whose backward is two GEMMs.
-
-    Forward: :func:`squared_distances` (then ``sqrt``). Backward with ``W = dL/dd / d`` (0
-    where ``d = 0`` or the quotient overflows; ``2 dL/dd^2`` when squared):
-    ``dL/dx = rowsum(W) x - W y`` and ``dL/dy = colsum(W) y - W^T x``. Same values as
-    :func:`likewise.similarity.pairwise_distance`, with a few ``[B, N]`` passes
-    instead of the dozen autograd would record. The squared form keeps no ``[B, N]``
-    tensor for backward.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, y: Tensor, squared: bool) -> Tensor:
-        d = squared_distances(x, y)
-        ctx.squared = squared
-        if squared:
-            ctx.save_for_backward(x, y)
-        else:
-            d = d.sqrt_()
-            ctx.save_for_backward(x, y, d)
-        return d
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        if ctx.squared:
-            x, y = ctx.saved_tensors
-            w, scale = grad, 2.0  # the factor 2 goes into the GEMMs, not through a [B, N] pass
-        else:
-            x, y, d = ctx.saved_tensors
-            # zero gradient at zero distance: x / 0 is +-inf or nan there, and nan_to_num_ is one
-            # cheap float pass (a boolean mask and masked_fill_ cost ten times more on CPU)
-            w, scale = torch.div(grad, d).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), 1.0
-        return *euclidean_backward(x, y, w, scale, ctx.needs_input_grad[:2]), None
-
-
-def distance_matrix(x: Tensor, y: Tensor, metric: str) -> Tensor:
-    """``[B, N]`` distances (as :func:`~likewise.similarity.pairwise_distance`; fast Euclidean backward)."""
-    if metric in ("euclidean", "squared_euclidean"):
-        return _EuclideanDistance.apply(x, y, metric == "squared_euclidean")
-    return pairwise_distance(x, y, metric)
 
 
 def batch_matrix(batch: Batch, metric: str, normalize_embeddings: bool, *, similarity: bool) -> Tensor:
@@ -371,8 +284,10 @@ class ContrastiveLoss(MetricLoss):
         neg_form: NegForm = "hinge",
         normalize_embeddings: bool = True,
         miner: Any = None,
+        *,
+        fast: bool = True,
     ) -> None:
-        super().__init__(miner=miner)
+        super().__init__(miner=miner, fast=fast)
         self.pos_margin = check_number(pos_margin, "pos_margin")
         self.neg_margin = check_number(neg_margin, "neg_margin")
         self.distance = check_metric(distance)
@@ -643,8 +558,10 @@ class LiftedStructureLoss(MetricLoss):
         normalize_embeddings: bool = True,
         miner: Any = None,
         formula: LiftedFormula = "song",
+        *,
+        fast: bool = True,
     ) -> None:
-        super().__init__(miner=miner)
+        super().__init__(miner=miner, fast=fast)
         self.neg_margin = check_number(neg_margin, "neg_margin")
         self.pos_margin = check_number(pos_margin, "pos_margin")
         self.distance = check_metric(distance)
@@ -741,7 +658,7 @@ def _map_rows(
 
     Each block runs under activation checkpointing, so at most ``chunk_size x N``
     similarities (and intermediates) are alive at once, forward or backward. Like
-    :func:`likewise.losses.chunking.map_row_blocks`, but row-slicing extra ``[B, ...]``
+    :func:`likewise.losses._kernels.chunking.map_row_blocks`, but row-slicing extra ``[B, ...]``
     tensors too (the mined pair masks, which a :class:`Batch` cannot carry).
     """
     b = queries.shape[0]
@@ -792,8 +709,10 @@ class MultiSimilarityLoss(MetricLoss):
         normalize_embeddings: bool = True,
         chunk_size: int | None = None,
         miner: Any = None,
+        *,
+        fast: bool = True,
     ) -> None:
-        super().__init__(miner=miner)
+        super().__init__(miner=miner, fast=fast)
         self.alpha = check_number(alpha, "alpha", positive=True)
         self.beta = check_number(beta, "beta", positive=True)
         self.base = check_number(base, "base")
@@ -817,7 +736,7 @@ class MultiSimilarityLoss(MetricLoss):
         chunked = self.chunk_size is not None and self.chunk_size < batch.embeddings.shape[0]
         fast = None if chunked else fast_pairs(batch, self.miner)
         if fast is not None:
-            # class ids: one similarity buffer, no masks (likewise.losses.row_softmax)
+            # class ids: one similarity buffer, no masks (likewise.losses._kernels.row_softmax)
             pairs, selves = fast
             x = prepare(batch.embeddings, self.distance, self.normalize_embeddings)
             y = x if batch.same_set else prepare(batch.ref_emb, self.distance, self.normalize_embeddings)

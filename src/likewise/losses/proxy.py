@@ -26,28 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from likewise.losses.base import Batch, MetricLoss
-from likewise.losses.fused import exp_, with_product_gradient
-from likewise.losses.pair import check_number
-from likewise.losses.row_softmax import group_logsumexp
+from likewise.losses._kernels.fused import exp_, with_product_gradient
+from likewise.losses._kernels.row_softmax import group_logsumexp
+from likewise.losses.base import Batch, MetricLoss, check_number
 from likewise.normalize import l2_normalize, promote
-
-
-def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, add_one: bool = False) -> Tensor:
-    """``log(sum_{mask} exp(x))`` along ``dim`` (``log(1 + ...)`` with ``add_one``).
-
-    Without ``add_one`` an empty selection gives 0. The gradient is finite
-    everywhere: masked entries are filled with ``-inf`` by ``masked_fill``, whose
-    backward zeroes exactly the entries where an empty row's NaN would land.
-    """
-    x = x.masked_fill(~mask, float("-inf"))
-    if add_one:
-        shape = list(x.shape)
-        shape[dim] = 1
-        x = torch.cat([x, x.new_zeros(shape)], dim=dim)
-        return torch.logsumexp(x, dim=dim)
-    out = torch.logsumexp(x, dim=dim)
-    return out.masked_fill(~mask.any(dim=dim), 0.0)
 
 
 def _check_class_ids(labels: Tensor, num_classes: int, name: str) -> Tensor:
@@ -185,8 +167,18 @@ class ProxyAnchorLoss(MetricLoss):
     ``alpha`` must be a finite number ``> 0`` and ``margin`` finite.
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.1, alpha: float = 32) -> None:
-        super().__init__()
+    accepts_refs = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin: float = 0.1,
+        alpha: float = 32,
+        *,
+        fast: bool = True,
+    ) -> None:
+        super().__init__(fast=fast)
         _check_sizes(num_classes, embedding_size)
         self.num_classes = num_classes
         self.embedding_size = embedding_size
@@ -305,10 +297,18 @@ class ArcFaceLoss(MetricLoss):
     ``scale`` a finite number ``> 0``, ``margin`` in ``[0, 180)``.
     """
 
+    accepts_refs = False
+
     def __init__(
-        self, num_classes: int, embedding_size: int, margin: float = 28.6, scale: float = 64
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin: float = 28.6,
+        scale: float = 64,
+        *,
+        fast: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(fast=fast)
         _check_sizes(num_classes, embedding_size, min_classes=2)
         margin = check_number(margin, "margin")
         if not 0 <= margin < 180:
@@ -335,6 +335,5 @@ __all__ = [
     "ProxyAnchorLoss",
     "arcface_loss",
     "arcface_target_logit",
-    "masked_logsumexp",
     "proxy_anchor_loss",
 ]

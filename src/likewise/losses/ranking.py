@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from likewise.losses._kernels.fused import with_product_gradient
+from likewise.losses._kernels.positives import fast_pairs
 from likewise.losses.base import Batch, MetricLoss, zero_loss
-from likewise.losses.fused import with_product_gradient
-from likewise.losses.positives import fast_pairs
 from likewise.normalize import l2_normalize, valid_eps, widen
 from likewise.similarity import squared_euclidean
 
@@ -275,8 +275,8 @@ class FastAPLoss(MetricLoss):
     histogram's entries exactly only up to 256.
     """
 
-    def __init__(self, num_bins: int = 10) -> None:
-        super().__init__()
+    def __init__(self, num_bins: int = 10, *, fast: bool = True) -> None:
+        super().__init__(fast=fast)
         if isinstance(num_bins, bool) or int(num_bins) != num_bins or int(num_bins) < 1:
             raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
         self.num_bins = int(num_bins)

@@ -9,7 +9,7 @@ miner is set). Everything is computed densely with masked ``logsumexp``: memory 
 
 ``chunk_size=c`` (NT-Xent, SupCon, soft nearest neighbour) evaluates ``c`` query
 rows at a time with recomputation in backward
-(:func:`likewise.losses.chunking.map_row_blocks`), so at most ``c x N``
+(:func:`likewise.losses._kernels.chunking.map_row_blocks`), so at most ``c x N``
 similarities are alive at once; the result equals the unchunked one. A miner
 needs the whole similarity matrix, so ``chunk_size`` and ``miner`` are exclusive.
 
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from likewise.losses._kernels.chunking import check_chunk_size, map_row_blocks
+from likewise.losses._kernels.positives import fast_pairs
+from likewise.losses._kernels.row_softmax import gemm_loss, ntxent_kernel, snn_kernel, supcon_kernel
 from likewise.losses.base import Batch, MetricLoss, check_batch, zero_loss
-from likewise.losses.chunking import check_chunk_size, map_row_blocks
-from likewise.losses.positives import fast_pairs
-from likewise.losses.row_softmax import gemm_loss, ntxent_kernel, snn_kernel, supcon_kernel
 from likewise.normalize import l2_normalize
 from likewise.similarity import check_metric, pairwise_similarity
 
@@ -129,7 +129,7 @@ def scaled_factors(x: Tensor, y: Tensor | None, distance: str, temperature: floa
 def _fast_loss(
     batch: Batch, miner: Any, chunk_size: int | None, kernel: Any, distance: str, temperature: float
 ) -> tuple[Tensor, dict] | None:
-    """The loss by a mask-free kernel of :mod:`likewise.losses.row_softmax` (``None``: the general
+    """The loss by a mask-free kernel of :mod:`likewise.losses._kernels.row_softmax` (``None``: the general
     path applies: a miner, relevance, multi-label or chunking)."""
     chunked = chunk_size is not None and chunk_size < batch.embeddings.shape[0]
     fast = None if chunked else fast_pairs(batch, miner)
@@ -303,8 +303,15 @@ class NTXentLoss(MetricLoss):
 
     accepts_indices_tuple = True
 
-    def __init__(self, temperature: float = 0.07, chunk_size: int | None = None, miner: Any = None) -> None:
-        super().__init__(miner=miner)
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        chunk_size: int | None = None,
+        miner: Any = None,
+        *,
+        fast: bool = True,
+    ) -> None:
+        super().__init__(miner=miner, fast=fast)
         self.temperature = check_temperature(temperature)
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
 
@@ -434,8 +441,10 @@ class SupConLoss(MetricLoss):
         variant: SupConVariant = "out",
         chunk_size: int | None = None,
         miner: Any = None,
+        *,
+        fast: bool = True,
     ) -> None:
-        super().__init__(miner=miner)
+        super().__init__(miner=miner, fast=fast)
         self.temperature = check_temperature(temperature)
         self.variant = _check_variant(variant)
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
@@ -507,8 +516,10 @@ class SoftNearestNeighborLoss(MetricLoss):
         distance: str = "squared_euclidean",
         chunk_size: int | None = None,
         miner: Any = None,
+        *,
+        fast: bool = True,
     ) -> None:
-        super().__init__(miner=miner)
+        super().__init__(miner=miner, fast=fast)
         self.temperature = check_temperature(temperature)
         self.distance = check_metric(distance)
         self.chunk_size = _check_chunk_and_miner(chunk_size, miner)
@@ -616,8 +627,12 @@ class NPairsLoss(MetricLoss):
     Stats: ``num_pairs``, ``mean_pos_similarity``, ``mean_neg_similarity`` (the logits).
     """
 
-    def __init__(self, normalize_embeddings: bool = True, l2_reg: float = 0.0, miner: Any = None) -> None:
-        super().__init__(miner=miner)
+    accepts_refs = False
+
+    def __init__(
+        self, normalize_embeddings: bool = True, l2_reg: float = 0.0, miner: Any = None, *, fast: bool = True
+    ) -> None:
+        super().__init__(miner=miner, fast=fast)
         self.normalize_embeddings = bool(normalize_embeddings)
         if isinstance(l2_reg, bool) or not isinstance(l2_reg, (int, float)) or not 0 <= l2_reg < math.inf:
             raise ValueError(f"l2_reg must be a finite number >= 0, got {l2_reg!r}")

@@ -92,13 +92,15 @@ def swapped_prediction(s_a: Tensor, s_b: Tensor, q_a: Tensor, q_b: Tensor, tempe
 class SwAVLoss(TwoViewLoss):
     """SwAV (Caron et al. 2020): ``loss(s_a, s_b, queue_a=None, queue_b=None)``; module docstring."""
 
+    exact_gradient = False  # the Sinkhorn codes are targets (no gradient)
+
     def __init__(
         self,
         temperature: float = 0.1,
         epsilon: float = 0.05,
         sinkhorn_iterations: int = 3,
         *,
-        fast: bool | None = None,
+        fast: bool = True,
     ) -> None:
         super().__init__(fast=fast)
         if not temperature > 0 or not epsilon > 0:

@@ -40,10 +40,10 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from likewise import entries
-from likewise.losses.base import Batch, MetricLoss, masked_mean, zero_loss
-from likewise.losses.fused import needs_grad, with_gradient
-from likewise.losses.pair import check_number, distance_matrix, prepare
-from likewise.losses.positives import fast_pairs, pair_means
+from likewise.losses._kernels.euclidean import distance_matrix
+from likewise.losses._kernels.fused import needs_grad, with_gradient
+from likewise.losses._kernels.positives import fast_pairs, pair_means
+from likewise.losses.base import Batch, MetricLoss, check_number, masked_mean, prepare, zero_loss
 from likewise.mined import PairMask, Triplets, to_pair_mask
 from likewise.normalize import l2_normalize
 from likewise.similarity import check_metric, is_similarity, pairwise_similarity
@@ -354,8 +354,10 @@ class TripletMarginLoss(MetricLoss):
         normalize_embeddings: bool = True,
         miner: Any = None,
         block_elements: int = 1 << 22,
+        *,
+        fast: bool = True,
     ) -> None:
-        super().__init__(miner=miner)
+        super().__init__(miner=miner, fast=fast)
         self.margin = check_number(margin, "margin")
         self.swap = bool(swap)
         self.smooth_loss = bool(smooth_loss)

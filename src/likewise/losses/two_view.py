@@ -20,6 +20,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from likewise.losses.base import check_fast
+
 
 def check_view(z: Any, name: str, *, min_rows: int = 1) -> Tensor:
     """``z`` must be a floating tensor ``[B, D]`` with ``B >= min_rows`` and ``D >= 1``."""
@@ -54,11 +56,12 @@ class TwoViewLoss(nn.Module):
     Subclasses implement :meth:`forward`; they call :func:`check_views` first.
     """
 
-    def __init__(self, *, fast: bool | None = None) -> None:
+    #: False where the loss stops the gradient through some of its terms (SwAV's codes)
+    exact_gradient: bool = True
+
+    def __init__(self, *, fast: bool = True) -> None:
         super().__init__()
-        if fast is not None and not isinstance(fast, bool):
-            raise TypeError(f"fast must be a bool or None, got {type(fast).__name__}")
-        self.fast = fast  # no fused kernel exists for two-view losses: always the plain path
+        self.fast = check_fast(fast)  # no fused kernel exists for two-view losses: always the plain path
 
 
 __all__ = ["TwoViewLoss", "check_view", "check_views"]

@@ -66,7 +66,7 @@ class VICRegLoss(TwoViewLoss):
         gamma: float = 1.0,
         eps: float = 1e-4,
         *,
-        fast: bool | None = None,
+        fast: bool = True,
     ) -> None:
         super().__init__(fast=fast)
         if min(lambda_, mu, nu) < 0 or not gamma > 0 or not eps > 0:

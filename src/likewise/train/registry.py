@@ -1,70 +1,45 @@
-"""Losses and miners by class name, looked up lazily in their modules.
+"""Losses and miners by class name, from their one registry each.
 
 A config names a loss (``MultiSimilarityLoss``) and a miner (``MultiSimilarityMiner``);
-:func:`loss_class` / :func:`miner_class` find the class without importing anything a
-run does not use. :func:`check_kwargs` validates keyword arguments against the
+:func:`loss_class` / :func:`miner_class` look it up in :data:`likewise.losses.LOSSES` /
+:data:`likewise.mining.MINERS` (the registries the contract tests run over).
+:func:`check_kwargs` validates keyword arguments against the
 class's ``__init__`` signature (unknown names, types from the annotations), so a
 config error names its path (``loss.margin``) before anything is built.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import typing
 from typing import Any
 
 from pydantic import ConfigDict, ValidationError, create_model
 
-#: modules searched, in order, for a loss class of a given name
-LOSS_MODULES: tuple[str, ...] = (
-    "likewise.losses",
-    "likewise.losses.pair",
-    "likewise.losses.triplet",
-    "likewise.losses.softmax",
-    "likewise.losses.proxy",
-    "likewise.losses.ranking",
-    "likewise.losses.circle",
-    "likewise.losses.log_ratio",
-)
-MINER_MODULES: tuple[str, ...] = ("likewise.mining",)
 #: constructor arguments the trainer fills in itself (not taken from the config)
 MANAGED_ARGS = ("self", "miner", "num_classes", "embedding_size")
 
 
-def _find(name: str, modules: tuple[str, ...], kind: str, base: str) -> type:
+def _find(name: str, registry: dict[str, type], kind: str) -> type:
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"{kind} name must be a class name, got {name!r}")
-    known: set[str] = set()
-    for module_name in modules:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        cls = getattr(module, name, None)
-        if isinstance(cls, type) and any(b.__name__ == base for b in cls.__mro__):
-            return cls
-        known |= {
-            k
-            for k, v in vars(module).items()
-            if isinstance(v, type)
-            and not k.startswith("_")
-            and k != base
-            and any(b.__name__ == base for b in v.__mro__)
-        }
-    raise ValueError(f"unknown {kind} {name!r}; expected one of: {', '.join(sorted(known))}")
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; expected one of: {', '.join(sorted(registry))}")
+    return registry[name]
 
 
 def loss_class(name: str) -> type:
-    """The loss class called ``name`` (a subclass of ``MetricLoss``)."""
-    return _find(name, LOSS_MODULES, "loss", "MetricLoss")
+    """The loss class called ``name``: an entry of :data:`likewise.losses.LOSSES`."""
+    from likewise.losses import LOSSES
+
+    return _find(name, LOSSES, "loss")
 
 
 def miner_class(name: str) -> type:
-    """The miner class called ``name`` (a subclass of ``Miner``)."""
-    return _find(name, MINER_MODULES, "miner", "Miner")
+    """The miner class called ``name``: an entry of :data:`likewise.mining.MINERS`."""
+    from likewise.mining import MINERS
+
+    return _find(name, MINERS, "miner")
 
 
 def init_parameters(cls: type) -> dict[str, inspect.Parameter]:

@@ -3,7 +3,7 @@
 The general path of :mod:`likewise.losses.softmax` builds boolean masks, masked
 ``logsumexp`` and lets autograd record each step: a dozen ``[B, N]`` passes. For the
 common case (class ids, no miner, no chunking) the positives are a short index list
-(:func:`likewise.losses.positives.positive_pairs`) and every other non-self pair is a
+(:func:`likewise.losses._kernels.positives.positive_pairs`) and every other non-self pair is a
 negative, so each loss here is:
 
 1. ``L = Xa Ya^T`` (one GEMM; the temperature and, for squared Euclidean, the norms
@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from likewise import entries
-from likewise.losses.fused import exp_
-from likewise.losses.positives import pair_means
+from likewise.losses._kernels.fused import exp_
+from likewise.losses._kernels.positives import pair_means
 
 # kernel(logits [B, N] (owned, may be overwritten), pairs, selves) -> (loss, grad [B, N] | None, stats)
 Kernel = Callable[[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], bool], tuple[Tensor, Any, dict]]
