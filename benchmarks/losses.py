@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import os
 import platform
@@ -62,17 +61,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "2")
 # then sleep) unless the environment sets one. See the module docstring.
 
 import torch  # noqa: E402
-
-LIKEWISE_MODULES = (
-    "likewise.losses",
-    "likewise.losses.pair",
-    "likewise.losses.triplet",
-    "likewise.losses.softmax",
-    "likewise.losses.proxy",
-    "likewise.losses.ranking",
-    "likewise.losses.circle",
-    "likewise.losses.log_ratio",
-)
 
 # name -> (class name, likewise kwargs, PML has it, labels kind)
 LOSSES: dict[str, tuple[str, dict[str, Any], bool, str]] = {
@@ -106,14 +94,11 @@ class NotAvailable(Exception):
 
 
 def likewise_class(name: str) -> type:
-    for module in LIKEWISE_MODULES:
-        try:
-            cls = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if cls is not None:
-            return cls
-    raise NotAvailable(name)
+    from likewise.losses import LOSSES as REGISTRY
+
+    if name not in REGISTRY:
+        raise NotAvailable(name)
+    return REGISTRY[name]
 
 
 def make_inputs(kind: str, b: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,24 +49,24 @@ def _make(spec: tuple[str, str, dict]) -> nn.Module:
 CASES = [
     ("per_query_softmax", ("test", "PerQuerySoftmaxLoss", {}), ("global", "local")),
     # NT-Xent averages over positive *pairs*: "local" is exact only with equal positive counts per rank
-    ("ntxent", ("likewise.losses.softmax", "NTXentLoss", {"temperature": 0.2}), ("global",)),
-    ("supcon", ("likewise.losses.softmax", "SupConLoss", {"temperature": 0.2}), ("global", "local")),
+    ("ntxent", ("likewise.losses", "NTXentLoss", {"temperature": 0.2}), ("global",)),
+    ("supcon", ("likewise.losses", "SupConLoss", {"temperature": 0.2}), ("global", "local")),
     (
         "triplet_batch_hard",
         (
-            "likewise.losses.triplet",
+            "likewise.losses",
             "TripletMarginLoss",
             {"margin": 0.2, "miner": ("likewise.mining", "BatchHardMiner")},
         ),
         ("global", "local"),
     ),
-    ("multi_similarity", ("likewise.losses.pair", "MultiSimilarityLoss", {}), ("global", "local")),
+    ("multi_similarity", ("likewise.losses", "MultiSimilarityLoss", {}), ("global", "local")),
     (
         "cross_batch_memory",
         (
             "likewise.memory",
             "CrossBatchMemory",
-            {"loss": ("likewise.losses.pair", "ContrastiveLoss", {}), "embedding_size": 4, "memory_size": 12},
+            {"loss": ("likewise.losses", "ContrastiveLoss", {}), "embedding_size": 4, "memory_size": 12},
         ),
         ("global",),
     ),

@@ -11,9 +11,10 @@ from likewise.losses import (
     ContrastiveLoss,
     LogRatioLoss,
     MultiSimilarityLoss,
+    NTXentLoss,
+    SupConLoss,
     TripletMarginLoss,
 )
-from likewise.losses.softmax import NTXentLoss, SupConLoss
 from likewise.memory import CrossBatchMemory, MemoryQueue
 
 # ---------------------------------------------------------------- MemoryQueue

@@ -351,7 +351,7 @@ def test_semihard_on_the_loss_matrix_declines_what_it_does_not_cover(monkeypatch
 
 
 def test_triplet_loss_with_semihard_miner_equals_the_mask_path():
-    from likewise.losses.triplet import TripletMarginLoss
+    from likewise.losses import TripletMarginLoss
 
     x, _ = data(b=20, d=6, seed=3)
     labels = torch.arange(20) % 5  # 3 positives per anchor: the class-id search applies
@@ -651,7 +651,7 @@ def test_exact_ties_follow_the_strict_inequalities(search_path):
 
 
 def test_miners_plug_into_losses_like_pml():
-    from likewise.losses.triplet import TripletMarginLoss
+    from likewise.losses import TripletMarginLoss
 
     x, labels = data(b=20, d=16, classes=5, seed=1, dtype=torch.float32)
     ours = TripletMarginLoss(margin=0.2, miner=BatchHardMiner())(x, labels)
