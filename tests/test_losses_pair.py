@@ -16,15 +16,15 @@ from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from likewise.losses.pair import (
+from likewise.losses import (
     ContrastiveLoss,
     LiftedStructureLoss,
     MultiSimilarityLoss,
     contrastive_loss,
-    distance_matrix,
     lifted_structure_loss,
     multi_similarity_loss,
 )
+from likewise.losses._kernels.euclidean import distance_matrix
 from likewise.mined import PairMask, Triplets
 from likewise.similarity import pairwise_distance
 
