@@ -446,6 +446,95 @@ def test_ms_chunked_equals_unchunked_and_bounds_memory(with_ref):
     assert sizes.largest >= b * refs  # the check above can see a full matrix
 
 
+# ----------------------------------------------------------------------------- kernels == plain forms
+
+
+def test_contrastive_plain_form_counts_listed_pairs():
+    d = torch.tensor([[0.0, 0.5, 0.2, 1.5], [0.3, 0.0, 0.9, 1.5]], dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor([[0, 2, 0, 0], [1, 0, 0, 0]])  # (0, 1) listed twice
+    neg = torch.tensor([[0, 0, 1, 2], [0, 0, 3, 0]])  # (0, 3) listed twice, but its term is 0
+    out = contrastive_loss(d, pos, neg, pos_margin=0.0, neg_margin=1.0)
+    # pos: (2 * 0.5 + 0.3) / 3 listings; neg: (0.8 + 3 * 0.1) / 4 non-zero listings
+    assert out.item() == pytest.approx(1.3 / 3 + 1.1 / 4)
+    (grad,) = torch.autograd.grad(out, d)
+    expected = torch.tensor([[0.0, 2 / 3, -1 / 4, 0.0], [1 / 3, 0.0, -3 / 4, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(grad, expected)
+    once = contrastive_loss(d, pos > 0, neg > 0, pos_margin=0.0, neg_margin=1.0)
+    assert once.item() == pytest.approx(0.8 / 2 + 0.9 / 2)
+
+
+def fast_and_plain(make, relation):
+    """(value, gradients, stats) of ``make(fast=True)`` and ``make(fast=False)`` on one relation:
+    class ids (the index-list kernels), refs, a miner or a relevance matrix (the mask kernels)."""
+    x, y = data(b=12, classes=4)
+    y[0] = 99  # a singleton
+    r, ry = data(b=7, classes=4, seed=3)
+    kw, ctor = {}, {}
+    if relation == "refs":
+        kw = {"ref_emb": r, "ref_labels": ry}
+    elif relation == "relevance":
+        kw = {"relevance": torch.rand(12, 12, generator=torch.Generator().manual_seed(5)) < 0.3}
+    elif relation == "miner":
+        same = (y[:, None] == y[None, :]) & ~torch.eye(12, dtype=torch.bool)
+        pick = torch.rand(12, 12, generator=torch.Generator().manual_seed(6)) < 0.6
+        ctor = {"miner": FixedMiner(PairMask(same & pick, ~same & pick))}
+    out = []
+    for fast in (True, False):
+        loss = make(fast=fast, **ctor)
+        rest = (kw["ref_emb"],) if "ref_emb" in kw else ()
+
+        def fn(a, *z, loss=loss):
+            extra = {**kw, "ref_emb": z[0]} if z else kw
+            return loss(a, y, **extra)
+
+        out.append((*value_and_grad(fn, x, *rest), dict(loss.stats)))
+    return out
+
+
+RELATIONS = ["class_ids", "refs", "miner", "relevance"]
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"neg_form": f, "distance": m}
+        for f in ("hinge", "squared_hinge", "hinge_squared")
+        for m in ("euclidean", "squared_euclidean")
+    ]
+    + [
+        {"neg_form": f, "distance": "cosine", "pos_margin": 0.9, "neg_margin": 0.2}
+        for f in ("hinge", "squared_hinge")
+    ],
+)
+def test_contrastive_kernels_equal_the_plain_form(kwargs, relation):
+    kwargs = {"pos_margin": 0.1, "neg_margin": 1.2, **kwargs}
+    (vf, gf, sf), (vp, gp, sp) = fast_and_plain(lambda **kw: ContrastiveLoss(**kwargs, **kw), relation)
+    assert_same((vf, gf), (vp, gp), rtol=1e-9, atol=1e-12)
+    assert sf == pytest.approx(sp, rel=1e-9, abs=1e-12)
+    assert 0 < sf["pos_active_fraction"] <= 1 and 0 < sf["neg_active_fraction"] <= 1
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"neg_margin": 0.4, "pos_margin": 0.1}, {"distance": "squared_euclidean"}]
+)
+def test_lifted_kernel_equals_the_plain_form(kwargs, relation):
+    (vf, gf, sf), (vp, gp, sp) = fast_and_plain(lambda **kw: LiftedStructureLoss(**kwargs, **kw), relation)
+    assert_same((vf, gf), (vp, gp), rtol=1e-9, atol=1e-12)
+    assert sf == pytest.approx(sp, rel=1e-9, abs=1e-12)
+    assert vf > 0 and 0 < sf["active_fraction"] <= 1
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+@pytest.mark.parametrize("kwargs", [{}, {"alpha": 5.0, "beta": 20.0, "base": 0.2}, {"distance": "dot"}])
+def test_ms_kernel_equals_the_plain_form(kwargs, relation):
+    (vf, gf, sf), (vp, gp, sp) = fast_and_plain(lambda **kw: MultiSimilarityLoss(**kwargs, **kw), relation)
+    assert_same((vf, gf), (vp, gp), rtol=1e-9, atol=1e-12)
+    assert sf == pytest.approx(sp, rel=1e-9, abs=1e-12)
+    assert vf > 0 and 0 < sf["active_fraction"] <= 1
+
+
 # ----------------------------------------------------------------------------- edge cases
 
 

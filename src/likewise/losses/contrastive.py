@@ -182,9 +182,11 @@ class ContrastiveLoss(MetricLoss):
         unit = "similarity" if self.similarity else "distance"
 
         def share(w: Tensor, margin: float, sign: float) -> Any:
-            return lambda: (
-                (w * (contrastive_terms(m, margin, sign, self.neg_form) > 0)).sum() / w.sum().clamp_min(1)
-            )
+            def fraction() -> Tensor:
+                active = w * (contrastive_terms(m, margin, sign, self.neg_form) > 0)
+                return active.sum(dtype=torch.float64) / w.sum(dtype=torch.float64).clamp_min(1)
+
+            return fraction
 
         def mean(w: Tensor) -> Any:
             return lambda: (w * m).sum() / w.sum().clamp_min(1)

@@ -197,7 +197,9 @@ class LiftedStructureLoss(MetricLoss):
             loss, j, counted = _song(dist, pos, neg, *margins)
         m, jd = dist.detach(), j.detach()
         self._record(
-            active_fraction=lambda: (counted * (jd > 0)).sum() / counted.sum().clamp_min(1),
+            active_fraction=lambda: (
+                (counted * (jd > 0)).sum(dtype=torch.float64) / counted.sum(dtype=torch.float64).clamp_min(1)
+            ),
             mean_pos_distance=lambda: (pos * m).sum() / pos.sum().clamp_min(1),
             mean_neg_distance=lambda: (neg * m).sum() / neg.sum().clamp_min(1),
         )

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from likewise.losses._kernels.chunking import check_chunk_size, map_row_blocks
@@ -126,7 +127,7 @@ class MultiSimilarityLoss(MetricLoss):
                 stats["mean_pos_similarity"] = lambda: masked_mean(s, pos)
                 stats["mean_neg_similarity"] = lambda: masked_mean(s, neg)
         active, b = rows.detach() > 0, rows.shape[0]
-        self._record(active_fraction=lambda: active.sum() / b, **stats)
+        self._record(active_fraction=lambda: active.sum(dtype=torch.float64) / b, **stats)
         return rows.mean() if listed else masked_mean(rows, active)
 
     def _similarity(self, batch: Batch) -> Tensor:
