@@ -24,7 +24,12 @@ from likewise.losses import (
     lifted_structure_loss,
     multi_similarity_loss,
 )
+from likewise.losses import contrastive as contrastive_module
+from likewise.losses import lifted_structure as lifted_module
+from likewise.losses import multi_similarity as ms_module
+from likewise.losses._kernels.contrastive import index_lists_eligible
 from likewise.losses._kernels.euclidean import distance_matrix
+from likewise.losses.base import Batch
 from likewise.mined import PairMask, Triplets
 from likewise.similarity import pairwise_distance
 
@@ -533,6 +538,92 @@ def test_ms_kernel_equals_the_plain_form(kwargs, relation):
     assert_same((vf, gf), (vp, gp), rtol=1e-9, atol=1e-12)
     assert sf == pytest.approx(sp, rel=1e-9, abs=1e-12)
     assert vf > 0 and 0 < sf["active_fraction"] <= 1
+
+
+def spy(monkeypatch, module, name):
+    """Record the calls of ``module.name`` (still run)."""
+    calls = []
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_contrastive_dispatch_follows_eligibility(monkeypatch):
+    sparse = spy(monkeypatch, contrastive_module, "contrastive_sparse")
+    dense = spy(monkeypatch, contrastive_module, "contrastive_dense")
+    x, y = data(b=8, classes=3)
+    pair_mask = PairMask(y[:, None] == y[None, :], y[:, None] != y[None, :])
+    cases = [
+        ({}, {}, ["contrastive_sparse"]),  # class ids
+        ({}, {"ref_emb": x[:5], "ref_labels": y[:5]}, ["contrastive_sparse"]),
+        ({"miner": FixedMiner(pair_mask)}, {}, ["contrastive_dense"]),
+        ({}, {"relevance": y[:, None] == y[None, :]}, ["contrastive_dense"]),
+        (
+            {},
+            {"indices_tuple": (torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))},
+            [],
+        ),  # counts: plain
+        ({"fast": False}, {}, []),
+        ({"fast": False, "miner": FixedMiner(pair_mask)}, {}, []),
+    ]
+    for ctor, kw, expected in cases:
+        sparse.clear(), dense.clear()
+        ContrastiveLoss(**ctor)(x, y, **kw)
+        assert sparse + dense == expected, (ctor, list(kw))
+
+
+def test_lifted_dispatch_follows_eligibility(monkeypatch):
+    calls = spy(monkeypatch, lifted_module, "lifted_sparse")
+    x, y = data(b=8, classes=3)
+    cases = [
+        ({}, True),
+        ({"distance": "squared_euclidean"}, True),
+        ({"distance": "cosine"}, False),  # distances not bounded by the normalisation
+        ({"normalize_embeddings": False}, False),
+        ({"formula": "pml"}, False),
+        ({"miner": FixedMiner(PairMask(y[:, None] == y[None, :], y[:, None] != y[None, :]))}, False),
+        ({"fast": False}, False),
+    ]
+    for ctor, expected in cases:
+        calls.clear()
+        LiftedStructureLoss(**ctor)(x, y)
+        assert bool(calls) is expected, ctor
+
+
+def test_ms_dispatch_follows_eligibility(monkeypatch):
+    calls = spy(monkeypatch, ms_module, "multi_similarity_gemm")
+    x, y = data(b=8, classes=3)
+    cases = [
+        ({}, True),
+        ({"distance": "dot"}, True),
+        ({"chunk_size": 8}, True),  # one block: not chunked
+        ({"chunk_size": 7}, False),
+        ({"miner": FixedMiner(PairMask(y[:, None] == y[None, :], y[:, None] != y[None, :]))}, False),
+        ({"fast": False}, False),
+    ]
+    for ctor, expected in cases:
+        calls.clear()
+        MultiSimilarityLoss(**ctor)(x, y)
+        assert bool(calls) is expected, ctor
+
+
+def test_index_lists_are_eligible_on_the_cpu_only():
+    def batch(device, **kw):
+        emb = torch.zeros(4, 3, device=device)
+        fields = {"labels": torch.zeros(4, dtype=torch.long, device=device), "relevance": None, **kw}
+        return Batch(embeddings=emb, ref_emb=emb, ref_labels=None, same_set=True, self_index=None, **fields)
+
+    assert index_lists_eligible(batch("cpu"), None)
+    assert not index_lists_eligible(batch("meta"), None)  # sizes of data-dependent lists: a GPU would wait
+    assert not index_lists_eligible(batch("cpu"), miner=object())
+    assert not index_lists_eligible(batch("cpu", labels=torch.zeros(4, 2, dtype=torch.long)), None)
+    assert not index_lists_eligible(batch("cpu", relevance=torch.ones(4, 4, dtype=torch.bool)), None)
+    assert not index_lists_eligible(batch("cpu", labels=None), None)
 
 
 # ----------------------------------------------------------------------------- edge cases
