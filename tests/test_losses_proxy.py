@@ -4,13 +4,9 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
+from likewise.losses.arcface import ArcFaceLoss, arcface_loss
 from likewise.losses.base import masked_logsumexp
-from likewise.losses.proxy import (
-    ArcFaceLoss,
-    ProxyAnchorLoss,
-    arcface_loss,
-    proxy_anchor_loss,
-)
+from likewise.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 
 # ---------------------------------------------------------------- naive references (plain loops)
 
@@ -318,7 +314,7 @@ def test_arcface_bad_constructor_arguments():
 
 @pytest.mark.parametrize("margin_deg", [0.0, 28.6, 60.0, 120.0])
 def test_arcface_margin_logit_and_slope_equal_the_acos_form_and_autograd(margin_deg):
-    from likewise.losses.proxy import _arcface_margin
+    from likewise.losses._kernels.arcface import arcface_margin
 
     m = math.radians(margin_deg)
     eps = torch.finfo(torch.float64).eps
@@ -333,7 +329,7 @@ def test_arcface_margin_logit_and_slope_equal_the_acos_form_and_autograd(margin_
     theta = torch.acos(clamped)
     reference = torch.where(theta + m <= math.pi, torch.cos(theta + m), torch.cos(theta) - m * math.sin(m))
     (slope_ref,) = torch.autograd.grad(reference.sum(), cos)
-    logit, slope = _arcface_margin(cos.detach(), m)
+    logit, slope = arcface_margin(cos.detach(), m)
     torch.testing.assert_close(logit, reference.detach(), rtol=0, atol=1e-12)
     torch.testing.assert_close(slope, slope_ref, rtol=1e-6, atol=1e-9)
 

@@ -6,7 +6,7 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from sklearn.metrics import average_precision_score
 
-from likewise.losses.ranking import FastAPLoss, fast_ap_loss, soft_histograms
+from likewise.losses.fast_ap import FastAPLoss, fast_ap_loss, soft_histograms
 
 # ---------------------------------------------------------------- naive reference (plain loops)
 
