@@ -4,7 +4,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
-from likewise.losses.arcface import ArcFaceLoss, arcface_loss
+from likewise.losses.arcface import ArcFaceLoss, arcface_loss, arcface_target_logit
 from likewise.losses.base import masked_logsumexp
 from likewise.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 
@@ -332,6 +332,11 @@ def test_arcface_margin_logit_and_slope_equal_the_acos_form_and_autograd(margin_
     logit, slope = arcface_margin(cos.detach(), m)
     torch.testing.assert_close(logit, reference.detach(), rtol=0, atol=1e-12)
     torch.testing.assert_close(slope, slope_ref, rtol=1e-6, atol=1e-9)
+    # the plain form (autograd through clamp, sqrt and where) gives the same value and slope
+    plain = arcface_target_logit(cos, m)
+    (slope_plain,) = torch.autograd.grad(plain.sum(), cos)
+    torch.testing.assert_close(plain.detach(), reference.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(slope_plain, slope_ref, rtol=1e-6, atol=1e-9)
 
 
 def test_proxy_stats_are_those_of_the_last_call_against_loops():
@@ -414,3 +419,22 @@ def test_statistics_survive_a_failing_statistic_and_old_pickles():
     old = NTXentLoss.__new__(NTXentLoss)
     old.__setstate__(state)
     assert old.stats == {"pos_pairs": 3.0}
+
+
+@pytest.mark.parametrize("cls", [ProxyAnchorLoss, ArcFaceLoss])
+def test_plain_path_gives_the_kernel_statistics(cls):
+    g = torch.Generator().manual_seed(6)
+    emb = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 0])  # class 3 has no sample
+    torch.manual_seed(0)
+    fast = cls(num_classes=4, embedding_size=4).double()
+    torch.manual_seed(0)
+    plain = cls(num_classes=4, embedding_size=4, fast=False).double()
+    fast(emb, labels), plain(emb, labels)
+    assert plain.stats == pytest.approx(fast.stats, rel=1e-12)
+
+
+@pytest.mark.parametrize("cls", [ProxyAnchorLoss, ArcFaceLoss])
+def test_class_id_range_error_names_the_values(cls):
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\) \(num_classes=3\); got values in \[-2, 7\]"):
+        cls(3, 4)(torch.randn(3, 4), torch.tensor([0, -2, 7]))
