@@ -253,3 +253,12 @@ def test_bad_ref_self_index_entries_and_label_distances():
             ld[1, 2] = bad
             with pytest.raises(ValueError, match="label_dist must be finite and non-negative"):
                 loss(emb, label_dist=ld, ref_emb=refs)
+
+
+def test_kernel_eligibility_boundaries():
+    from likewise.losses._kernels.log_ratio import eligible
+
+    x, index = torch.randn(4, 2), torch.tensor([0, -1, 2, 1])
+    assert eligible(x, None) and eligible(x, index)
+    # off the CPU the self pairs of ref_self_index (a nonzero) would wait for the device
+    assert eligible(x.to("meta"), None) and not eligible(x.to("meta"), index)

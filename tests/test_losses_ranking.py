@@ -254,3 +254,17 @@ def test_mask_path_kernel_equals_the_plain_formula(kind):
     torch.testing.assert_close(v_fast, v_plain, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(g_fast, g_plain, rtol=1e-10, atol=1e-13)
     assert s_fast == pytest.approx(s_plain, rel=1e-12)
+
+
+def test_class_id_kernel_eligibility_boundaries():
+    from likewise.losses._kernels.fast_ap import class_ids_eligible
+    from likewise.losses.base import check_batch
+
+    x, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert class_ids_eligible(check_batch(x, labels))
+    assert not class_ids_eligible(check_batch(x, (torch.rand(6, 2) > 0.5).long()))  # multi-label
+    assert not class_ids_eligible(check_batch(x, labels, relevance=torch.eye(6, dtype=torch.bool)))
+    # another device (no data on "meta"): index lists of data-dependent length would wait for it
+    meta = check_batch(x, labels)
+    meta.embeddings = x.to("meta")
+    assert not class_ids_eligible(meta)

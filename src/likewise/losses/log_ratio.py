@@ -14,8 +14,8 @@ duplicates (``D = 0``) finite. No ``B^3`` tensor is built: with ``u_i = log(D(f_
 candidates of anchor ``a``, ``sum_{i<j} (u_i - u_j)^2 = n sum_i (u_i - mean u)^2``: time and
 memory ``O(B N)`` (centring first avoids the cancellation of ``n sum u^2 - (sum u)^2``).
 
-Shapes: embedding distances and label distances ``[B, N]`` (:func:`log_ratio_loss`);
-the module takes embeddings ``[B, D]`` and label vectors ``[B, L]`` (or ``label_dist [B, N]``).
+Shapes: distances ``[B, N]`` (:func:`log_ratio_loss`); the module takes embeddings ``[B, D]``
+and label vectors ``[B, L]`` (or ``label_dist [B, N]``).
 
 Example::
 
@@ -37,12 +37,7 @@ from torch import Tensor
 from likewise.losses._kernels import log_ratio as kernel
 from likewise.losses._kernels.euclidean import distance_matrix
 from likewise.losses._kernels.positives import self_pairs
-from likewise.losses.base import (
-    INDICES_TUPLE_MESSAGE,
-    MetricLoss,
-    _check_float_matrix,
-    full_precision,
-)
+from likewise.losses.base import INDICES_TUPLE_MESSAGE, MetricLoss, _check_float_matrix, full_precision
 from likewise.normalize import promote, widen
 from likewise.similarity import pairwise_distance, self_pair_mask, squared_euclidean
 
@@ -50,11 +45,9 @@ EPS = 1e-6
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the loss is computed in: float32 for float16 and bfloat16, else ``dtype``.
-    ``log(D + eps)`` needs ``D`` to about ``eps = 1e-6`` (a duplicate's squared distance,
-    taken as ``|x|^2 + |y|^2 - 2 x y`` in bfloat16, is off by ``1e-2 |x|^2``), its gradient
-    divides by ``D + eps``, and the loss sums ``B N`` squared log-ratios (float16's range is
-    6.5e4). Gradients go back to the input's dtype, saturated to its range."""
+    """The dtype the loss is computed in: float32 for float16 and bfloat16, else ``dtype``
+    (``log(D + eps)`` needs ``D`` to about ``eps``, its gradient divides by ``D + eps``, and the
+    loss sums ``B N`` squared log-ratios). Gradients go back saturated to the input's range."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -81,19 +74,17 @@ def log_ratio_loss(
 ) -> Tensor:
     """Log-ratio loss from distance matrices (see the module docstring), plain autograd.
 
-    ``emb_dist [B, N]`` embedding distances (squared Euclidean in the paper),
-    ``label_dist [B, N]`` label distances, ``valid`` bool ``[B, N]``: the
-    candidates ``i`` of each anchor (default: all). Returns the mean of
-    ``(u_i - u_j)^2`` over every anchor's unordered candidate pairs; 0 (in the
-    graph) when no anchor has two candidates.
+    ``emb_dist [B, N]`` embedding distances (squared Euclidean in the paper), ``label_dist
+    [B, N]`` label distances, ``valid`` bool ``[B, N]``: the candidates ``i`` of each anchor
+    (default: all). The mean of ``(u_i - u_j)^2`` over every anchor's unordered candidate
+    pairs; 0 (in the graph) when no anchor has two candidates.
     """
     label_log = torch.log(label_dist.to(work_dtype(emb_dist.dtype)) + eps)
     return log_ratio_of_logs(emb_dist, label_log, valid, eps)[0]
 
 
 def _check_on_device(condition: Tensor, message: str) -> None:
-    """``ValueError(message)`` unless ``condition``; on a GPU the check runs on the device (the
-    host does not wait), on a CPU here."""
+    """``ValueError(message)`` unless ``condition`` (on a GPU checked on the device: no wait)."""
     try:
         torch._assert_async(condition, message)
     except RuntimeError:
@@ -143,18 +134,17 @@ def _check_continuous_labels(labels: Any, n: int, name: str, rows_name: str) -> 
 class LogRatioLoss(MetricLoss):
     """Log-ratio loss (Kim et al., 2019) for continuous labels; see the module docstring.
 
-    Call ``loss(embeddings [B, D], labels [B, L] float)`` (``[B]`` is read as
-    ``[B, 1]``; label distance = squared Euclidean), or
-    ``loss(embeddings, label_dist=[B, B])`` with your own non-negative label
-    distances (only their logs matter: e.g. already squared, or a graded
-    dissimilarity). Without ``ref_emb`` every sample is an anchor and the others
-    are its candidates. With ``ref_emb [N, D]`` the candidates are the
-    references (labels from ``ref_labels [N, L]``, or ``label_dist [B, N]``);
-    ``ref_self_index [B]`` marks a query's own row in ``ref_emb`` (``-1``: none).
+    Call ``loss(embeddings [B, D], labels [B, L] float)`` (``[B]`` is read as ``[B, 1]``;
+    label distance = squared Euclidean), or ``loss(embeddings, label_dist=[B, B])`` with your
+    own non-negative label distances (only their logs matter: e.g. already squared, or a
+    graded dissimilarity). Without ``ref_emb`` every sample is an anchor and the others are
+    its candidates. With ``ref_emb [N, D]`` the candidates are the references (labels from
+    ``ref_labels [N, L]``, or ``label_dist [B, N]``); ``ref_self_index [B]`` marks a query's
+    own row in ``ref_emb`` (``-1``: none).
 
-    Labels are float vectors, unlike the class ids of the other losses, so this
-    loss validates its own input. No ``miner=``. Stats: ``triples`` (number of
-    ``(a, {i, j})`` terms averaged), ``loss``.
+    Labels are float vectors, unlike the class ids of the other losses, so this loss
+    validates its own input. No ``miner=``. Stats: ``triples`` (number of ``(a, {i, j})``
+    terms averaged), ``loss``.
     """
 
     label_kind = "continuous"
