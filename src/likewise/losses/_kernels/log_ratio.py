@@ -36,7 +36,11 @@ def log_ratio_kernel(
     b, n = emb_dist.shape
     want = needs_grad(emb_dist)
     with torch.no_grad():
-        count = (n - torch.bincount(excluded[0], minlength=b)).to(work)  # candidates per anchor
+        # candidates per anchor (index_add_, not bincount: on a GPU bincount reads its maximum)
+        rows = excluded[0]
+        count = torch.full((b,), float(n), dtype=work, device=rows.device).index_add_(
+            0, rows, torch.full(rows.shape, -1.0, dtype=work, device=rows.device)
+        )
         num_pairs = (count * (count - 1) / 2).sum()
         per_pair = 1 / num_pairs.clamp_min(1)
         shifted = emb_dist.detach().to(work) + eps
