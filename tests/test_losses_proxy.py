@@ -438,3 +438,50 @@ def test_plain_path_gives_the_kernel_statistics(cls):
 def test_class_id_range_error_names_the_values(cls):
     with pytest.raises(ValueError, match=r"must lie in \[0, 3\) \(num_classes=3\); got values in \[-2, 7\]"):
         cls(3, 4)(torch.randn(3, 4), torch.tensor([0, -2, 7]))
+
+
+def _value_and_grads(loss_fn, emb, labels):
+    value = loss_fn(emb, labels)
+    return (value, *torch.autograd.grad(value, [emb, *loss_fn.parameters()]))
+
+
+@pytest.mark.parametrize("alpha", [4.0, 40.0, 40.5, 100.0])  # the kernel's shift changes at 2 alpha = 80
+@pytest.mark.parametrize("case", ["random", "one class", "zero vectors", "duplicates"])
+def test_proxy_anchor_kernel_equals_plain_formula(alpha, case):
+    g = torch.Generator().manual_seed(12)
+    emb = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 0])
+    if case == "one class":
+        labels = torch.zeros(9, dtype=torch.long)
+    elif case == "zero vectors":
+        emb[[1, 4]] = 0.0
+    elif case == "duplicates":
+        emb[:] = emb[0]
+    emb.requires_grad_(True)
+    results = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        loss_fn = ProxyAnchorLoss(4, 4, margin=0.2, alpha=alpha, fast=fast).double()
+        results.append(_value_and_grads(loss_fn, emb, labels))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("margin,scale", [(28.6, 64.0), (80.0, 2.0), (0.0, 10.0)])
+def test_arcface_kernel_equals_plain_formula_on_both_sides_of_the_margin_branch(margin, scale):
+    g = torch.Generator().manual_seed(13)
+    torch.manual_seed(0)
+    w = ArcFaceLoss(5, 6).double().W.detach()
+    emb = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    emb[0] = -w[:, 0] + 0.05 * torch.randn(6, generator=g, dtype=torch.float64)  # theta > pi - m
+    emb[1] = 3 * w[:, 1]  # cos = 1 (to rounding): within the clamp
+    emb[2] = 0.0  # a zero vector: cos = 0
+    emb.requires_grad_(True)
+    results = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        loss_fn = ArcFaceLoss(5, 6, margin=margin, scale=scale, fast=fast).double()
+        results.append(_value_and_grads(loss_fn, emb, labels))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
