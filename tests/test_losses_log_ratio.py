@@ -221,3 +221,44 @@ def test_statistics_do_not_follow_in_place_changes_of_the_returned_loss():
     value = out.item()
     out *= 0.5  # e.g. a weight applied in place by the caller
     assert loss_fn.stats["loss"] == pytest.approx(value, rel=1e-7)
+
+
+def test_kernel_equals_the_plain_formula_with_label_dist_and_self_index():
+    g = torch.Generator().manual_seed(9)
+    emb = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    refs = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    ld = torch.rand(5, 7, generator=g, dtype=torch.float64)
+    call = {"label_dist": ld, "ref_emb": refs, "ref_self_index": torch.tensor([0, -1, 6, 3, 2])}
+    results = []
+    for fast in (True, False):
+        loss_fn = LogRatioLoss(fast=fast)
+        value = loss_fn(emb, **call)
+        results.append((value, *torch.autograd.grad(value, (emb, refs)), loss_fn.stats))
+    for a, b in zip(results[0][:3], results[1][:3]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+    assert results[0][3] == pytest.approx(results[1][3], rel=1e-12)
+
+
+def test_bad_ref_self_index_entries_and_label_distances():
+    loss = LogRatioLoss()
+    emb, refs = torch.randn(3, 2), torch.randn(4, 2)
+    for fast in (True, False):
+        loss = LogRatioLoss(fast=fast)
+        with pytest.raises(
+            ValueError, match=r"ref_self_index must have shape \(3,\) with entries in \[-1, 3\]"
+        ):
+            loss(emb, label_dist=torch.rand(3, 4), ref_emb=refs, ref_self_index=torch.tensor([0, 4, -1]))
+        for bad in (float("nan"), float("inf"), -1.0):
+            ld = torch.rand(3, 4)
+            ld[1, 2] = bad
+            with pytest.raises(ValueError, match="label_dist must be finite and non-negative"):
+                loss(emb, label_dist=ld, ref_emb=refs)
+
+
+def test_kernel_eligibility_boundaries():
+    from likewise.losses._kernels.log_ratio import eligible
+
+    x, index = torch.randn(4, 2), torch.tensor([0, -1, 2, 1])
+    assert eligible(x, None) and eligible(x, index)
+    # off the CPU the self pairs of ref_self_index (a nonzero) would wait for the device
+    assert eligible(x.to("meta"), None) and not eligible(x.to("meta"), index)

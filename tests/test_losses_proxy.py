@@ -4,13 +4,9 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
+from likewise.losses.arcface import ArcFaceLoss, arcface_loss, arcface_target_logit
 from likewise.losses.base import masked_logsumexp
-from likewise.losses.proxy import (
-    ArcFaceLoss,
-    ProxyAnchorLoss,
-    arcface_loss,
-    proxy_anchor_loss,
-)
+from likewise.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
 
 # ---------------------------------------------------------------- naive references (plain loops)
 
@@ -318,7 +314,7 @@ def test_arcface_bad_constructor_arguments():
 
 @pytest.mark.parametrize("margin_deg", [0.0, 28.6, 60.0, 120.0])
 def test_arcface_margin_logit_and_slope_equal_the_acos_form_and_autograd(margin_deg):
-    from likewise.losses.proxy import _arcface_margin
+    from likewise.losses._kernels.arcface import arcface_margin
 
     m = math.radians(margin_deg)
     eps = torch.finfo(torch.float64).eps
@@ -333,9 +329,14 @@ def test_arcface_margin_logit_and_slope_equal_the_acos_form_and_autograd(margin_
     theta = torch.acos(clamped)
     reference = torch.where(theta + m <= math.pi, torch.cos(theta + m), torch.cos(theta) - m * math.sin(m))
     (slope_ref,) = torch.autograd.grad(reference.sum(), cos)
-    logit, slope = _arcface_margin(cos.detach(), m)
+    logit, slope = arcface_margin(cos.detach(), m)
     torch.testing.assert_close(logit, reference.detach(), rtol=0, atol=1e-12)
     torch.testing.assert_close(slope, slope_ref, rtol=1e-6, atol=1e-9)
+    # the plain form (autograd through clamp, sqrt and where) gives the same value and slope
+    plain = arcface_target_logit(cos, m)
+    (slope_plain,) = torch.autograd.grad(plain.sum(), cos)
+    torch.testing.assert_close(plain.detach(), reference.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(slope_plain, slope_ref, rtol=1e-6, atol=1e-9)
 
 
 def test_proxy_stats_are_those_of_the_last_call_against_loops():
@@ -418,3 +419,69 @@ def test_statistics_survive_a_failing_statistic_and_old_pickles():
     old = NTXentLoss.__new__(NTXentLoss)
     old.__setstate__(state)
     assert old.stats == {"pos_pairs": 3.0}
+
+
+@pytest.mark.parametrize("cls", [ProxyAnchorLoss, ArcFaceLoss])
+def test_plain_path_gives_the_kernel_statistics(cls):
+    g = torch.Generator().manual_seed(6)
+    emb = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 0])  # class 3 has no sample
+    torch.manual_seed(0)
+    fast = cls(num_classes=4, embedding_size=4).double()
+    torch.manual_seed(0)
+    plain = cls(num_classes=4, embedding_size=4, fast=False).double()
+    fast(emb, labels), plain(emb, labels)
+    assert plain.stats == pytest.approx(fast.stats, rel=1e-12)
+
+
+@pytest.mark.parametrize("cls", [ProxyAnchorLoss, ArcFaceLoss])
+def test_class_id_range_error_names_the_values(cls):
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\) \(num_classes=3\); got values in \[-2, 7\]"):
+        cls(3, 4)(torch.randn(3, 4), torch.tensor([0, -2, 7]))
+
+
+def _value_and_grads(loss_fn, emb, labels):
+    value = loss_fn(emb, labels)
+    return (value, *torch.autograd.grad(value, [emb, *loss_fn.parameters()]))
+
+
+@pytest.mark.parametrize("alpha", [4.0, 40.0, 40.5, 100.0])  # the kernel's shift changes at 2 alpha = 80
+@pytest.mark.parametrize("case", ["random", "one class", "zero vectors", "duplicates"])
+def test_proxy_anchor_kernel_equals_plain_formula(alpha, case):
+    g = torch.Generator().manual_seed(12)
+    emb = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 0])
+    if case == "one class":
+        labels = torch.zeros(9, dtype=torch.long)
+    elif case == "zero vectors":
+        emb[[1, 4]] = 0.0
+    elif case == "duplicates":
+        emb[:] = emb[0]
+    emb.requires_grad_(True)
+    results = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        loss_fn = ProxyAnchorLoss(4, 4, margin=0.2, alpha=alpha, fast=fast).double()
+        results.append(_value_and_grads(loss_fn, emb, labels))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("margin,scale", [(28.6, 64.0), (80.0, 2.0), (0.0, 10.0)])
+def test_arcface_kernel_equals_plain_formula_on_both_sides_of_the_margin_branch(margin, scale):
+    g = torch.Generator().manual_seed(13)
+    torch.manual_seed(0)
+    w = ArcFaceLoss(5, 6).double().W.detach()
+    emb = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    emb[0] = -w[:, 0] + 0.05 * torch.randn(6, generator=g, dtype=torch.float64)  # theta > pi - m
+    emb[1] = 3 * w[:, 1]  # cos = 1 (to rounding): within the clamp
+    emb[2] = 0.0  # a zero vector: cos = 0
+    emb.requires_grad_(True)
+    results = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        loss_fn = ArcFaceLoss(5, 6, margin=margin, scale=scale, fast=fast).double()
+        results.append(_value_and_grads(loss_fn, emb, labels))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

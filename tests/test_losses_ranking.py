@@ -6,7 +6,8 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from sklearn.metrics import average_precision_score
 
-from likewise.losses.ranking import FastAPLoss, fast_ap_loss, soft_histograms
+from likewise.losses._kernels.fast_ap import soft_histograms_fused
+from likewise.losses.fast_ap import FastAPLoss, fast_ap_loss, soft_histograms
 
 # ---------------------------------------------------------------- naive reference (plain loops)
 
@@ -138,18 +139,18 @@ def test_soft_histogram_at_centres_and_beyond_the_range_matches_dense_autograd()
     neg = ~pos
     weights = torch.randn(2, 3, num_bins + 1, dtype=torch.float64)
 
-    ours = dist.clone().requires_grad_(True)
-    hp, hn = soft_histograms(ours, pos, neg, num_bins)
-    (g_ours,) = torch.autograd.grad((hp * weights[0]).sum() + (hn * weights[1]).sum(), ours)
-
     dense = dist.clone().requires_grad_(True)
     pulse = torch.relu(1 - torch.abs(dense[None] - centres[:, None, None]) / (4.0 / num_bins))  # [E, B, N]
     dp = (pulse * pos).sum(2).T
     dn = (pulse * neg).sum(2).T
     (g_dense,) = torch.autograd.grad((dp * weights[0]).sum() + (dn * weights[1]).sum(), dense)
-    torch.testing.assert_close(hp, dp, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(hn, dn, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(g_ours, g_dense, rtol=1e-12, atol=1e-12)
+    for histograms in (soft_histograms, soft_histograms_fused):  # the plain form and the kernel
+        ours = dist.clone().requires_grad_(True)
+        hp, hn = histograms(ours, pos, neg, num_bins)
+        (g_ours,) = torch.autograd.grad((hp * weights[0]).sum() + (hn * weights[1]).sum(), ours)
+        torch.testing.assert_close(hp, dp, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(hn, dn, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g_ours, g_dense, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -232,3 +233,38 @@ def test_bad_input_errors():
     for bad_bins in (0, -2, 2.5, True):
         with pytest.raises(ValueError, match="num_bins must be a positive integer"):
             FastAPLoss(num_bins=bad_bins)
+
+
+@pytest.mark.parametrize("kind", ["multi_label", "relevance"])
+def test_mask_path_kernel_equals_the_plain_formula(kind):
+    # masks (multi-label, relevance): the fused histogram on the default path, dense kernels plain
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(10, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    if kind == "multi_label":
+        call = {"labels": (torch.rand(10, 3, generator=g) > 0.6).long()}
+    else:
+        call = {"labels": torch.arange(10) % 3, "relevance": torch.rand(10, 10, generator=g) > 0.7}
+    results = []
+    for fast in (True, False):
+        loss_fn = FastAPLoss(num_bins=6, fast=fast)
+        value = loss_fn(x, **call)
+        (grad,) = torch.autograd.grad(value, x)
+        results.append((value, grad, loss_fn.stats))
+    (v_fast, g_fast, s_fast), (v_plain, g_plain, s_plain) = results
+    torch.testing.assert_close(v_fast, v_plain, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g_fast, g_plain, rtol=1e-10, atol=1e-13)
+    assert s_fast == pytest.approx(s_plain, rel=1e-12)
+
+
+def test_class_id_kernel_eligibility_boundaries():
+    from likewise.losses._kernels.fast_ap import class_ids_eligible
+    from likewise.losses.base import check_batch
+
+    x, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert class_ids_eligible(check_batch(x, labels))
+    assert not class_ids_eligible(check_batch(x, (torch.rand(6, 2) > 0.5).long()))  # multi-label
+    assert not class_ids_eligible(check_batch(x, labels, relevance=torch.eye(6, dtype=torch.bool)))
+    # another device (no data on "meta"): index lists of data-dependent length would wait for it
+    meta = check_batch(x, labels)
+    meta.embeddings = x.to("meta")
+    assert not class_ids_eligible(meta)

@@ -1,21 +1,30 @@
 """Log-ratio loss for continuous labels (Kim, Ha, Kwak, 2019, "Deep Metric Learning Beyond
 Binary Supervision").
 
-Labels are not classes but continuous vectors (a pose, an age, a caption
-embedding), and the embedding distances should keep the *ratios* of label
-distances. For an anchor ``a`` and two other samples ``i, j``, with ``D`` the
-squared Euclidean distance::
+Labels are not classes but continuous vectors (a pose, an age, a caption embedding), and the
+embedding distances should keep the *ratios* of label distances. For an anchor ``a`` and two
+of its candidates ``i, j``, with ``D`` the squared Euclidean distance::
 
     l(a, i, j) = ( log D(f_a, f_i) / D(f_a, f_j)  -  log D(y_a, y_i) / D(y_a, y_j) )^2
     L = mean over all triples (a, {i, j}),  i != j,  i, j != a
 
-``log D`` is taken as ``log(D + eps)`` (``eps = 1e-6`` as in the authors' code),
-which keeps duplicates (``D = 0``) finite.
+``log D`` is taken as ``log(D + eps)`` (``eps = 1e-6`` as in the authors' code), which keeps
+duplicates (``D = 0``) finite. No ``B^3`` tensor is built: with ``u_i = log(D(f_a, f_i) + eps)
+- log(D(y_a, y_i) + eps)`` each triple's term is ``(u_i - u_j)^2`` and, over the ``n``
+candidates of anchor ``a``, ``sum_{i<j} (u_i - u_j)^2 = n sum_i (u_i - mean u)^2``: time and
+memory ``O(B N)`` (centring first avoids the cancellation of ``n sum u^2 - (sum u)^2``).
 
-No ``B^3`` tensor is built. With ``u_i = log(D(f_a, f_i) + eps) - log(D(y_a, y_i) + eps)``
-each triple's term is ``(u_i - u_j)^2`` and, over the ``n`` candidates of anchor ``a``,
-``sum_{i<j} (u_i - u_j)^2 = n sum_i (u_i - mean u)^2``: time and memory ``O(B N)``
-(centring first avoids the cancellation of the equivalent ``n sum u^2 - (sum u)^2``).
+Shapes: distances ``[B, N]`` (:func:`log_ratio_loss`); the module takes embeddings ``[B, D]``
+and label vectors ``[B, L]`` (or ``label_dist [B, N]``).
+
+Example::
+
+    loss_fn = LogRatioLoss()
+    loss = loss_fn(model(images), poses)  # poses: float [B, 3]
+    loss.backward()
+
+The default path runs :mod:`likewise.losses._kernels.log_ratio` (same values, gradient
+written into one buffer); ``fast=False`` runs :func:`log_ratio_loss`'s formula.
 """
 
 from __future__ import annotations
@@ -25,81 +34,61 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from likewise.losses._kernels import log_ratio as kernel
 from likewise.losses._kernels.euclidean import distance_matrix
-from likewise.losses._kernels.fused import needs_grad, with_gradient
 from likewise.losses._kernels.positives import self_pairs
-from likewise.losses.base import (
-    INDICES_TUPLE_MESSAGE,
-    MetricLoss,
-    _check_float_matrix,
-    full_precision,
-    zero_loss,
-)
-from likewise.normalize import promote, saturate_, widen
-from likewise.similarity import squared_euclidean
+from likewise.losses.base import INDICES_TUPLE_MESSAGE, MetricLoss, _check_float_matrix, full_precision
+from likewise.normalize import promote, widen
+from likewise.similarity import pairwise_distance, self_pair_mask, squared_euclidean
 
 EPS = 1e-6
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the loss is computed in: float32 for float16 and bfloat16, else ``dtype``.
-    ``log(D + eps)`` needs ``D`` to about ``eps = 1e-6`` (a duplicate's squared distance,
-    taken as ``|x|^2 + |y|^2 - 2 x y`` in bfloat16, is off by ``1e-2 |x|^2``), its gradient
-    divides by ``D + eps``, and the loss sums ``B N`` squared log-ratios (float16's range is
-    6.5e4). Gradients go back to the input's dtype, saturated to its range."""
+    """The dtype the loss is computed in: float32 for float16 and bfloat16, else ``dtype``
+    (``log(D + eps)`` needs ``D`` to about ``eps``, its gradient divides by ``D + eps``, and the
+    loss sums ``B N`` squared log-ratios). Gradients go back saturated to the input's range."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _log_ratio(
-    emb_dist: Tensor, label_log: Tensor, excluded: tuple[Tensor, Tensor], eps: float
-) -> tuple[Tensor, float]:
-    """The loss of ``emb_dist [B, N]`` (in the graph) against ``label_log = log(D_y + eps)``
-    ``[B, N]`` (overwritten), leaving out the pairs ``excluded = (rows, cols)`` (each at most
-    once); and the number of triples it averages.
-
-    One buffer: ``u = log(D + eps) - label_log``, zeroed at the excluded pairs, centred per
-    row (``dev``), and then the gradient ``dL/dD = 2 n_a dev_ai / ((D_ai + eps) P)``
-    (``P`` = number of triples; the row mean's own derivative cancels since ``sum_i dev = 0``).
-    """
-    b, n = emb_dist.shape
-    want = needs_grad(emb_dist)
+def log_ratio_of_logs(
+    emb_dist: Tensor, label_log: Tensor, valid: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """The loss of ``emb_dist [B, N]`` against ``label_log = log(D_y + eps) [B, N]`` over the
+    candidates ``valid`` (bool ``[B, N]``, ``None``: all), and the number of triples (a tensor).
+    Computed in :func:`work_dtype`; the loss has ``emb_dist``'s dtype."""
     work = work_dtype(emb_dist.dtype)
-    count = (n - torch.bincount(excluded[0], minlength=b)).to(work)  # candidates per anchor
-    num_pairs = float((count * (count - 1) / 2).sum())
-    if num_pairs == 0:
-        return zero_loss(emb_dist), 0.0
-    with torch.no_grad():
-        shifted = emb_dist.detach().to(work) + eps
-        dev = torch.log(shifted).sub_(label_log.to(work))
-        dev[excluded] = 0
-        dev.sub_((dev.sum(1) / count.clamp_min(1)).unsqueeze(1))
-        dev[excluded] = 0
-        pair_sums = count * torch.linalg.vector_norm(dev, dim=1).square()  # n sum_i dev_i^2, per anchor
-        loss = (pair_sums.sum() / num_pairs).to(emb_dist.dtype)
-        grad = dev.div_(shifted).mul_((count * (2 / num_pairs)).unsqueeze(1)) if want else None
-        if grad is not None and work != emb_dist.dtype:
-            grad = saturate_(grad, emb_dist.dtype).to(emb_dist.dtype)
-    return with_gradient(emb_dist, loss, grad), num_pairs
+    u = torch.log(widen(emb_dist, work) + eps) - label_log  # [B, N]
+    if valid is None:
+        valid = torch.ones_like(u, dtype=torch.bool)
+    count = valid.sum(1).to(work)  # candidates per anchor
+    mean = torch.where(valid, u, 0.0).sum(1) / count.clamp_min(1)
+    dev = torch.where(valid, u - mean.unsqueeze(1), 0.0)
+    num_pairs = (count * (count - 1) / 2).sum()
+    loss = (count * dev.square().sum(1)).sum() / num_pairs.clamp_min(1)  # 0 without triples
+    return loss.to(emb_dist.dtype), num_pairs
 
 
 def log_ratio_loss(
     emb_dist: Tensor, label_dist: Tensor, valid: Tensor | None = None, eps: float = EPS
 ) -> Tensor:
-    """Log-ratio loss from distance matrices (see the module docstring).
+    """Log-ratio loss from distance matrices (see the module docstring), plain autograd.
 
-    ``emb_dist [B, N]`` embedding distances (squared Euclidean in the paper),
-    ``label_dist [B, N]`` label distances, ``valid`` bool ``[B, N]``: the
-    candidates ``i`` of each anchor (default: all). Returns the mean of
-    ``(u_i - u_j)^2`` over every anchor's unordered candidate pairs; 0 (in the
-    graph) when no anchor has two candidates.
+    ``emb_dist [B, N]`` embedding distances (squared Euclidean in the paper), ``label_dist
+    [B, N]`` label distances, ``valid`` bool ``[B, N]``: the candidates ``i`` of each anchor
+    (default: all). The mean of ``(u_i - u_j)^2`` over every anchor's unordered candidate
+    pairs; 0 (in the graph) when no anchor has two candidates.
     """
     label_log = torch.log(label_dist.to(work_dtype(emb_dist.dtype)) + eps)
-    if valid is None:
-        empty = torch.zeros(0, dtype=torch.long, device=emb_dist.device)
-        excluded = (empty, empty)
-    else:
-        excluded = (~valid).nonzero(as_tuple=True)
-    return _log_ratio(emb_dist, label_log, excluded, eps)[0]
+    return log_ratio_of_logs(emb_dist, label_log, valid, eps)[0]
+
+
+def _check_on_device(condition: Tensor, message: str) -> None:
+    """``ValueError(message)`` unless ``condition`` (on a GPU checked on the device: no wait)."""
+    try:
+        torch._assert_async(condition, message)
+    except RuntimeError:
+        raise ValueError(message) from None
 
 
 #: label vectors up to this width get their distances from per-column differences
@@ -138,26 +127,24 @@ def _check_continuous_labels(labels: Any, n: int, name: str, rows_name: str) -> 
         raise ValueError(f"{name} has {labels.shape[0]} entries but {rows_name} has {n} rows")
     if labels.dtype not in (torch.float32, torch.float64):
         labels = labels.to(torch.float64)
-    if not torch.isfinite(labels).all():
-        raise ValueError(f"{name} contain NaN or inf")
+    _check_on_device(torch.isfinite(labels).all(), f"{name} contain NaN or inf")
     return labels if labels.dim() == 2 else labels[:, None]
 
 
 class LogRatioLoss(MetricLoss):
     """Log-ratio loss (Kim et al., 2019) for continuous labels; see the module docstring.
 
-    Call ``loss(embeddings [B, D], labels [B, L] float)`` (``[B]`` is read as
-    ``[B, 1]``; label distance = squared Euclidean), or
-    ``loss(embeddings, label_dist=[B, B])`` with your own non-negative label
-    distances (only their logs matter: e.g. already squared, or a graded
-    dissimilarity). Without ``ref_emb`` every sample is an anchor and the others
-    are its candidates. With ``ref_emb [N, D]`` the candidates are the
-    references (labels from ``ref_labels [N, L]``, or ``label_dist [B, N]``);
-    ``ref_self_index [B]`` marks a query's own row in ``ref_emb`` (``-1``: none).
+    Call ``loss(embeddings [B, D], labels [B, L] float)`` (``[B]`` is read as ``[B, 1]``;
+    label distance = squared Euclidean), or ``loss(embeddings, label_dist=[B, B])`` with your
+    own non-negative label distances (only their logs matter: e.g. already squared, or a
+    graded dissimilarity). Without ``ref_emb`` every sample is an anchor and the others are
+    its candidates. With ``ref_emb [N, D]`` the candidates are the references (labels from
+    ``ref_labels [N, L]``, or ``label_dist [B, N]``); ``ref_self_index [B]`` marks a query's
+    own row in ``ref_emb`` (``-1``: none).
 
-    Labels are float vectors, unlike the class ids of the other losses, so this
-    loss validates its own input. No ``miner=``. Stats: ``triples`` (number of
-    ``(a, {i, j})`` terms averaged), ``loss``.
+    Labels are float vectors, unlike the class ids of the other losses, so this loss
+    validates its own input. No ``miner=``. Stats: ``triples`` (number of ``(a, {i, j})``
+    terms averaged), ``loss``.
     """
 
     label_kind = "continuous"
@@ -220,8 +207,8 @@ class LogRatioLoss(MetricLoss):
                 raise TypeError("label_dist must be a floating point torch.Tensor [B, N]")
             if tuple(label_dist.shape) != (b, n):
                 raise ValueError(f"label_dist must have shape {(b, n)}, got {tuple(label_dist.shape)}")
-            if not torch.isfinite(label_dist).all() or bool((label_dist < 0).any()):
-                raise ValueError("label_dist must be finite and non-negative")
+            low, high = label_dist.detach().aminmax()  # (NaN propagates)
+            _check_on_device((low >= 0) & torch.isfinite(high), "label_dist must be finite and non-negative")
             if ref_labels is not None:
                 raise ValueError("pass either label_dist or labels/ref_labels, not both")
             work = work_dtype(embeddings.dtype)
@@ -238,23 +225,27 @@ class LogRatioLoss(MetricLoss):
                     raise ValueError(f"labels have {y.shape[1]} columns but ref_labels have {y_ref.shape[1]}")
             label_log = label_log_distance(y, y_ref, self.eps, work_dtype(embeddings.dtype))
             label_log = label_log.to(embeddings.device)
-        if same_set:
-            excluded = self_pairs(None, b, True, embeddings.device)
-        elif ref_self_index is not None:
+        if ref_self_index is not None:
             if not isinstance(ref_self_index, Tensor) or ref_self_index.dtype not in (
                 torch.int32,
                 torch.int64,
             ):
                 raise TypeError("ref_self_index must be an integer torch.Tensor [B]")
-            if tuple(ref_self_index.shape) != (b,) or bool(
-                ((ref_self_index < -1) | (ref_self_index >= n)).any()
-            ):
-                raise ValueError(f"ref_self_index must have shape {(b,)} with entries in [-1, {n - 1}]")
-            excluded = self_pairs(ref_self_index.to(embeddings.device).long(), b, False, embeddings.device)
+            message = f"ref_self_index must have shape {(b,)} with entries in [-1, {n - 1}]"
+            if tuple(ref_self_index.shape) != (b,):
+                raise ValueError(message)
+            _check_on_device(((ref_self_index >= -1) & (ref_self_index < n)).all(), message)
+            ref_self_index = ref_self_index.to(embeddings.device).long()
+        if self.fast and kernel.eligible(embeddings, ref_self_index):
+            excluded = self_pairs(ref_self_index, b, same_set, embeddings.device)
+            emb_dist = distance_matrix(embeddings, refs, "squared_euclidean")
+            loss, triples = kernel.log_ratio_kernel(emb_dist, label_log, excluded, self.eps, embeddings.dtype)
         else:
-            excluded = self_pairs(None, b, False, embeddings.device)
-        emb_dist = distance_matrix(embeddings, refs, "squared_euclidean")
-        loss, triples = _log_ratio(emb_dist, label_log, excluded, self.eps)
+            if same_set:
+                ref_self_index = torch.arange(b, device=embeddings.device)
+            valid = None if ref_self_index is None else ~self_pair_mask(ref_self_index, n)
+            emb_dist = pairwise_distance(embeddings, refs, "squared_euclidean")
+            loss, triples = log_ratio_of_logs(emb_dist, label_log, valid, self.eps)
         self._record(triples=triples, loss=loss.detach())
         return loss
 

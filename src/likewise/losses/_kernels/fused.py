@@ -42,7 +42,6 @@ def _is_one(grad_out: Tensor) -> bool:
     return torch.equal(grad_out, grad_out.new_ones(grad_out.shape))
 
 
-
 def needs_grad(matrix: Tensor) -> bool:
     """Whether a gradient for ``matrix`` will be asked for."""
     return torch.is_grad_enabled() and matrix.requires_grad

@@ -1,12 +1,10 @@
-"""Ranking losses: a differentiable average precision (FastAP, Cakir et al., 2019).
+"""FastAP's fast paths: soft histograms scattered into two bins per distance, and, for class ids
+on a CPU, the whole loss with its gradient written out on the histograms.
 
-Average precision of one query's ranking of its references (the area under the
-precision-recall curve) depends on a sort, which has no useful gradient. FastAP
-("Deep Metric Learning to Rank", Cakir, He, Xia, Kulis, Sclaroff, CVPR 2019)
-quantises the distance axis into bins and replaces the sort by soft histograms:
-each distance ``d`` votes into the bins of the two nearest centres with
-triangular weights, so precision and recall at every bin edge become smooth
-functions of the distances.
+The plain formula is :mod:`likewise.losses.fast_ap` (dense triangular kernels, autograd); these
+kernels give the same values and gradients. Each distance ``d`` has a non-zero triangular weight
+at its two nearest centres only, so each entry is scattered into two bins: time and memory
+``O(B N)`` whatever the number of bins, forward and backward.
 """
 
 from __future__ import annotations
@@ -16,11 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from likewise.losses._kernels.fused import with_product_gradient
-from likewise.losses._kernels.positives import fast_pairs
-from likewise.losses.base import Batch, MetricLoss, zero_loss
-from likewise.normalize import l2_normalize, valid_eps, widen
-from likewise.similarity import squared_euclidean
+from likewise.losses._kernels.euclidean import euclidean_backward
+from likewise.losses.base import Batch
+
+
+def histograms_eligible(dist: Tensor) -> bool:
+    """:func:`soft_histograms_fused`: always (any device, fixed-size scatters)."""
+    return True
 
 
 class _SoftHistogram(torch.autograd.Function):
@@ -71,33 +71,12 @@ class _SoftHistogram(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def soft_histograms(
+def soft_histograms_fused(
     dist: Tensor, pos: Tensor, neg: Tensor, num_bins: int, max_dist: float = 4.0
 ) -> tuple[Tensor, Tensor]:
-    """Per-row soft histograms ``[B, num_bins + 1]`` of ``dist [B, N]`` over ``pos`` / ``neg``.
-
-    Centres ``c_e = e * max_dist / num_bins`` for ``e = 0..num_bins`` (the bin
-    edges of Cakir et al.), kernel width ``delta = max_dist / num_bins``.
-    """
+    """:func:`likewise.losses.fast_ap.soft_histograms` in ``O(B N)`` time and memory."""
     centres = torch.linspace(0.0, max_dist, steps=num_bins + 1, device=dist.device, dtype=dist.dtype)
-    delta = max_dist / num_bins
-    return _SoftHistogram.apply(dist, pos.bool(), neg.bool(), centres, delta)
-
-
-def fast_ap_from_histograms(h_pos: Tensor, h_neg: Tensor, n_pos: Tensor) -> Tensor:
-    """FastAP of each query ``[B]`` from its soft histograms ``[B, E]`` and positive count ``[B]``.
-
-    ``FastAP_i = 1/N+_i sum_e h+_e H+_e / H_e`` with ``H`` the cumulative sums and
-    ``h = h+ + h-``; terms with ``h+_e H+_e = 0`` or ``H_e = 0`` are skipped.
-    """
-    cum_pos = torch.cumsum(h_pos, dim=1)
-    cum_all = torch.cumsum(h_pos + h_neg, dim=1)
-    num = h_pos * cum_pos
-    safe = (num > 0) & (cum_all > 0)
-    terms = torch.where(
-        safe, num / torch.where(safe, cum_all, torch.ones_like(cum_all)), torch.zeros_like(num)
-    )
-    return terms.sum(1) / n_pos.to(h_pos.dtype).clamp_min(1)
+    return _SoftHistogram.apply(dist, pos.bool(), neg.bool(), centres, max_dist / num_bins)
 
 
 def fast_ap_loss_and_gradient(
@@ -124,7 +103,7 @@ def fast_ap_loss_and_gradient(
     terms = num * inv  # t_e
     ap = terms.sum(1) / n_pos.to(h_pos.dtype).clamp_min(1)
     has_pos = n_pos > 0
-    loss = (1 - ap[has_pos]).mean()
+    loss = ((1 - ap) * has_pos).sum() / has_pos.sum().clamp_min(1)
     c = has_pos.to(h_pos.dtype) / (n_pos.to(h_pos.dtype).clamp_min(1) * has_pos.sum().clamp_min(1))
     t_over = terms * inv  # t_e / H_e
     tail = torch.flip(torch.cumsum(torch.flip(t_over, [1]), 1), [1])  # sum_{e >= j} t_e / H_e
@@ -135,23 +114,42 @@ def fast_ap_loss_and_gradient(
     return loss, ap, g_pos, g_neg
 
 
-def fast_ap_per_row(
-    dist: Tensor, pos: Tensor, neg: Tensor, num_bins: int = 10, max_dist: float = 4.0
-) -> Tensor:
-    """FastAP of each query ``[B]`` (0 for rows without positives).
-
-    With soft histograms ``h+_e`` (positives) and ``h_e = h+_e + h-_e`` (all
-    references) and their cumulative sums ``H+_e``, ``H_e``::
-
-        FastAP_i = 1/N+_i sum_e h+_e H+_e / H_e        (terms with h+_e H+_e = 0 or H_e = 0 skipped)
-
-    ``N+_i`` = number of positives of row ``i``. Shapes: ``dist [B, N]``, masks bool ``[B, N]``.
-    """
-    h_pos, h_neg = soft_histograms(dist, pos, neg, num_bins, max_dist)
-    return fast_ap_from_histograms(h_pos, h_neg, pos.sum(1))
+def class_ids_eligible(batch: Batch) -> bool:
+    """:func:`fast_ap_of_class_ids`: class-id labels ``[B]`` (no relevance matrix, no given pairs),
+    on a CPU (the positive pairs are an index list whose length depends on the labels: on a GPU
+    building it waits for the device)."""
+    labels = batch.labels
+    return (
+        batch.embeddings.device.type == "cpu"
+        and batch.given is None
+        and batch.relevance is None
+        and labels is not None
+        and labels.dim() == 1
+    )
 
 
-def _fast_ap_of_class_ids(
+class _SquaredDistanceGradient(torch.autograd.Function):
+    """``value`` in the graph of ``x [B, D]``, ``y [N, D]`` with ``dvalue/dd = grad [B, N]`` for
+    ``d = |x_i - y_j|^2``: backward is the two GEMMs of
+    :func:`~likewise.losses._kernels.euclidean.euclidean_backward` (norm terms included)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, value: Tensor, grad: Tensor) -> Tensor:
+        ctx.save_for_backward(x, y, grad)
+        return value.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        x, y, grad = ctx.saved_tensors
+        gx, gy = euclidean_backward(x, y, grad, 2.0, ctx.needs_input_grad[:2])
+        # grad_out scales the [B, D] results (a tensor: the host does not wait for the device)
+        gx = None if gx is None else gx.mul_(grad_out.to(gx.dtype))
+        gy = None if gy is None else gy.mul_(grad_out.to(gy.dtype))
+        return gx, gy, None, None
+
+
+def fast_ap_of_class_ids(
     x: Tensor,
     y: Tensor,
     pairs: tuple[Tensor, Tensor],
@@ -161,11 +159,8 @@ def _fast_ap_of_class_ids(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``1 - FastAP`` (mean over queries with a positive) of class-id labels, without masks.
 
-    Distances are squared Euclidean between the rows (unit or zero: see :func:`_has_tiny_rows`)
-    of ``x [B, D]`` and ``y [N, D]``, ``d = |x|^2 + |y|^2 - 2 x.y``. The gradient is taken
-    through ``x.y`` alone (two GEMMs in backward): the norm terms add ``2 dL/dd x`` to
-    ``dL/dx``, along ``x``, which :func:`l2_normalize`'s backward removes (and which is 0 for a
-    zero row). Every
+    Distances are squared Euclidean between the rows of ``x [B, D]`` and ``y [N, D]``,
+    ``d = |x|^2 + |y|^2 - 2 x.y``; backward is two GEMMs (:class:`_SquaredDistanceGradient`). Every
     distance, in bin units ``q = d / delta``, sits between centres ``k = floor(q)`` and
     ``k + 1`` with the fraction ``f = q - k``: it adds ``1 - f`` to bin ``k`` and ``f`` to bin
     ``k + 1``. Two ``scatter_add_`` along the rows with ``k`` as an ``int64`` index (the count
@@ -214,16 +209,17 @@ def _fast_ap_of_class_ids(
         has_pos = n_pos > 0
         grad = None
         if want:
-            # slope of bin k's entries: (g_{k+1} - g_k) / delta, g = 0 past bin E - 1, times
-            # dd/d(x.y) = -2
+            # dL/dd of bin k's entries: (g_{k+1} - g_k) / delta, g = 0 past bin E - 1
             zeros = g_neg.new_zeros(b, 2)
-            slope_neg = torch.diff(torch.cat([g_neg, zeros], 1), dim=1).mul_(-2 / delta)  # [B, E + 1]
-            slope_pos = torch.diff(torch.cat([g_pos, zeros], 1), dim=1).mul_(-2 / delta)
+            slope_neg = torch.diff(torch.cat([g_neg, zeros], 1), dim=1).div_(delta)  # [B, E + 1]
+            slope_pos = torch.diff(torch.cat([g_pos, zeros], 1), dim=1).div_(delta)
             grad = torch.gather(slope_neg, 1, low, out=frac)
             flat_grad = grad.view(-1)
             flat_grad.index_fill_(0, at_self, 0.0)
             flat_grad.index_copy_(0, at_pos, slope_pos.view(-1).index_select(0, pr * (e + 1) + k_pos))
-    return with_product_gradient(x, y, loss.detach(), grad), ap.detach(), has_pos
+    if grad is None:
+        return loss, ap, has_pos
+    return _SquaredDistanceGradient.apply(x, y, loss, grad), ap, has_pos
 
 
 def _two_bin_votes(flat: Tensor, frac: Tensor, size: int) -> Tensor:
@@ -232,77 +228,10 @@ def _two_bin_votes(flat: Tensor, frac: Tensor, size: int) -> Tensor:
     return torch.bincount(torch.cat([flat, flat + 1]), torch.cat([1 - frac, frac]), minlength=size)
 
 
-def fast_ap_loss(dist: Tensor, pos: Tensor, neg: Tensor, num_bins: int = 10, max_dist: float = 4.0) -> Tensor:
-    """FastAP loss: ``mean over queries with a positive of (1 - FastAP_i)``; 0 (in the graph) if none.
-
-    ``dist [B, N]`` distances in ``[0, max_dist]`` (squared Euclidean between unit
-    vectors: ``max_dist = 4``), masks bool ``[B, N]`` (disjoint). See :func:`fast_ap_per_row`.
-    """
-    has_pos = pos.any(1)
-    if not bool(has_pos.any()):
-        return zero_loss(dist)
-    ap = fast_ap_per_row(dist, pos, neg, num_bins, max_dist)
-    return (1 - ap[has_pos]).mean()
-
-
-def _has_tiny_rows(*matrices: Tensor, eps: float = 1e-12) -> bool:
-    """Whether a row has a norm in ``(0, eps]``: :func:`l2_normalize` scales such a row by
-    ``1 / eps`` instead of normalising it, and its backward does not remove the gradient along
-    the row, which :func:`_fast_ap_of_class_ids` leaves out (zero rows are fine)."""
-    for m in matrices:
-        norms = torch.linalg.vector_norm(m.detach(), dim=1)
-        if bool(((norms > 0) & (norms <= valid_eps(eps, m.dtype))).any()):
-            return True
-    return False
-
-
-class FastAPLoss(MetricLoss):
-    """FastAP (Cakir et al., 2019): ``1 - `` a histogram-binned, differentiable average precision.
-
-    Distances are squared Euclidean between L2-normalised embeddings (in ``[0, 4]``),
-    as in pytorch-metric-learning's ``FastAPLoss`` (``LpDistance(power=2)``), whose
-    value and gradients it reproduces for the same ``num_bins``. Each query ranks
-    its references (the batch, self excluded; or ``ref_emb`` — an extension:
-    pytorch-metric-learning refuses ``ref_emb`` here); queries without a positive
-    are left out of the mean. See :func:`fast_ap_per_row` for the formula.
-
-    Shapes: ``embeddings [B, D]``, ``labels [B]`` (or multi-label ``[B, C]``, or
-    ``relevance [B, N]``). Time and memory ``O(B N)`` (plus ``O(B num_bins)``): each
-    distance is scattered into its two nearest bins, forward and backward. No ``miner=``: AP is a
-    listwise quantity over all references. Stats: ``fast_ap`` (mean over queries
-    with a positive), ``queries_with_pos`` (fraction). bfloat16 embeddings are computed in
-    float32 (the loss is float32, gradients bfloat16): its 8 significant bits count a
-    histogram's entries exactly only up to 256.
-    """
-
-    def __init__(self, num_bins: int = 10, *, fast: bool = True) -> None:
-        super().__init__(fast=fast)
-        if isinstance(num_bins, bool) or int(num_bins) != num_bins or int(num_bins) < 1:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-        self.num_bins = int(num_bins)
-
-    def compute(self, batch: Batch) -> Tensor:
-        x, y = batch.embeddings, batch.ref_emb
-        if x.dtype == torch.bfloat16:  # histogram counts: bfloat16 counts exactly only to 256
-            x = widen(x)
-            y = x if batch.same_set else widen(y)
-        x = l2_normalize(x, dim=1)
-        y = x if batch.same_set else l2_normalize(y, dim=1)
-        fast = fast_pairs(batch, None)
-        if fast is not None and not _has_tiny_rows(batch.embeddings, batch.ref_emb):
-            loss, ap, has_pos = _fast_ap_of_class_ids(x, y, *fast, self.num_bins)
-        else:
-            pos, neg = batch.masks()
-            has_pos = pos.any(1)
-            if bool(has_pos.any()):
-                ap = fast_ap_per_row(squared_euclidean(x, y), pos, neg, self.num_bins)
-                loss = (1 - ap[has_pos]).mean()
-        if not bool(has_pos.any()):
-            self._record(fast_ap=0.0, queries_with_pos=0.0)
-            return zero_loss(batch.embeddings, batch.ref_emb)
-        ap = ap.detach()  # (the mask path's ap is in the graph: not kept alive by the statistics)
-        self._record(fast_ap=lambda: ap[has_pos].mean(), queries_with_pos=lambda: has_pos.double().mean())
-        return loss
-
-
-__all__ = ["FastAPLoss", "fast_ap_from_histograms", "fast_ap_loss", "fast_ap_per_row", "soft_histograms"]
+__all__ = [
+    "class_ids_eligible",
+    "fast_ap_loss_and_gradient",
+    "fast_ap_of_class_ids",
+    "histograms_eligible",
+    "soft_histograms_fused",
+]
