@@ -18,20 +18,7 @@ from likewise.losses.lifted_structure import LiftedStructureLoss, lifted_structu
 from likewise.losses.log_ratio import LogRatioLoss, log_ratio_loss
 from likewise.losses.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
 from likewise.losses.negative_cosine import NegativeCosineLoss, negative_cosine_loss
-<<<<<<< HEAD
-from likewise.losses.proxy import ArcFaceLoss, ProxyAnchorLoss, arcface_loss, proxy_anchor_loss
-from likewise.losses.ranking import FastAPLoss, fast_ap_loss
-=======
-from likewise.losses.pair import (
-    ContrastiveLoss,
-    LiftedStructureLoss,
-    MultiSimilarityLoss,
-    contrastive_loss,
-    lifted_structure_loss,
-    multi_similarity_loss,
-)
 from likewise.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
->>>>>>> wt-proxy
 from likewise.losses.softmax import (
     NPairsLoss,
     NTXentLoss,
