@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 
-from likewise.losses.triplet import (
+from likewise.losses.triplet_margin import (
     TripletMarginLoss,
     sample_triplets,
     triplet_margin_loss,
