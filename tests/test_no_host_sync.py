@@ -36,9 +36,6 @@ KNOWN_SYNCS: set[str] = {
     "ProxyAnchorLoss",
     "ArcFaceLoss",
     "CircleLoss",
-    "BatchAllMiner",
-    "SemiHardMiner",
-    "DistanceWeightedMiner",
 }
 
 

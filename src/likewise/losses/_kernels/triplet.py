@@ -35,6 +35,7 @@ from likewise.losses._kernels.fused import needs_grad, with_gradient
 from likewise.losses._kernels.positives import batch_pairs, pair_means
 from likewise.losses.base import Batch
 from likewise.mined import Mined
+from likewise.mining import largest_count
 from likewise.similarity import is_similarity
 
 if TYPE_CHECKING:
@@ -42,12 +43,6 @@ if TYPE_CHECKING:
 
 #: most positives per anchor for the slotted all-triplet pass (beyond it: the sorted search)
 SLOTS_MAX = 16
-
-
-def largest_count(counts: Tensor) -> int:
-    """``max(counts)`` of non-negative integers (0 for none), read from ``bincount``'s length:
-    a shape, so no Python-level synchronisation (on a GPU the output size still is one)."""
-    return max(torch.bincount(counts).shape[0] - 1, 0)
 
 
 def _class_id_batch(batch: Batch) -> bool:
@@ -227,7 +222,6 @@ __all__ = [
     "class_ids_eligible",
     "gathered_eligible",
     "gathered_triplets",
-    "largest_count",
     "listed_sorted_hinge",
     "mine_on_loss_matrix",
     "mine_on_loss_matrix_eligible",
