@@ -10,11 +10,11 @@ from pytorch_metric_learning import losses as pml_losses
 
 from likewise.losses.triplet_margin import (
     TripletMarginLoss,
-    sample_triplets,
     triplet_margin_loss,
     triplet_margin_loss_from_triplets,
 )
 from likewise.mined import PairMask, Triplets
+from likewise.mining import sample_triplets
 from test_losses_pair import FixedMiner, FloatOutputSizes, assert_same, call, data, pair_value, value_and_grad
 
 # ----------------------------------------------------------------------------- naive reference

@@ -564,6 +564,37 @@ class MultiSimilarityMiner(Miner):
         return PairMask(pos_sel, neg_sel)
 
 
+def sample_triplets(
+    pos: Tensor, neg: Tensor, per_anchor: int, generator: torch.Generator | None = None
+) -> Triplets:
+    """``per_anchor`` random triplets (positive and negative drawn uniformly, independently, with
+    replacement) for every anchor with a positive and a negative. The anchors are a ``nonzero``."""
+    anchors = (pos.any(1) & neg.any(1)).nonzero().squeeze(1)
+    if anchors.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=pos.device)
+        return Triplets(empty, empty, empty)
+    p = torch.multinomial(pos[anchors].float(), per_anchor, replacement=True, generator=generator)
+    n = torch.multinomial(neg[anchors].float(), per_anchor, replacement=True, generator=generator)
+    return Triplets(anchors.repeat_interleave(per_anchor), p.reshape(-1), n.reshape(-1))
+
+
+def check_triplets(t: Triplets, b: int, n: int) -> Triplets:
+    """Mined indices are integers within range (a device-side assertion: no synchronisation)."""
+    for name, idx, bound in (
+        ("anchor", t.anchor, b),
+        ("positive", t.positive, n),
+        ("negative", t.negative, n),
+    ):
+        if idx.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"mined {name} indices must be integer tensors, got {idx.dtype}")
+        message = f"mined {name} indices must lie in [0, {bound - 1}]"
+        try:
+            torch._assert_async(((idx >= 0) & (idx < bound)).all(), message)
+        except RuntimeError:
+            raise ValueError(message) from None
+    return t
+
+
 #: every miner class by name (configs and the CLI look miners up here; the contract tests run
 #: over it): add a new miner here
 MINERS: dict[str, type[Miner]] = {
@@ -587,5 +618,7 @@ __all__ = [
     "EasyPositiveMiner",
     "DistanceWeightedMiner",
     "MultiSimilarityMiner",
+    "check_triplets",
     "distance_weighted_log_weights",
+    "sample_triplets",
 ]

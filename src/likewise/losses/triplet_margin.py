@@ -40,6 +40,7 @@ from likewise.losses._kernels import triplet as kernels
 from likewise.losses._kernels.euclidean import distance_matrix
 from likewise.losses.base import Batch, MetricLoss, check_number, masked_mean, prepare, zero_loss
 from likewise.mined import Triplets, to_pair_mask
+from likewise.mining import check_triplets, sample_triplets
 from likewise.normalize import l2_normalize
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
 
@@ -127,37 +128,6 @@ def triplet_margin_loss_from_triplets(
     return masked_mean(losses, losses > 0)
 
 
-def sample_triplets(
-    pos: Tensor, neg: Tensor, per_anchor: int, generator: torch.Generator | None = None
-) -> Triplets:
-    """``per_anchor`` random triplets (positive and negative drawn uniformly, independently, with
-    replacement) for every anchor with a positive and a negative. The anchors are a ``nonzero``."""
-    anchors = (pos.any(1) & neg.any(1)).nonzero().squeeze(1)
-    if anchors.numel() == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=pos.device)
-        return Triplets(empty, empty, empty)
-    p = torch.multinomial(pos[anchors].float(), per_anchor, replacement=True, generator=generator)
-    n = torch.multinomial(neg[anchors].float(), per_anchor, replacement=True, generator=generator)
-    return Triplets(anchors.repeat_interleave(per_anchor), p.reshape(-1), n.reshape(-1))
-
-
-def check_triplets(t: Triplets, b: int, n: int) -> Triplets:
-    """Mined indices are integers within range (a device-side assertion: no synchronisation)."""
-    for name, idx, bound in (
-        ("anchor", t.anchor, b),
-        ("positive", t.positive, n),
-        ("negative", t.negative, n),
-    ):
-        if idx.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"mined {name} indices must be integer tensors, got {idx.dtype}")
-        message = f"mined {name} indices must lie in [0, {bound - 1}]"
-        try:
-            torch._assert_async(((idx >= 0) & (idx < bound)).all(), message)
-        except RuntimeError:
-            raise ValueError(message) from None
-    return t
-
-
 class TripletMarginLoss(MetricLoss):
     """Triplet margin loss, a drop-in for PML's ``TripletMarginLoss`` (formula: module docstring).
 
@@ -230,29 +200,22 @@ class TripletMarginLoss(MetricLoss):
             search = kernels.sorted_hinge if pos.dtype == torch.bool else kernels.listed_sorted_hinge
             total, count = search(dist, pos, neg, self.margin)
         else:
-
-            def swap(p: Tensor) -> Tensor:
-                return distance_like(y[p], y, self.distance, self.fast)
-
+            swap = (lambda p: distance_like(y[p], y, self.distance, self.fast)) if self.swap else None
             total, count = triplet_margin_terms(
                 dist,
                 pos,
                 neg,
                 self.margin,
                 smooth_loss=self.smooth_loss,
-                swap_dist=swap if self.swap else None,
+                swap_dist=swap,
                 block_elements=self.block_elements,
             )
-        n_triplets = (pos.sum(1) * neg.sum(1)).sum()
-        sign, unit = self._sign_unit()
-        d, p_mask, n_mask = dist.detach(), pos > 0, neg > 0
+        n_triplets, d, (sign, unit) = (pos.sum(1) * neg.sum(1)).sum(), dist.detach(), self._sign_unit()
         self._record(
             num_triplets=n_triplets,
             active_fraction=lambda: count / n_triplets.clamp_min(1),
-            **{
-                f"mean_pos_{unit}": lambda: sign * masked_mean(d, p_mask),
-                f"mean_neg_{unit}": lambda: sign * masked_mean(d, n_mask),
-            },
+            **{f"mean_pos_{unit}": lambda: sign * masked_mean(d, pos > 0)},
+            **{f"mean_neg_{unit}": lambda: sign * masked_mean(d, neg > 0)},
         )
         return total / count.clamp_min(1).to(total.dtype)
 
@@ -290,7 +253,6 @@ class TripletMarginLoss(MetricLoss):
 
 __all__ = [
     "TripletMarginLoss",
-    "sample_triplets",
     "triplet_margin_loss",
     "triplet_margin_loss_from_triplets",
     "triplet_margin_terms",
