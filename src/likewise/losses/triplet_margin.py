@@ -213,7 +213,7 @@ class TripletMarginLoss(MetricLoss):
         n_triplets, d, (sign, unit) = (pos.sum(1) * neg.sum(1)).sum(), dist.detach(), self._sign_unit()
         self._record(
             num_triplets=n_triplets,
-            active_fraction=lambda: count / n_triplets.clamp_min(1),
+            active_fraction=lambda: count.double() / n_triplets.clamp_min(1),
             **{f"mean_pos_{unit}": lambda: sign * masked_mean(d, pos > 0)},
             **{f"mean_neg_{unit}": lambda: sign * masked_mean(d, neg > 0)},
         )

@@ -112,7 +112,7 @@ def all_triplets_of_class_ids(
     d = dist.detach()
     stats = {
         "num_triplets": n_triplets,
-        "active_fraction": lambda: count / n_triplets.clamp_min(1),
+        "active_fraction": lambda: count.double() / n_triplets.clamp_min(1),
         f"mean_pos_{unit}": lambda: sign * pair_means(d, (pr, pc), selves)[0],
         f"mean_neg_{unit}": lambda: sign * pair_means(d, (pr, pc), selves)[1],
     }
