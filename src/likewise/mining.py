@@ -311,7 +311,8 @@ class SemiHardMiner(Miner):
     positives (``P_max <= log2 N``, e.g. class-balanced batches) each positive is compared
     with every negative in blocks, O(B * N * P_max); otherwise each anchor's negative
     distances are sorted once and every pair located with ``searchsorted``,
-    O(B * N log N). Memory O(B * N) either way.
+    O(B * N log N). Memory O(B * N) either way. No host synchronisation in Python; the
+    number of triplets depends on the data (``nonzero``), which on a GPU is one.
     """
 
     def __init__(
@@ -463,7 +464,9 @@ class DistanceWeightedMiner(Miner):
 
     Randomness: ``generator=`` (a ``torch.Generator``) or ``seed=`` (the miner then owns
     a generator seeded once, so a run of calls is reproducible); neither: torch's global
-    generator. Returns :class:`Triplets` with one entry per positive pair; O(B * N).
+    generator. Returns :class:`Triplets` with one entry per positive pair; O(B * N). No host
+    synchronisation in Python; the positive pairs (``nonzero``) and the number of draws (the
+    largest positive count) have data-dependent sizes, which on a GPU synchronise.
     """
 
     def __init__(

@@ -20,7 +20,7 @@ PML's pairs counted as listed); given triplets: index tensors ``[T]``.
     >>> x, y = torch.randn(32, 8, requires_grad=True), torch.arange(32) % 4
     >>> loss(x, y).backward()
 
-:func:`triplet_margin_terms` is the specification: plain autograd over blocks of positive
+:func:`triplet_margin_loss` is the specification: plain autograd over blocks of positive
 pairs (one ``[pairs, N]`` tensor each, checkpointed: memory stays at one block, never ``B^3``).
 The fast kernels (:mod:`likewise.losses._kernels.triplet`) compute the same for the calls
 they declare themselves eligible for; ``fast=False`` always runs the plain form.
@@ -68,27 +68,24 @@ def _terms(v: Tensor, smooth: bool) -> Tensor:
     return F.softplus(v) if smooth else F.relu(v)
 
 
-def triplet_margin_terms(
+def _triplet_terms(
     dist: Tensor,
     pos: Tensor,
     neg: Tensor,
-    margin: float = 0.05,
-    *,
-    smooth_loss: bool = False,
-    swap_dist: SwapDist = None,
-    block_elements: int = 1 << 22,
+    margin: float,
+    smooth: bool,
+    swap_rows: Callable[[Tensor], Tensor] | None,
+    block_elements: int,
 ) -> tuple[Tensor, Tensor]:
     """``(sum, count)`` of the non-zero terms over all ``(a, p, n)``, each weighted by
-    ``pos[a, p] * neg[a, n]`` (weight 1 for bool masks). ``swap_dist``: reference-reference
-    distances, an ``[N, N]`` tensor or a function ``p [c] -> [c, N]``. Positive pairs are taken in
-    blocks of ``block_elements // N`` (``nonzero``: a synchronisation on a GPU)."""
+    ``pos[a, p] * neg[a, n]`` (1 for bool masks); ``swap_rows(p [c]) -> [c, N]`` reference
+    distances. Positive pairs in blocks of ``block_elements // N`` (``nonzero``: on a GPU a sync)."""
     pos_w, neg_w = pos.to(dist.dtype), neg.to(dist.dtype)
     a_idx, p_idx = pos_w.nonzero(as_tuple=True)
-    swap_rows = swap_dist.__getitem__ if isinstance(swap_dist, Tensor) else swap_dist
 
     def block(d: Tensor, a: Tensor, p: Tensor) -> Tensor:
         d_an = d[a] if swap_rows is None else torch.minimum(d[a], swap_rows(p))
-        losses = _terms(d[a, p].unsqueeze(1) - d_an + margin, smooth_loss)
+        losses = _terms(d[a, p].unsqueeze(1) - d_an + margin, smooth)
         weight = torch.where(losses > 0, neg_w[a] * pos_w[a, p].unsqueeze(1), 0.0)
         return torch.stack([(weight * losses).sum(), weight.sum()])
 
@@ -112,11 +109,11 @@ def triplet_margin_loss(
     block_elements: int = 1 << 22,
 ) -> Tensor:
     """The loss over every triplet with ``pos[a, p]`` and ``neg[a, n]``: ``dist [B, N]`` (``-s``
-    for similarities), ``pos, neg`` bool (or weights) ``[B, N]``; see :func:`triplet_margin_terms`.
-    Returns a scalar (0, in the graph, when no term is non-zero)."""
-    total, count = triplet_margin_terms(
-        dist, pos, neg, margin, smooth_loss=smooth_loss, swap_dist=swap_dist, block_elements=block_elements
-    )
+    for similarities), ``pos, neg`` bool masks (or weights) ``[B, N]``. ``swap_dist``: reference
+    distances for the swap, an ``[N, N]`` tensor or a function ``p [c] -> [c, N]``. Plain autograd
+    over blocks of positive pairs, checkpointed. A scalar (0, in the graph, when no term is > 0)."""
+    swap_rows = swap_dist.__getitem__ if isinstance(swap_dist, Tensor) else swap_dist
+    total, count = _triplet_terms(dist, pos, neg, margin, smooth_loss, swap_rows, block_elements)
     return total / count.clamp_min(1)
 
 
@@ -201,14 +198,8 @@ class TripletMarginLoss(MetricLoss):
             total, count = search(dist, pos, neg, self.margin)
         else:
             swap = (lambda p: distance_like(y[p], y, self.distance, self.fast)) if self.swap else None
-            total, count = triplet_margin_terms(
-                dist,
-                pos,
-                neg,
-                self.margin,
-                smooth_loss=self.smooth_loss,
-                swap_dist=swap,
-                block_elements=self.block_elements,
+            total, count = _triplet_terms(
+                dist, pos, neg, self.margin, self.smooth_loss, swap, self.block_elements
             )
         n_triplets, d, (sign, unit) = (pos.sum(1) * neg.sum(1)).sum(), dist.detach(), self._sign_unit()
         self._record(
@@ -255,5 +246,4 @@ __all__ = [
     "TripletMarginLoss",
     "triplet_margin_loss",
     "triplet_margin_loss_from_triplets",
-    "triplet_margin_terms",
 ]

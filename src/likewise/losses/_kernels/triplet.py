@@ -1,6 +1,6 @@
 """Fast kernels of the triplet margin loss (:mod:`likewise.losses.triplet_margin`).
 
-Each kernel computes what :func:`~likewise.losses.triplet_margin.triplet_margin_terms` (the plain
+Each kernel computes what :func:`~likewise.losses.triplet_margin.triplet_margin_loss` (the plain
 specification) computes for the calls its eligibility function admits; eligibility looks at
 settings, label kinds and devices only, never at tensor values.
 
