@@ -186,7 +186,7 @@ class TripletMarginLoss(MetricLoss):
         if isinstance(mined, Triplets):
             return self._from_triplets(batch, dist, y, check_triplets(mined, *dist.shape))
         if given is not None and mined is None and given.triplets is not None:
-            return self._from_triplets(batch, dist, y, given.triplets, kernel=False)  # as before: plain
+            return self._from_triplets(batch, dist, y, given.triplets)
         pos, neg = batch.masks() if given is None else (given.pos_w, given.neg_w)
         if mined is not None:
             m = to_pair_mask(mined, tuple(dist.shape), dist.device)
@@ -213,16 +213,13 @@ class TripletMarginLoss(MetricLoss):
     def _sign_unit(self) -> tuple[float, str]:
         return (-1.0, "similarity") if is_similarity(self.distance) else (1.0, "distance")
 
-    def _from_triplets(
-        self, batch: Batch, dist: Tensor, y: Tensor, t: Triplets, kernel: bool = True
-    ) -> Tensor:
-        """The loss of the triplets ``t`` on the distance matrix ``dist [B, N]`` (``kernel=False``:
-        plain autograd whatever ``fast`` says; the caller's ``indices_tuple`` triplets take it)."""
+    def _from_triplets(self, batch: Batch, dist: Tensor, y: Tensor, t: Triplets) -> Tensor:
+        """The loss of the triplets ``t`` on the distance matrix ``dist [B, N]``."""
         if len(t) == 0:
             self._record(num_triplets=0, active_fraction=0.0)
             return zero_loss(batch.embeddings, batch.ref_emb)
         a, p, n = t.anchor.long(), t.positive.long(), t.negative.long()
-        if kernel and self.fast and kernels.gathered_eligible(self):
+        if self.fast and kernels.gathered_eligible(self):
             loss, d_ap, d_an = kernels.gathered_triplets(dist, a, p, n, self.margin, self.smooth_loss)
         else:
             d_ap, d_an = dist[a, p], dist[a, n]
