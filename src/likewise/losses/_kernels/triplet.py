@@ -82,9 +82,8 @@ def all_triplets_of_class_ids(
     xr, xc = torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]])
     k = max(k_max, 1)
     with torch.no_grad():
-        slot = torch.arange(pr.shape[0], device=pr.device) - (torch.cumsum(counts, 0) - counts).index_select(
-            0, pr
-        )
+        first = torch.cumsum(counts, 0) - counts  # each anchor's first pair
+        slot = torch.arange(pr.shape[0], device=pr.device) - first.index_select(0, pr)  # rank in row
         threshold = dist.new_full((b, k), float("-inf"))
         entries.put_(threshold, pr, slot, entries.take(dist, pr, pc) + margin)
         active = dist.new_zeros(b, k)  # k_aj
