@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from likewise.losses import DINOLoss
-from likewise.ssl.base import SSLMethod, check_two_views
+from likewise.ssl.base import SSLMethod, check_two_views, encode_views
 from likewise.ssl.heads import NormalizedLinear, mlp
 from likewise.ssl.momentum import MomentumUpdater, momentum_copy
 
@@ -116,14 +116,16 @@ class DINO(SSLMethod):
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def _teacher(self, x: Tensor) -> Tensor:
-        return self.teacher_projector(self.teacher_encoder(x))
+    def _teacher(self, *views: Tensor) -> list[Tensor]:
+        return [self.teacher_projector(f) for f in encode_views(self.teacher_encoder, views)]
 
     def forward(self, *views: Tensor) -> Tensor:
         check_two_views(views, most=len(views) if len(views) > 2 else 2)
         frozen = (self.steps_done < self.freeze_last_layer_steps).to(views[0].dtype)
-        student = [self.projector(self.encoder(v), frozen) for v in views]
-        teacher = [self._teacher(v) for v in views[:2]]
+        # the encoder once per view size (global views, local crops) where it may: encode_views
+        features = encode_views(self.encoder, views[:2]) + encode_views(self.encoder, views[2:])
+        student = [self.projector(f, frozen) for f in features]
+        teacher = self._teacher(*views[:2])
         self.criterion.teacher_temp = self.teacher_temp  # a buffer: the warm-up survives a resume
         return self.criterion(student, teacher)
 
