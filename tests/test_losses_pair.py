@@ -16,15 +16,20 @@ from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from likewise.losses.pair import (
+from likewise.losses import (
     ContrastiveLoss,
     LiftedStructureLoss,
     MultiSimilarityLoss,
     contrastive_loss,
-    distance_matrix,
     lifted_structure_loss,
     multi_similarity_loss,
 )
+from likewise.losses import contrastive as contrastive_module
+from likewise.losses import lifted_structure as lifted_module
+from likewise.losses import multi_similarity as ms_module
+from likewise.losses._kernels.contrastive import index_lists_eligible
+from likewise.losses._kernels.euclidean import distance_matrix
+from likewise.losses.base import Batch
 from likewise.mined import PairMask, Triplets
 from likewise.similarity import pairwise_distance
 
@@ -444,6 +449,181 @@ def test_ms_chunked_equals_unchunked_and_bounds_memory(with_ref):
     with FloatOutputSizes() as sizes:
         value_and_grad(lambda a, *z: call(MultiSimilarityLoss(), a, y, *z), x, *rest)
     assert sizes.largest >= b * refs  # the check above can see a full matrix
+
+
+# ----------------------------------------------------------------------------- kernels == plain forms
+
+
+def test_contrastive_plain_form_counts_listed_pairs():
+    d = torch.tensor([[0.0, 0.5, 0.2, 1.5], [0.3, 0.0, 0.9, 1.5]], dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor([[0, 2, 0, 0], [1, 0, 0, 0]])  # (0, 1) listed twice
+    neg = torch.tensor([[0, 0, 1, 2], [0, 0, 3, 0]])  # (0, 3) listed twice, but its term is 0
+    out = contrastive_loss(d, pos, neg, pos_margin=0.0, neg_margin=1.0)
+    # pos: (2 * 0.5 + 0.3) / 3 listings; neg: (0.8 + 3 * 0.1) / 4 non-zero listings
+    assert out.item() == pytest.approx(1.3 / 3 + 1.1 / 4)
+    (grad,) = torch.autograd.grad(out, d)
+    expected = torch.tensor([[0.0, 2 / 3, -1 / 4, 0.0], [1 / 3, 0.0, -3 / 4, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(grad, expected)
+    once = contrastive_loss(d, pos > 0, neg > 0, pos_margin=0.0, neg_margin=1.0)
+    assert once.item() == pytest.approx(0.8 / 2 + 0.9 / 2)
+
+
+def fast_and_plain(make, relation):
+    """(value, gradients, stats) of ``make(fast=True)`` and ``make(fast=False)`` on one relation:
+    class ids (the index-list kernels), refs, a miner or a relevance matrix (the mask kernels)."""
+    x, y = data(b=12, classes=4)
+    y[0] = 99  # a singleton
+    r, ry = data(b=7, classes=4, seed=3)
+    kw, ctor = {}, {}
+    if relation == "refs":
+        kw = {"ref_emb": r, "ref_labels": ry}
+    elif relation == "relevance":
+        kw = {"relevance": torch.rand(12, 12, generator=torch.Generator().manual_seed(5)) < 0.3}
+    elif relation == "miner":
+        same = (y[:, None] == y[None, :]) & ~torch.eye(12, dtype=torch.bool)
+        pick = torch.rand(12, 12, generator=torch.Generator().manual_seed(6)) < 0.6
+        ctor = {"miner": FixedMiner(PairMask(same & pick, ~same & pick))}
+    out = []
+    for fast in (True, False):
+        loss = make(fast=fast, **ctor)
+        rest = (kw["ref_emb"],) if "ref_emb" in kw else ()
+
+        def fn(a, *z, loss=loss):
+            extra = {**kw, "ref_emb": z[0]} if z else kw
+            return loss(a, y, **extra)
+
+        out.append((*value_and_grad(fn, x, *rest), dict(loss.stats)))
+    return out
+
+
+RELATIONS = ["class_ids", "refs", "miner", "relevance"]
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"neg_form": f, "distance": m}
+        for f in ("hinge", "squared_hinge", "hinge_squared")
+        for m in ("euclidean", "squared_euclidean")
+    ]
+    + [
+        {"neg_form": f, "distance": "cosine", "pos_margin": 0.9, "neg_margin": 0.2}
+        for f in ("hinge", "squared_hinge")
+    ],
+)
+def test_contrastive_kernels_equal_the_plain_form(kwargs, relation):
+    kwargs = {"pos_margin": 0.1, "neg_margin": 1.2, **kwargs}
+    (vf, gf, sf), (vp, gp, sp) = fast_and_plain(lambda **kw: ContrastiveLoss(**kwargs, **kw), relation)
+    assert_same((vf, gf), (vp, gp), rtol=1e-9, atol=1e-12)
+    assert sf == pytest.approx(sp, rel=1e-9, abs=1e-12)
+    assert 0 < sf["pos_active_fraction"] <= 1 and 0 < sf["neg_active_fraction"] <= 1
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"neg_margin": 0.4, "pos_margin": 0.1}, {"distance": "squared_euclidean"}]
+)
+def test_lifted_kernel_equals_the_plain_form(kwargs, relation):
+    (vf, gf, sf), (vp, gp, sp) = fast_and_plain(lambda **kw: LiftedStructureLoss(**kwargs, **kw), relation)
+    assert_same((vf, gf), (vp, gp), rtol=1e-9, atol=1e-12)
+    assert sf == pytest.approx(sp, rel=1e-9, abs=1e-12)
+    assert vf > 0 and 0 < sf["active_fraction"] <= 1
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+@pytest.mark.parametrize("kwargs", [{}, {"alpha": 5.0, "beta": 20.0, "base": 0.2}, {"distance": "dot"}])
+def test_ms_kernel_equals_the_plain_form(kwargs, relation):
+    (vf, gf, sf), (vp, gp, sp) = fast_and_plain(lambda **kw: MultiSimilarityLoss(**kwargs, **kw), relation)
+    assert_same((vf, gf), (vp, gp), rtol=1e-9, atol=1e-12)
+    assert sf == pytest.approx(sp, rel=1e-9, abs=1e-12)
+    assert vf > 0 and 0 < sf["active_fraction"] <= 1
+
+
+def spy(monkeypatch, module, name):
+    """Record the calls of ``module.name`` (still run)."""
+    calls = []
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_contrastive_dispatch_follows_eligibility(monkeypatch):
+    sparse = spy(monkeypatch, contrastive_module, "contrastive_sparse")
+    dense = spy(monkeypatch, contrastive_module, "contrastive_dense")
+    x, y = data(b=8, classes=3)
+    pair_mask = PairMask(y[:, None] == y[None, :], y[:, None] != y[None, :])
+    cases = [
+        ({}, {}, ["contrastive_sparse"]),  # class ids
+        ({}, {"ref_emb": x[:5], "ref_labels": y[:5]}, ["contrastive_sparse"]),
+        ({"miner": FixedMiner(pair_mask)}, {}, ["contrastive_dense"]),
+        ({}, {"relevance": y[:, None] == y[None, :]}, ["contrastive_dense"]),
+        (
+            {},
+            {"indices_tuple": (torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))},
+            [],
+        ),  # counts: plain
+        ({"fast": False}, {}, []),
+        ({"fast": False, "miner": FixedMiner(pair_mask)}, {}, []),
+    ]
+    for ctor, kw, expected in cases:
+        sparse.clear(), dense.clear()
+        ContrastiveLoss(**ctor)(x, y, **kw)
+        assert sparse + dense == expected, (ctor, list(kw))
+
+
+def test_lifted_dispatch_follows_eligibility(monkeypatch):
+    calls = spy(monkeypatch, lifted_module, "lifted_sparse")
+    x, y = data(b=8, classes=3)
+    cases = [
+        ({}, True),
+        ({"distance": "squared_euclidean"}, True),
+        ({"distance": "cosine"}, False),  # distances not bounded by the normalisation
+        ({"normalize_embeddings": False}, False),
+        ({"formula": "pml"}, False),
+        ({"miner": FixedMiner(PairMask(y[:, None] == y[None, :], y[:, None] != y[None, :]))}, False),
+        ({"fast": False}, False),
+    ]
+    for ctor, expected in cases:
+        calls.clear()
+        LiftedStructureLoss(**ctor)(x, y)
+        assert bool(calls) is expected, ctor
+
+
+def test_ms_dispatch_follows_eligibility(monkeypatch):
+    calls = spy(monkeypatch, ms_module, "multi_similarity_gemm")
+    x, y = data(b=8, classes=3)
+    cases = [
+        ({}, True),
+        ({"distance": "dot"}, True),
+        ({"chunk_size": 8}, True),  # one block: not chunked
+        ({"chunk_size": 7}, False),
+        ({"miner": FixedMiner(PairMask(y[:, None] == y[None, :], y[:, None] != y[None, :]))}, False),
+        ({"fast": False}, False),
+    ]
+    for ctor, expected in cases:
+        calls.clear()
+        MultiSimilarityLoss(**ctor)(x, y)
+        assert bool(calls) is expected, ctor
+
+
+def test_index_lists_are_eligible_on_the_cpu_only():
+    def batch(device, **kw):
+        emb = torch.zeros(4, 3, device=device)
+        fields = {"labels": torch.zeros(4, dtype=torch.long, device=device), "relevance": None, **kw}
+        return Batch(embeddings=emb, ref_emb=emb, ref_labels=None, same_set=True, self_index=None, **fields)
+
+    assert index_lists_eligible(batch("cpu"), None)
+    assert not index_lists_eligible(batch("meta"), None)  # sizes of data-dependent lists: a GPU would wait
+    assert not index_lists_eligible(batch("cpu"), miner=object())
+    assert not index_lists_eligible(batch("cpu", labels=torch.zeros(4, 2, dtype=torch.long)), None)
+    assert not index_lists_eligible(batch("cpu", relevance=torch.ones(4, 4, dtype=torch.bool)), None)
+    assert not index_lists_eligible(batch("cpu", labels=None), None)
 
 
 # ----------------------------------------------------------------------------- edge cases

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from likewise.inputs import as_labels, as_matrix, integer_array, to_numpy
 from likewise.io import atomic_directory, atomic_write_json
 
 METRICS = ("cosine", "dot", "euclidean")
@@ -82,60 +83,10 @@ _COMPACT_FRACTION = 0.25
 # ----------------------------------------------------------------------------- input checks
 
 
-def as_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
-    """NumPy array / torch tensor -> C-contiguous finite float32 ``[n, dim]`` (a new array)."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray | list | tuple):
-        raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(x).__name__}")
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-        raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [n, dim], got shape {arr.shape}")
-    if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"{name} have {arr.shape[1]} dimensions but the index has {dim}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty (0 rows)")
-    out = np.array(arr, dtype=np.float32, order="C", copy=True)
-    if not np.isfinite(out).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return out
-
-
-def as_labels(y: Any, name: str, n: int | None = None) -> np.ndarray:
-    """1-D class labels: int64 (integral floats accepted) or str."""
-    if hasattr(y, "detach") and hasattr(y, "cpu"):
-        y = y.detach().cpu().numpy()
-    if not isinstance(y, np.ndarray | list | tuple):
-        raise TypeError(f"{name} must be a NumPy array, a torch tensor or a list, got {type(y).__name__}")
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per vector), got shape {arr.shape}")
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but there are {n} vectors")
-    if arr.dtype.kind in "US":
-        return arr.astype(str)
-    if arr.dtype.kind == "f":
-        if not (np.isfinite(arr).all() and np.all(arr == np.round(arr))):
-            raise ValueError(f"{name} must be integers or strings; got non-integral numbers")
-        return arr.astype(np.int64)
-    if arr.dtype.kind in "iub":
-        return arr.astype(np.int64)
-    raise TypeError(f"{name} must be integers or strings, got dtype {arr.dtype}")
-
-
 def _as_ids(ids: Any, n: int) -> np.ndarray:
-    if hasattr(ids, "detach") and hasattr(ids, "cpu"):
-        ids = ids.detach().cpu().numpy()
-    arr = np.asarray(ids)
+    arr = integer_array(ids, "ids")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"ids must be 1-D with one id per vector ({n}), got shape {arr.shape}")
-    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
-        raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError("ids must fit in int64")
-    arr = arr.astype(np.int64)
     if arr.size and arr.min() < 0:
         raise ValueError(f"ids must be non-negative (-1 marks a missing neighbour), got {int(arr.min())}")
     uniq, counts = np.unique(arr, return_counts=True)
@@ -386,7 +337,7 @@ class Index:
 
     def remove(self, ids: Any) -> int:
         """Remove vectors by id; returns how many were removed. Unknown ids raise ``ValueError``."""
-        arr = np.atleast_1d(np.asarray(ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids))
+        arr = np.atleast_1d(to_numpy(ids, "ids"))
         if arr.size == 0:
             return 0
         arr = _as_ids(arr, arr.size)
@@ -488,10 +439,8 @@ class Index:
         """
         if self._labels is None:
             raise ValueError("this index has no labels (add them with add(..., labels=...))")
-        arr = np.asarray(ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
-        flat = arr.astype(np.int64).reshape(-1)
+        arr = integer_array(ids, "ids")
+        flat = arr.reshape(-1)
         if self._sorted is None:
             order = np.argsort(self._ids, kind="stable")
             self._sorted = (self._ids[order], order)

@@ -64,13 +64,13 @@ def _array(spec: str, what: str) -> np.ndarray:
 
 
 def _matrix(spec: str, what: str) -> np.ndarray:
-    from likewise.index import as_matrix
+    from likewise.inputs import as_matrix
 
     return as_matrix(_array(spec, what), f"{what} ({spec})")
 
 
 def _labels(spec: str, what: str, n: int, of: str) -> np.ndarray:
-    from likewise.index import as_labels
+    from likewise.inputs import as_labels
 
     y = _array(spec, what)
     if y.ndim == 2 and y.shape[1] == 1:

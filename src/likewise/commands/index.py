@@ -75,7 +75,8 @@ def _load(spec: str) -> Any:
 
 def run_build(args: argparse.Namespace) -> int:
     from likewise.artifacts import check_replaceable
-    from likewise.index import Index, as_labels, as_matrix
+    from likewise.index import Index
+    from likewise.inputs import as_labels, as_matrix
 
     x = as_matrix(_load(args.embeddings), f"--embeddings ({args.embeddings})")
     labels = ids = None

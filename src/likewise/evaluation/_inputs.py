@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from likewise.inputs import to_numpy
+
 
 def _describe(x: Any) -> str:
     return type(x).__name__
@@ -60,28 +62,6 @@ def embeddings_tensor(
     return t
 
 
-def labels_array(y: Any, name: str = "labels", n: int | None = None) -> np.ndarray:
-    """Validate 1-D labels (ints, bools, strings, or integral floats) as a NumPy array."""
-    if isinstance(y, Tensor):
-        arr = y.detach().cpu().numpy()
-    elif isinstance(y, np.ndarray | list | tuple):
-        arr = np.asarray(y)
-    else:
-        raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {_describe(y)}")
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one class id per row), got shape {arr.shape}")
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but there are {n} embeddings")
-    if arr.dtype == object:
-        raise TypeError(f"{name} must be integers or strings, got Python objects")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must be class ids (integers); got non-integral floats")
-    elif arr.dtype.kind not in "iubUS":
-        raise TypeError(f"{name} must be class ids (integers or strings), got dtype {arr.dtype}")
-    return arr
-
-
 def encode_labels(*labels: np.ndarray) -> list[np.ndarray]:
     """Jointly map several label arrays to contiguous int64 codes ``0..C-1`` (same label, same code)."""
     kinds = {a.dtype.kind in "US" for a in labels}
@@ -95,18 +75,6 @@ def encode_labels(*labels: np.ndarray) -> list[np.ndarray]:
         out.append(codes[start : start + a.shape[0]])
         start += a.shape[0]
     return out
-
-
-def to_numpy(x: Any, name: str) -> np.ndarray:
-    """Tensor/array -> NumPy array (on CPU)."""
-    if isinstance(x, Tensor):
-        return x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray | list | tuple):
-        arr = np.asarray(x)
-        if arr.dtype == object:
-            raise TypeError(f"{name} must be numeric, got Python objects")
-        return arr
-    raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {_describe(x)}")
 
 
 def scores_array(x: Any, name: str = "scores") -> np.ndarray:

@@ -31,11 +31,11 @@ from likewise.evaluation._blocks import BlockScorer
 from likewise.evaluation._inputs import (
     check_metric_name,
     embeddings_tensor,
-    labels_array,
     range_exponent,
     resolve_device,
     scale_by_power_of_two,
 )
+from likewise.inputs import labels_array
 
 
 def knn_predict(

@@ -17,10 +17,10 @@ import numpy as np
 
 from likewise.evaluation._inputs import (
     embeddings_tensor,
-    labels_array,
     range_exponent,
     scale_by_power_of_two,
 )
+from likewise.inputs import labels_array
 
 
 def clustering_scores(

@@ -100,7 +100,6 @@ from likewise.evaluation._inputs import (
     check_metric_name,
     embeddings_tensor,
     encode_labels,
-    labels_array,
     one_thread,
     range_exponent,
     resolve_device,
@@ -116,6 +115,7 @@ from likewise.evaluation._top import (
     top_relevant_ranks,
 )
 from likewise.evaluation.ranking import RANK_METRICS, metrics_from_ranks
+from likewise.inputs import labels_array
 
 #: bytes of working memory per similarity entry of a block: S (4), a float copy (4),
 #: int32 buckets (4), candidate flags (1), plus per-row tables (about N/8 buckets x 5 x 8)

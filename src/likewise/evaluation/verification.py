@@ -40,12 +40,12 @@ from likewise.evaluation._inputs import (
     binary_array,
     check_metric_name,
     embeddings_tensor,
-    labels_array,
     range_exponent,
     resolve_device,
     scale_by_power_of_two,
     scores_array,
 )
+from likewise.inputs import labels_array
 
 
 def verification_metrics(

@@ -9,18 +9,13 @@ Two-view self-supervised losses are called ``loss(z_a, z_b)`` (see ``two_view``)
 from likewise.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from likewise.losses.base import MetricLoss
 from likewise.losses.circle import CircleLoss, circle_loss
+from likewise.losses.contrastive import ContrastiveLoss, contrastive_loss
 from likewise.losses.dino import DINOLoss, dino_loss
 from likewise.losses.info_nce import InfoNCELoss, info_nce_loss
+from likewise.losses.lifted_structure import LiftedStructureLoss, lifted_structure_loss
 from likewise.losses.log_ratio import LogRatioLoss, log_ratio_loss
+from likewise.losses.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
 from likewise.losses.negative_cosine import NegativeCosineLoss, negative_cosine_loss
-from likewise.losses.pair import (
-    ContrastiveLoss,
-    LiftedStructureLoss,
-    MultiSimilarityLoss,
-    contrastive_loss,
-    lifted_structure_loss,
-    multi_similarity_loss,
-)
 from likewise.losses.proxy import ArcFaceLoss, ProxyAnchorLoss, arcface_loss, proxy_anchor_loss
 from likewise.losses.ranking import FastAPLoss, fast_ap_loss
 from likewise.losses.softmax import (

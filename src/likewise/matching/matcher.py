@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from likewise.index import Index, as_labels
+from likewise.index import Index
+from likewise.inputs import as_labels
 from likewise.io import atomic_directory, atomic_write_json
 
 FORMAT = "likewise-matcher"

@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from likewise.evaluation.verification import check_target
-from likewise.index import Index, as_labels, as_matrix
+from likewise.index import Index
+from likewise.inputs import as_labels, as_matrix, integer_array
 
 if TYPE_CHECKING:
     from likewise.matching.matcher import Matcher
@@ -76,16 +77,11 @@ class _Trials(NamedTuple):
 
 
 def _own_ids(ids: Any, n: int, index: Index, labels: np.ndarray) -> np.ndarray:
-    if hasattr(ids, "detach") and hasattr(ids, "cpu"):
-        ids = ids.detach().cpu().numpy()
-    arr = np.asarray(ids)
+    arr = integer_array(ids, "ids")
     if arr.shape != (n,):
         raise ValueError(
             f"ids must give one index id (or -1) per validation row ({n}), got shape {arr.shape}"
         )
-    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
-        raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
     stored = arr[arr >= 0]
     if (arr < -1).any():
         raise ValueError("ids must be index ids or -1 (a row not stored in the index)")
