@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import likewise.losses.triplet as triplet_module
+import likewise.losses._kernels.triplet as triplet_module
 from likewise.losses import (
     CircleLoss,
     ContrastiveLoss,

@@ -8,13 +8,13 @@ import torch.nn.functional as F
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 
-from likewise.losses.triplet import (
+from likewise.losses.triplet_margin import (
     TripletMarginLoss,
-    sample_triplets,
     triplet_margin_loss,
     triplet_margin_loss_from_triplets,
 )
 from likewise.mined import PairMask, Triplets
+from likewise.mining import sample_triplets
 from test_losses_pair import FixedMiner, FloatOutputSizes, assert_same, call, data, pair_value, value_and_grad
 
 # ----------------------------------------------------------------------------- naive reference
@@ -408,3 +408,113 @@ def test_bad_mined_triplets_and_arguments():
         TripletMarginLoss(distance="l1")
     with pytest.raises(ValueError, match="block_elements must be a positive int"):
         TripletMarginLoss(block_elements=0)
+
+
+# ----------------------------------------------------------------------------- fast kernels == plain form
+
+
+def _multi_label(b, seed):
+    return (torch.rand(b, 3, generator=torch.Generator().manual_seed(seed)) < 0.4).long()
+
+
+FAST_PLAIN_CASES = {
+    "class ids, slots": ({}, lambda y: y, {}),
+    "class ids, sorted search (many positives)": ({}, lambda y: y % 2, {}),
+    "smooth": ({"smooth_loss": True}, lambda y: y, {}),
+    "swap": ({"swap": True}, lambda y: y, {}),
+    "cosine": ({"distance": "cosine", "margin": 0.3}, lambda y: y, {}),
+    "multi-label masks": ({}, lambda y: _multi_label(len(y), 1), {}),
+    "relevance": ({}, lambda y: None, {"relevance": "same"}),
+    "semi-hard miner on the loss matrix": ({"miner": "semihard", "margin": 0.3}, lambda y: y, {}),
+    "batch-all pair masks": ({"miner": "batchall"}, lambda y: y, {}),
+    "given pairs": ({}, lambda y: None, {"indices_tuple": "pairs"}),
+    "given pairs, smooth": ({"smooth_loss": True}, lambda y: None, {"indices_tuple": "pairs"}),
+    "given triplets": ({}, lambda y: None, {"indices_tuple": "triplets"}),
+}
+
+
+@pytest.mark.parametrize("case", list(FAST_PLAIN_CASES))
+@pytest.mark.parametrize("refs", [False, True])
+def test_every_fast_path_equals_the_plain_form(case, refs):
+    """``fast=False`` (the plain blocked form, plain distances) equals the default in value,
+    gradients and statistics on each kernel's path, float64."""
+    from likewise.mining import BatchAllMiner, SemiHardMiner
+
+    ctor, labels_of, call_kw = FAST_PLAIN_CASES[case]
+    x, y = data(b=16, d=5, classes=4)
+    r, ry = data(b=11, d=5, classes=4, seed=5)
+    kw = {"ref_emb": r, "ref_labels": labels_of(ry)} if refs else {}
+    labels = labels_of(y)
+    n = 11 if refs else 16
+    if call_kw.get("relevance"):
+        ref_y = ry if refs else y
+        kw["relevance"] = y[:, None] == ref_y[None, :]
+        kw.pop("ref_labels", None)
+    if call_kw.get("indices_tuple"):  # random pairs, none of them a self pair
+        g = torch.Generator().manual_seed(3)
+        a1, a2 = torch.randint(0, 16, (30,), generator=g), torch.randint(0, 16, (30,), generator=g)
+        p, m, m1 = ((a + torch.randint(1, n, (30,), generator=g)) % n for a in (a1, a2, a1))
+        kw["indices_tuple"] = (a1, p, a2, m) if call_kw["indices_tuple"] == "pairs" else (a1, p, m1)
+        kw.pop("ref_labels", None)
+    miner = {"semihard": lambda: SemiHardMiner(0.3), "batchall": BatchAllMiner}.get(ctor.get("miner"))
+    options = {**ctor, "miner": miner() if miner else None}
+    fast, plain = TripletMarginLoss(**options), TripletMarginLoss(**options, fast=False)
+    leaves = (x, r) if refs else (x,)
+
+    def run(loss):
+        def f(*t):
+            args = {**kw, "ref_emb": t[1]} if refs else kw
+            return loss(t[0], labels, **args)
+
+        return value_and_grad(f, *leaves), dict(loss.stats)
+
+    (v_fast, stats_fast), (v_plain, stats_plain) = run(fast), run(plain)
+    assert v_fast[0] > 0  # the case is not vacuous
+    assert_same(v_fast, v_plain, rtol=1e-9, atol=1e-12)
+    assert stats_fast == pytest.approx(stats_plain, rel=1e-9)
+
+
+def test_the_sorted_search_off_the_cpu_equals_the_slotted_one():
+    """Off the CPU the sorted search takes every column as a candidate positive (no slot count):
+    the same sum and count as the CPU's slots."""
+    from likewise.losses._kernels.triplet import listed_sorted_hinge, sorted_hinge
+
+    x, y = data(b=20, d=4, classes=3)
+    d = torch.cdist(x, x)
+    pos = (y[:, None] == y[None, :]) & ~torch.eye(20, dtype=torch.bool)
+    neg = y[:, None] != y[None, :]
+    total, count = sorted_hinge(d, pos, neg, 0.4)
+    total_all, count_all = listed_sorted_hinge(d, pos.double(), neg.double(), 0.4)
+    terms = (d[:, :, None] - d[:, None, :] + 0.4).clamp_min(0) * (pos[:, :, None] & neg[:, None, :])
+    assert total.item() == pytest.approx(terms.sum().item(), rel=1e-12)
+    assert total_all.item() == pytest.approx(terms.sum().item(), rel=1e-12)
+    assert count.item() == count_all.item() == (terms > 0).sum().item() > 0
+
+
+def test_other_default_paths_do_not_synchronise():
+    """Masks (relevance, multi-label) and given pairs: no host synchronisation in the loss's
+    forward and backward (input validation aside; the class-id paths: tests/test_no_host_sync.py)."""
+    from dataclasses import replace
+
+    from likewise.losses.base import check_batch
+    from likewise.losses.given import parse_indices_tuple
+    from test_no_host_sync import trapped
+
+    x, y = data(b=16, d=5, classes=4)
+    x.requires_grad_()
+    g = torch.Generator().manual_seed(3)
+    a1, a2 = torch.randint(0, 16, (30,), generator=g), torch.randint(0, 16, (30,), generator=g)
+    pairs = (a1, (a1 + 1) % 16, a2, (a2 + 3) % 16)
+    batches = [
+        check_batch(x, None, relevance=y[:, None] == y[None, :]),
+        check_batch(x, _multi_label(16, 1)),
+        replace(
+            check_batch(x, None, pairs_given=True), given=parse_indices_tuple(pairs, 16, 16, "cpu", x.dtype)
+        ),
+    ]
+    for batch in batches:
+        for loss in (TripletMarginLoss(), TripletMarginLoss(smooth_loss=True, distance="cosine")):
+            with trapped():
+                value = loss.compute(batch)
+                value.backward()
+            assert value > 0

@@ -696,3 +696,39 @@ def test_miners_never_hold_a_cubic_tensor(make, per_class, c, with_refs):
     # every tensor made (float, bool or index) holds at most c * B * N elements: nothing B^3
     assert sizes.largest_any <= c * b * n, (sizes.largest_any_op, sizes.largest_any / (b * n))
     assert sizes.largest_any >= b * n  # the check sees the [B, N] distance matrix itself
+
+
+# ----------------------------------------------------------------------------- host synchronisation
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_largest_count_is_the_maximum(seed):
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(0, 1 + 3 * seed, (1 + seed,), generator=g)
+    assert mining.largest_count(counts) == max(counts.tolist())
+    assert mining.largest_count(torch.zeros(0, dtype=torch.long)) == 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SemiHardMiner(0.3, hard_fallback=True),
+        lambda: BatchAllMiner(0.3),
+        lambda: DistanceWeightedMiner(seed=0),
+    ],
+)
+def test_miners_on_both_search_paths_do_not_synchronise(make, search_path):
+    """Dense and sorted searches: no ``item``/``int``/``bool`` on a tensor while mining (the
+    statistics are computed when read)."""
+    from test_no_host_sync import trapped
+
+    x, labels = data(b=20, seed=1, classes=3)
+    miner = make()
+    with trapped():
+        mined = miner(x, labels)
+    assert len(mined) > 0 if isinstance(mined, Triplets) else mined.pos.any()
+    if isinstance(miner, BatchAllMiner):  # counted when read: the last call's triplets
+        active = brute_batch_all(brute_dist(x), *brute_relations(labels), 0.3)
+        miner(x[:6], labels[:6])  # a later call replaces them
+        miner(x, labels)
+        assert miner.stats["num_triplets"] == len(active) > 0

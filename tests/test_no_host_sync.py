@@ -21,15 +21,6 @@ from likewise.mining import MINERS
 
 SYNCING = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
-# losses and miners that still synchronise (the list must shrink to empty: xfail is strict, so a
-# fixed one fails here until it is removed from the list)
-KNOWN_SYNCS: set[str] = {
-    "TripletMarginLoss",
-    "BatchAllMiner",
-    "SemiHardMiner",
-    "DistanceWeightedMiner",
-}
-
 
 class HostSync(AssertionError):
     pass
@@ -81,10 +72,6 @@ def _inputs(kind: str):
     return x, torch.arange(32) % 4
 
 
-def _marks(name: str):
-    return [pytest.mark.xfail(raises=HostSync, strict=True)] if name in KNOWN_SYNCS else []
-
-
 def _build(cls):
     import inspect
 
@@ -97,7 +84,7 @@ def _build(cls):
     return cls(**kwargs)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in LOSSES])
+@pytest.mark.parametrize("name", list(LOSSES))
 def test_a_loss_step_does_not_synchronise(name):
     loss = _build(LOSSES[name])
     x, y = _inputs(loss.label_kind)
@@ -107,7 +94,7 @@ def test_a_loss_step_does_not_synchronise(name):
     assert x.grad is not None
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in TWO_VIEW_LOSSES])
+@pytest.mark.parametrize("name", list(TWO_VIEW_LOSSES))
 def test_a_two_view_loss_step_does_not_synchronise(name):
     cls = TWO_VIEW_LOSSES[name]
     loss = cls(8) if name == "DINOLoss" else cls()
@@ -119,7 +106,7 @@ def test_a_two_view_loss_step_does_not_synchronise(name):
     assert za.grad is not None
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in MINERS])
+@pytest.mark.parametrize("name", list(MINERS))
 def test_a_miner_does_not_synchronise(name):
     miner = MINERS[name]()
     x, y = _inputs("class_ids")

@@ -28,10 +28,17 @@ unless stated otherwise; the similarity metrics are turned into distances by
 :func:`~likewise.similarity.pairwise_distance` (``1 - cos``, ``-<x, y>``), so margins
 are differences of similarities there. Each miner keeps statistics of its last call
 in ``self.stats`` (a dict of floats, computed when read: :mod:`likewise.lazy_stats`).
+
+Host synchronisation: none in Python (no ``.item()``, ``int(t)``, ``bool(t)``) with default
+settings. A miner that returns :class:`~likewise.mined.Triplets` returns as many as the data
+select, found with ``nonzero``: on a GPU that output size is a synchronisation (as is the
+largest number of positives of an anchor, read from ``bincount``'s length); the miners that
+return a :class:`~likewise.mined.PairMask` (fixed ``[B, N]`` size) have none.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 
@@ -141,6 +148,13 @@ def _sorted_negatives(d: Tensor, neg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return values, cols, neg.sum(dim=1)
 
 
+def largest_count(counts: Tensor) -> int:
+    """``max(counts)`` of non-negative integers (0 for none), read from ``bincount``'s output
+    length: a shape, so Python never calls ``int`` on a tensor (on a GPU the output size is still
+    a synchronisation, as any ``nonzero``)."""
+    return max(torch.bincount(counts).shape[0] - 1, 0)
+
+
 #: float16 / bfloat16: miners compute distances and weights in float32 (range, and exact
 #: column numbers: float16 counts exactly only to 2048, bfloat16 to 256)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -164,7 +178,7 @@ def _positive_slots(pos: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
     a, p = torch.nonzero(pos, as_tuple=True)
     counts = pos.sum(dim=1)
     slot = torch.arange(a.numel(), device=a.device) - (counts.cumsum(0) - counts)[a]
-    return a, p, slot, int(counts.max()) if counts.numel() else 0
+    return a, p, slot, largest_count(counts)
 
 
 def _dense_blocks(
@@ -238,10 +252,12 @@ class BatchAllMiner(Miner):
     all positive-loss triplets, plus possibly some zero-loss ones whose pairs are each
     active with another partner (they add zero to a hinge sum; a loss that averages
     over non-zero terms, like pytorch-metric-learning's default, is unaffected).
-    ``stats["num_triplets"]`` counts the positive-loss triplets exactly: per positive
-    pair, the negatives below ``d_ap + margin`` (a comparison with each negative when
-    anchors have few positives, else sorted negatives + ``searchsorted``); time
-    O(B * N * min(P_max, log N)), memory O(B * N).
+    ``stats["num_triplets"]`` counts the positive-loss triplets exactly, when the statistics
+    are read (the distances and masks of the last call are kept for it): per positive pair,
+    the negatives below ``d_ap + margin`` (a comparison with each negative when anchors have
+    few positives, else sorted negatives + ``searchsorted``); time
+    O(B * N * min(P_max, log N)), memory O(B * N). Mining itself is O(B * N) and, returning
+    fixed-size masks, never synchronises with the host.
     """
 
     def __init__(self, margin: float = 0.2, distance: str = "euclidean", normalize_embeddings: bool = True):
@@ -255,11 +271,11 @@ class BatchAllMiner(Miner):
         max_pos, _, has_pos = _extreme(d, pos, largest=True)
         pos_sel = pos & (min_neg.unsqueeze(1) < reach)
         neg_sel = neg & has_pos.unsqueeze(1) & (d < (max_pos + self.margin).unsqueeze(1))
-        n_active = self._count_active(d, pos, neg)
+        n_active = functools.cache(lambda: self._count_active(d, pos, neg))  # when read
         n_valid = (pos.sum(1) * neg.sum(1)).sum()
         self._record(
-            num_triplets=float(n_active),
-            active_fraction=lambda: n_active / float(n_valid) if n_valid else 0.0,
+            num_triplets=n_active,
+            active_fraction=lambda: n_active() / max(float(n_valid), 1.0),
             num_pos_pairs=pos_sel.sum(),
             num_neg_pairs=neg_sel.sum(),
             anchor_fraction=pos_sel.any(1).float().mean(),
@@ -295,7 +311,8 @@ class SemiHardMiner(Miner):
     positives (``P_max <= log2 N``, e.g. class-balanced batches) each positive is compared
     with every negative in blocks, O(B * N * P_max); otherwise each anchor's negative
     distances are sorted once and every pair located with ``searchsorted``,
-    O(B * N log N). Memory O(B * N) either way.
+    O(B * N log N). Memory O(B * N) either way. No host synchronisation in Python; the
+    number of triplets depends on the data (``nonzero``), which on a GPU is one.
     """
 
     def __init__(
@@ -348,7 +365,7 @@ class SemiHardMiner(Miner):
         if d.dtype in _LOW_PRECISION:  # _FAR and the column numbers need float32
             d = d.float()
         counts = torch.bincount(pr, minlength=b)
-        max_pos = int(counts.max()) if pr.numel() else 0
+        max_pos = largest_count(counts)
         if self.hard_fallback or not _use_dense(max_pos, n):
             return None
         slot = torch.arange(pr.numel(), device=d.device) - (counts.cumsum(0) - counts).index_select(0, pr)
@@ -447,7 +464,9 @@ class DistanceWeightedMiner(Miner):
 
     Randomness: ``generator=`` (a ``torch.Generator``) or ``seed=`` (the miner then owns
     a generator seeded once, so a run of calls is reproducible); neither: torch's global
-    generator. Returns :class:`Triplets` with one entry per positive pair; O(B * N).
+    generator. Returns :class:`Triplets` with one entry per positive pair; O(B * N). No host
+    synchronisation in Python; the positive pairs (``nonzero``) and the number of draws (the
+    largest positive count) have data-dependent sizes, which on a GPU synchronise.
     """
 
     def __init__(
@@ -495,7 +514,7 @@ class DistanceWeightedMiner(Miner):
             gen = self.generator
             if gen is not None and gen.device != rows.device:
                 rows = rows.to(gen.device)
-            draws = torch.multinomial(rows, int(counts.max()), replacement=True, generator=gen)
+            draws = torch.multinomial(rows, largest_count(counts), replacement=True, generator=gen)
             draws = draws.to(a.device)
             slot = torch.full_like(counts, -1)
             slot[anchors] = torch.arange(anchors.numel(), device=a.device)
@@ -548,6 +567,37 @@ class MultiSimilarityMiner(Miner):
         return PairMask(pos_sel, neg_sel)
 
 
+def sample_triplets(
+    pos: Tensor, neg: Tensor, per_anchor: int, generator: torch.Generator | None = None
+) -> Triplets:
+    """``per_anchor`` random triplets (positive and negative drawn uniformly, independently, with
+    replacement) for every anchor with a positive and a negative. The anchors are a ``nonzero``."""
+    anchors = (pos.any(1) & neg.any(1)).nonzero().squeeze(1)
+    if anchors.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=pos.device)
+        return Triplets(empty, empty, empty)
+    p = torch.multinomial(pos[anchors].float(), per_anchor, replacement=True, generator=generator)
+    n = torch.multinomial(neg[anchors].float(), per_anchor, replacement=True, generator=generator)
+    return Triplets(anchors.repeat_interleave(per_anchor), p.reshape(-1), n.reshape(-1))
+
+
+def check_triplets(t: Triplets, b: int, n: int) -> Triplets:
+    """Mined indices are integers within range (a device-side assertion: no synchronisation)."""
+    for name, idx, bound in (
+        ("anchor", t.anchor, b),
+        ("positive", t.positive, n),
+        ("negative", t.negative, n),
+    ):
+        if idx.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"mined {name} indices must be integer tensors, got {idx.dtype}")
+        message = f"mined {name} indices must lie in [0, {bound - 1}]"
+        try:
+            torch._assert_async(((idx >= 0) & (idx < bound)).all(), message)
+        except RuntimeError:
+            raise ValueError(message) from None
+    return t
+
+
 #: every miner class by name (configs and the CLI look miners up here; the contract tests run
 #: over it): add a new miner here
 MINERS: dict[str, type[Miner]] = {
@@ -571,5 +621,7 @@ __all__ = [
     "EasyPositiveMiner",
     "DistanceWeightedMiner",
     "MultiSimilarityMiner",
+    "check_triplets",
     "distance_weighted_log_weights",
+    "sample_triplets",
 ]

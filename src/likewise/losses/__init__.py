@@ -30,7 +30,7 @@ from likewise.losses.softmax import (
     supcon_loss,
 )
 from likewise.losses.swav import SwAVLoss, sinkhorn, swav_loss
-from likewise.losses.triplet import TripletMarginLoss, triplet_margin_loss
+from likewise.losses.triplet_margin import TripletMarginLoss, triplet_margin_loss
 from likewise.losses.two_view import TwoViewLoss
 from likewise.losses.vicreg import VICRegLoss, vicreg_loss
 
