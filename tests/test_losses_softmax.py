@@ -7,16 +7,16 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 
 from _memory import LargestTensors
-from likewise.losses.softmax import (
+from likewise.losses import (
     NPairsLoss,
     NTXentLoss,
     SoftNearestNeighborLoss,
     SupConLoss,
-    masked_lse,
     ntxent_loss,
     soft_nearest_neighbor_loss,
     supcon_loss,
 )
+from likewise.losses.ntxent import ntxent_rows
 from likewise.mined import PairMask
 
 # ---------------------------------------------------------------- naive references (plain loops over pairs)
@@ -668,15 +668,19 @@ def test_bad_variant_distance_and_l2_reg():
         NPairsLoss(l2_reg=-1)
 
 
-def test_masked_lse_empty_rows_and_gradient():
-    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=torch.float64, requires_grad=True)
-    mask = torch.tensor([[True, False, True], [False, False, False]])
-    out = masked_lse(x, mask)
-    assert out[0].item() == pytest.approx(math.log(math.exp(1) + math.exp(3)))
-    assert out[1].item() == float("-inf")
-    out[0].backward()
+def test_ntxent_rows_on_rows_without_negatives_or_positives_and_gradient():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], dtype=torch.float64)
+    logits.requires_grad_(True)
+    pos = torch.tensor([[True, False, False], [True, True, False], [False, False, False]])
+    neg = torch.tensor([[False, False, True], [False, False, False], [True, True, True]])
+    loss_sum, weight = ntxent_rows(logits, pos, neg)
+    # row 0: one pair over one negative; row 1: no negative, l = 0; row 2: no positive
+    assert loss_sum[0].item() == pytest.approx(math.log(math.exp(1) + math.exp(3)) - 1)
+    assert loss_sum[1:].tolist() == [0.0, 0.0] and weight.tolist() == [1, 2, 0]
+    loss_sum.sum().backward()
     p = math.exp(1) / (math.exp(1) + math.exp(3))
-    torch.testing.assert_close(x.grad, torch.tensor([[p, 0, 1 - p], [0, 0, 0]], dtype=torch.float64))
+    expected = torch.tensor([[p - 1, 0, 1 - p], [0, 0, 0], [0, 0, 0]], dtype=torch.float64)
+    torch.testing.assert_close(logits.grad, expected)
 
 
 # ---------------------------------------------------------------- multi-label and relevance

@@ -13,6 +13,8 @@ from likewise.losses.dino import DINOLoss, dino_loss
 from likewise.losses.info_nce import InfoNCELoss, info_nce_loss
 from likewise.losses.log_ratio import LogRatioLoss, log_ratio_loss
 from likewise.losses.negative_cosine import NegativeCosineLoss, negative_cosine_loss
+from likewise.losses.npairs import NPairsLoss, npairs_loss
+from likewise.losses.ntxent import NTXentLoss, ntxent_loss
 from likewise.losses.pair import (
     ContrastiveLoss,
     LiftedStructureLoss,
@@ -23,16 +25,8 @@ from likewise.losses.pair import (
 )
 from likewise.losses.proxy import ArcFaceLoss, ProxyAnchorLoss, arcface_loss, proxy_anchor_loss
 from likewise.losses.ranking import FastAPLoss, fast_ap_loss
-from likewise.losses.softmax import (
-    NPairsLoss,
-    NTXentLoss,
-    SoftNearestNeighborLoss,
-    SupConLoss,
-    npairs_loss,
-    ntxent_loss,
-    soft_nearest_neighbor_loss,
-    supcon_loss,
-)
+from likewise.losses.soft_nearest_neighbor import SoftNearestNeighborLoss, soft_nearest_neighbor_loss
+from likewise.losses.supcon import SupConLoss, supcon_loss
 from likewise.losses.swav import SwAVLoss, sinkhorn, swav_loss
 from likewise.losses.triplet import TripletMarginLoss, triplet_margin_loss
 from likewise.losses.two_view import TwoViewLoss
