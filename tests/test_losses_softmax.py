@@ -16,6 +16,8 @@ from likewise.losses import (
     soft_nearest_neighbor_loss,
     supcon_loss,
 )
+from likewise.losses._kernels import ntxent as ntxent_kernel
+from likewise.losses.base import check_batch
 from likewise.losses.ntxent import ntxent_rows
 from likewise.mined import PairMask
 
@@ -666,6 +668,25 @@ def test_bad_variant_distance_and_l2_reg():
         SoftNearestNeighborLoss(distance="manhattan")
     with pytest.raises(ValueError, match="l2_reg must be a finite number >= 0"):
         NPairsLoss(l2_reg=-1)
+
+
+def test_ntxent_kernel_runs_only_where_exps_clamp_cannot_act():
+    # anchor 0: positives 1 (cosine 1) and 2 (cosine -1), negative 3 (cosine -1). At t = 0.01 the
+    # negative lies 200 below the row maximum, past the clamp of exp_ at -80: the kernel would
+    # give l(0, 2) ~ 120 instead of log 2, so it must not be eligible there
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
+    y = torch.tensor([0, 0, 0, 1])
+    batch = check_batch(x, y)
+    assert ntxent_kernel.eligible(batch, None, None, 0.07)
+    assert not ntxent_kernel.eligible(batch, None, None, 0.01)
+    assert not ntxent_kernel.eligible(batch, None, 2, 0.07)  # chunked: the plain path
+    unguarded, _ = ntxent_kernel.ntxent_fast(batch, 0.01)
+    plain = NTXentLoss(temperature=0.01, fast=False)(x, y)
+    assert plain.item() == pytest.approx(NTXentLoss(temperature=0.01)(x, y).item())
+    assert unguarded.item() > plain.item() + 10
+    # by hand over the 6 positive pairs (logits +-100): (0, 1), (1, 0) give ~0; (0, 2), (1, 2)
+    # log 2; (2, 0), (2, 1) log(e^-100 + e^100) + 100 = 200 (their negative 3 is sample 2's twin)
+    assert plain.item() == pytest.approx((400 + 2 * math.log(2)) / 6, rel=1e-5)
 
 
 def test_ntxent_rows_on_rows_without_negatives_or_positives_and_gradient():

@@ -135,7 +135,11 @@ def gemm_row_loss(batch: Batch, kernel: Kernel, distance: str, temperature: floa
 
 def exp_rows(logits: Tensor, excluded: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Row max ``m [B]`` over all but the ``excluded`` pairs (0 for an empty row) and
-    ``E = exp(L - m)`` in place, 0 at the excluded pairs."""
+    ``E = exp(L - m)`` in place, 0 at the excluded pairs.
+
+    ``exp_`` clamps ``L - m`` at -80 (float32): exact for a sum that holds the row maximum's own
+    term 1; a kernel that sums part of a row without its maximum (NT-Xent's negatives) bounds
+    the logits' span in its ``eligible``."""
     entries.fill_(logits, *excluded, float("-inf"))
     m = logits.amax(1)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
@@ -159,6 +163,7 @@ def positives_and_stats(
 
 
 def row_sum(values: Tensor, rows: Tensor, b: int) -> Tensor:
+    """Per-pair ``values [P]`` summed into their ``rows`` ``[b]``."""
     return values.new_zeros(b).index_add_(0, rows, values)
 
 
