@@ -8,7 +8,7 @@ must agree (loosely) with float32 computed on the same values; a miner must sele
 selects in float32 on the same values. Bad input ends in the exact error.
 
 The loss list is built from ``likewise.losses.LOSSES`` and the miner list from
-``likewise.mining.__all__``: a loss or miner added later without an entry here fails
+``likewise.mining.MINERS``: a loss or miner added later without an entry here fails
 ``test_every_public_loss_and_miner_is_covered``.
 """
 
@@ -46,7 +46,7 @@ LOSS_MAKERS = {
 }
 #: losses that take neither ref_emb nor relevance (they refuse both with a ValueError)
 NO_REFS = ("NPairsLoss", *PROXY_LOSSES)
-MINERS = {name: getattr(M, name) for name in M.__all__ if name.endswith("Miner") and name != "Miner"}
+MINERS = M.MINERS
 
 
 def _miner(name):

@@ -137,7 +137,7 @@ MNIST5K_HEADS: dict[str, dict[str, Any]] = {
     "byol": {"hidden_dim": 256, "out_dim": 64, "momentum": 0.99},
     "simsiam": {"hidden_dim": 256, "out_dim": 64, "predictor_dim": 64},
     "swav": {"hidden_dim": 256, "out_dim": 64, "n_prototypes": 30, "batch_norm": False},
-    "barlow_twins": {"hidden_dim": 256, "out_dim": 64, "lambda_": 0.02},
+    "barlow_twins": {"hidden_dim": 256, "out_dim": 256, "lambda_": 0.005},
     "vicreg": {"hidden_dim": 256, "out_dim": 64},
     "naive": {"hidden_dim": 256, "out_dim": 64},
 }

@@ -34,9 +34,13 @@ class _WithGradient(torch.autograd.Function):
 
 
 def _is_one(grad_out: Tensor) -> bool:
-    """``grad_out`` is the scalar 1 (``loss.backward()``), known without waiting for a GPU:
-    on other devices the answer is "not known", and the caller multiplies by it."""
-    return grad_out.device.type == "cpu" and grad_out.numel() == 1 and float(grad_out) == 1.0
+    """``grad_out`` is the scalar 1 (``loss.backward()``). Asked on the CPU only, where the value
+    is in host memory (``torch.equal`` reads it; no device to wait for); on other devices the
+    answer is "not known", and the caller multiplies by it."""
+    if grad_out.device.type != "cpu" or grad_out.numel() != 1:
+        return False
+    return torch.equal(grad_out, grad_out.new_ones(grad_out.shape))
+
 
 
 def needs_grad(matrix: Tensor) -> bool:
@@ -66,9 +70,9 @@ class _ProductGradient(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         a, b, grad = ctx.saved_tensors
-        # on the CPU a number (the product is scaled in place, or not at all); elsewhere a tensor,
-        # so the host does not wait for the device
-        scale = ctx.scale * (float(grad_out) if grad_out.device.type == "cpu" else grad_out)
+        # a tensor (the host never reads it): the [B, D] gradients are scaled in place by it,
+        # skipped for loss.backward()'s 1 on the CPU
+        scale = ctx.scale if _is_one(grad_out) else ctx.scale * grad_out
         # grad has the dtype of the product, which autocast may have lowered: the input gradients
         # take the inputs' dtypes
         da = _scaled(torch.mm(grad.to(b.dtype), b), scale) if ctx.needs_input_grad[0] else None

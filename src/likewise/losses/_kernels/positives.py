@@ -5,6 +5,10 @@ class) while the negatives are nearly all of the ``B x N`` pairs. Losses that tr
 negatives densely can then skip building boolean masks altogether: they evaluate the
 negative term on every pair and correct it at the few positive and self pairs.
 
+The list's length depends on the labels, so building it waits for the device on a GPU
+(``repeat_interleave`` / ``masked_select`` must size their outputs): the losses use these lists
+on the CPU only (their eligibility checks) and boolean masks elsewhere.
+
 Cost: one ``argsort`` of the reference labels and two ``searchsorted`` calls,
 ``O((B + N) log N + |P|)`` time and ``O(|P|)`` memory. Gathers use ``index_select``: on a
 CPU, advanced indexing (``t[idx]``) of a few thousand entries wakes the thread pool and costs
@@ -40,10 +44,9 @@ def positive_pairs(
     hi = torch.searchsorted(sorted_ref, labels, right=True)
     counts = hi - lo
     ends = torch.cumsum(counts, 0)
-    total = int(ends[-1]) if ends.numel() else 0
-    # row i repeated counts[i] times: +1 at every row end, summed up (a small bincount and
-    # cumsum; repeat_interleave costs ten times more)
-    rows = torch.bincount(ends[:-1], minlength=total + 1)[:total].cumsum(0)
+    # row i repeated counts[i] times (the one-argument repeat_interleave: 5-14 us at B = 1,024-4,096
+    # on one core, faster than a bincount + cumsum, and the host reads no count)
+    rows = torch.repeat_interleave(counts)
     # position in the sorted references: lo[row] + rank within the row
     first = (ends - counts).sub_(lo)
     at = torch.arange(rows.shape[0], device=labels.device).sub_(first.index_select(0, rows))
