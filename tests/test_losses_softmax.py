@@ -1,6 +1,7 @@
 """NT-Xent, SupCon, soft nearest neighbour and N-pairs: loop references, gradcheck, PML agreement."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +17,10 @@ from likewise.losses import (
     soft_nearest_neighbor_loss,
     supcon_loss,
 )
+from likewise.losses._kernels import circle as circle_kernel
 from likewise.losses._kernels import ntxent as ntxent_kernel
+from likewise.losses._kernels import soft_nearest_neighbor as snn_kernel
+from likewise.losses._kernels import supcon as supcon_kernel
 from likewise.losses.base import check_batch
 from likewise.losses.ntxent import ntxent_rows
 from likewise.mined import PairMask
@@ -680,6 +684,9 @@ def test_ntxent_kernel_runs_only_where_exps_clamp_cannot_act():
     assert ntxent_kernel.eligible(batch, None, None, 0.07)
     assert not ntxent_kernel.eligible(batch, None, None, 0.01)
     assert not ntxent_kernel.eligible(batch, None, 2, 0.07)  # chunked: the plain path
+    assert not ntxent_kernel.eligible(batch, object(), None, 0.07)  # a miner: the plain path
+    # off the CPU the positives' index list would make the host wait: the plain path
+    assert not ntxent_kernel.eligible(replace(batch, embeddings=x.to("meta")), None, None, 0.07)
     unguarded, _ = ntxent_kernel.ntxent_fast(batch, 0.01)
     plain = NTXentLoss(temperature=0.01, fast=False)(x, y)
     assert plain.item() == pytest.approx(NTXentLoss(temperature=0.01)(x, y).item())
@@ -687,6 +694,32 @@ def test_ntxent_kernel_runs_only_where_exps_clamp_cannot_act():
     # by hand over the 6 positive pairs (logits +-100): (0, 1), (1, 0) give ~0; (0, 2), (1, 2)
     # log 2; (2, 0), (2, 1) log(e^-100 + e^100) + 100 = 200 (their negative 3 is sample 2's twin)
     assert plain.item() == pytest.approx((400 + 2 * math.log(2)) / 6, rel=1e-5)
+
+
+ELIGIBLE = {  # each kernel's eligibility with the loss's other settings at their defaults
+    "supcon": lambda batch, miner, chunk: supcon_kernel.eligible(batch, miner, chunk),
+    "snn": lambda batch, miner, chunk: snn_kernel.eligible(batch, miner, chunk, "squared_euclidean"),
+    "circle": lambda batch, miner, chunk: circle_kernel.eligible(batch, miner),
+}
+
+
+@pytest.mark.parametrize("name", list(ELIGIBLE))
+def test_kernel_eligibility_on_both_sides_of_each_condition(name):
+    eligible = ELIGIBLE[name]
+    x, y = torch.randn(8, 3), torch.arange(8) % 3
+    batch = check_batch(x, y)
+    assert eligible(batch, None, None) and eligible(batch, None, 8)  # a chunk covering the batch
+    assert not eligible(batch, object(), None)  # a miner
+    assert not eligible(replace(batch, embeddings=x.to("meta")), None, None)  # off the CPU
+    assert not eligible(check_batch(x, torch.nn.functional.one_hot(y)), None, None)  # multi-label
+    assert not eligible(check_batch(x, None, relevance=y[:, None] == y), None, None)
+    given = replace(batch, given=object())  # indices_tuple
+    assert not eligible(given, None, None)
+    if name != "circle":  # Circle is never chunked
+        assert not eligible(batch, None, 4)
+    if name == "snn":
+        assert snn_kernel.eligible(batch, None, None, "dot")
+        assert not snn_kernel.eligible(batch, None, None, "euclidean")  # no GEMM factors
 
 
 def test_ntxent_rows_on_rows_without_negatives_or_positives_and_gradient():

@@ -78,12 +78,17 @@ def gemm_loss(
 
 def gemm_eligible(batch: Batch, miner: Any, chunk_size: int | None) -> bool:
     """Whether the mask-free kernels apply: class ids ``[B]``, no miner, no relevance matrix,
-    no given pairs (``indices_tuple``) and no chunking (``chunk_size`` below ``B``). Looks at
-    settings and shapes only."""
+    no given pairs (``indices_tuple``), no chunking (``chunk_size`` below ``B``), on the CPU.
+    Looks at settings, shapes and devices only.
+
+    CPU only: the index list of the positives has a data-dependent length
+    (:func:`~likewise.losses._kernels.positives.positive_pairs`), which a GPU would have to
+    report to the host; there the dense plain path runs without waiting."""
     labels = batch.labels
     chunked = chunk_size is not None and chunk_size < batch.embeddings.shape[0]
     return (
-        miner is None
+        batch.embeddings.device.type == "cpu"
+        and miner is None
         and batch.given is None
         and batch.relevance is None
         and labels is not None
