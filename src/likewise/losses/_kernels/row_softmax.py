@@ -109,10 +109,10 @@ def scaled_factors(x: Tensor, y: Tensor | None, distance: str, temperature: floa
     if distance == "cosine":
         xn = l2_normalize(x, dim=1)
         yn = xn if y is None else l2_normalize(y, dim=1)
-        return xn / temperature, yn
+        return (xn if temperature == 1.0 else xn / temperature), yn
     y = x if y is None else y
     if distance == "dot":
-        return x / temperature, y
+        return (x if temperature == 1.0 else x / temperature), y
     if distance != "squared_euclidean":
         raise ValueError(f"no GEMM factors for distance {distance!r}")
     # [2x/t, -1/t, -|x|^2/t] . [y, |y|^2, 1] = -|x - y|^2 / t
