@@ -6,6 +6,7 @@ the positives / negatives of query ``i`` (every reference but ``i`` itself witho
 
     l(i, p) = -log( e^{l_ip} / (e^{l_ip} + sum_{n in N(i)} e^{l_in}) )
             = log(e^{l_ip} + sum_{n in N(i)} e^{l_in}) - l_ip
+            = softplus( log sum_{n in N(i)} e^{l_in} - l_ip )
     L = mean over all positive pairs (i, p) of l(i, p)
 
 (pytorch-metric-learning's ``NTXentLoss``). An anchor without negatives gives ``l = 0``; a
@@ -30,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from likewise.losses._kernels import ntxent as kernel
@@ -51,8 +53,15 @@ def ntxent_rows(logits: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tenso
     """
     lse_neg = masked_logsumexp(logits, neg, dim=1).unsqueeze(1)  # log sum_N e^l [r, 1]
     lse_neg = lse_neg.masked_fill(~neg.any(1, keepdim=True), float("-inf"))  # no negative: l = 0
-    terms = torch.logaddexp(logits, lse_neg) - logits  # l(i, j) for every column j
-    return torch.where(pos, terms, torch.zeros_like(terms)).sum(1), pos.sum(1)
+    # l(i, p) at the positives (the other entries are 0 before softplus: no exp of a large negative)
+    terms = torch.where(pos, _softplus(torch.where(pos, lse_neg - logits, 0.0)), 0.0)
+    return terms.sum(1), pos.sum(1)
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """``log(1 + e^x)`` (``= log(e^a + e^b) - a`` for ``x = b - a``), linear only above 40 where
+    ``log(1 + e^-x) < 5e-18``: exact to float64 rounding (``F.softplus`` switches at 20)."""
+    return F.softplus(x, threshold=40.0)
 
 
 def ntxent_loss(
@@ -78,8 +87,7 @@ def ntxent_listed(logits: Tensor, pos_w: Tensor, neg_w: Tensor) -> Tensor:
     weighted = logits + torch.where(listed, neg_w, 1.0).log()
     lse_neg = masked_logsumexp(weighted, listed, dim=1).unsqueeze(1)
     lse_neg = lse_neg.masked_fill(~listed.any(1, keepdim=True), float("-inf"))  # no negative: l = 0
-    terms = torch.logaddexp(logits, lse_neg) - logits
-    return (pos_w * terms).sum() / pos_w.sum().clamp_min(1)
+    return (pos_w * _softplus(lse_neg - logits)).sum() / pos_w.sum().clamp_min(1)
 
 
 class NTXentLoss(MetricLoss):
