@@ -104,8 +104,9 @@ def build(method: str, epochs: int, steps_per_epoch: int):  # noqa: C901 - one b
             return crit(outs, [])
 
     elif method == "dino":
-        proj = heads.DINOProjectionHead(F, H, D, DINO_OUT)
-        t_enc, t_proj = _teacher(enc), heads.DINOProjectionHead(F, H, D, DINO_OUT)  # weight norm: no deepcopy
+        proj = heads.DINOProjectionHead(F, H, D, DINO_OUT, batch_norm=True)
+        t_enc = _teacher(enc)
+        t_proj = heads.DINOProjectionHead(F, H, D, DINO_OUT, batch_norm=True)  # weight norm: no deepcopy
         t_proj.load_state_dict(proj.state_dict())
         deactivate_requires_grad(t_proj)
         crit = DINOLoss(

@@ -66,7 +66,14 @@ LIKEWISE = {
     "swav": (ssl.SwAV, {"hidden_dim": 125, "out_dim": 16, "n_prototypes": 30}),
     "dino": (
         ssl.DINO,
-        {"hidden_dim": 125, "bottleneck_dim": 16, "out_dim": 1024, "momentum": 0.99, "teacher_temp": 0.04},
+        {
+            "hidden_dim": 125,
+            "bottleneck_dim": 16,
+            "out_dim": 1024,
+            "momentum": 0.99,
+            "teacher_temp": 0.04,
+            "batch_norm": True,
+        },
     ),
     "barlow_twins": (ssl.BarlowTwins, {"hidden_dim": 125, "out_dim": 16, "lambda_": 0.05}),
     "vicreg": (ssl.VICReg, {"hidden_dim": 125, "out_dim": 16}),

@@ -33,7 +33,8 @@ class BarlowTwins(SSLMethod):
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)
-        return self.criterion(gather_with_grad(self.project(x_a)), gather_with_grad(self.project(x_b)))
+        z_a, z_b = self.project_views(x_a, x_b)
+        return self.criterion(gather_with_grad(z_a), gather_with_grad(z_b))
 
 
 __all__ = ["BarlowTwins"]

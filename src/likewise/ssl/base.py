@@ -19,6 +19,7 @@ SimCLR); :meth:`project` gives the head's output, for comparison.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -48,6 +49,24 @@ def check_two_views(views: tuple[Tensor, ...], *, most: int = 2) -> tuple[Tensor
     return views
 
 
+def per_sample(module: nn.Module) -> bool:
+    """Whether ``module`` computes each input on its own: it holds no batch norm, whose batch
+    statistics tie the inputs of one call together."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def encode_views(encoder: nn.Module, views: tuple[Tensor, ...] | list[Tensor]) -> list[Tensor]:
+    """``[encoder(v) for v in views]``, in one call on the concatenated views where that gives the
+    same result: the encoder computes each input on its own (:func:`per_sample`) and the views
+    have one shape. One call of ``2B`` inputs runs faster than two of ``B`` (one pass over the
+    weights, fewer and larger kernels: the MNIST-1D encoder's forward and backward took 9.3 ms
+    instead of 11.2 ms). With batch norm each view keeps its own call, hence its own statistics.
+    """
+    if len(views) > 1 and all(v.shape == views[0].shape for v in views) and per_sample(encoder):
+        return list(encoder(torch.cat(list(views))).split(views[0].shape[0]))
+    return [encoder(v) for v in views]
+
+
 class SSLMethod(nn.Module):
     """Base: ``encoder``, ``encoder_dim``, :meth:`project`, :meth:`update` (a no-op here)."""
 
@@ -63,8 +82,13 @@ class SSLMethod(nn.Module):
         """The projection head's output for inputs ``x`` (what the loss sees, before any predictor)."""
         return self.projector(self.encoder(x))
 
+    def project_views(self, *views: Tensor) -> list[Tensor]:
+        """:meth:`project` of each view: the encoder once for all views where it may
+        (:func:`encode_views`), the projection head per view (its batch norm sees one view)."""
+        return [self.projector(f) for f in encode_views(self.encoder, views)]
+
     def update(self, step: int, total_steps: int) -> None:
         """Called after optimiser step ``step`` of ``total_steps`` (momentum teachers, schedules)."""
 
 
-__all__ = ["SSLMethod", "check_encoder", "check_two_views"]
+__all__ = ["SSLMethod", "check_encoder", "check_two_views", "encode_views", "per_sample"]

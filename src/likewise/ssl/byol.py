@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise.losses import NegativeCosineLoss
-from likewise.ssl.base import SSLMethod, check_two_views
+from likewise.ssl.base import SSLMethod, check_two_views, encode_views
 from likewise.ssl.heads import mlp
 from likewise.ssl.momentum import MomentumUpdater, momentum_copy
 
@@ -45,13 +45,13 @@ class BYOL(SSLMethod):
         self.momentum = MomentumUpdater(momentum, final_momentum)
 
     @torch.no_grad()
-    def _target(self, x: Tensor) -> Tensor:
-        return self.teacher_projector(self.teacher_encoder(x))
+    def _targets(self, *views: Tensor) -> list[Tensor]:
+        return [self.teacher_projector(f) for f in encode_views(self.teacher_encoder, views)]
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)
-        p_a, p_b = self.predictor(self.project(x_a)), self.predictor(self.project(x_b))
-        t_a, t_b = self._target(x_a), self._target(x_b)
+        p_a, p_b = (self.predictor(z) for z in self.project_views(x_a, x_b))
+        t_a, t_b = self._targets(x_a, x_b)
         return 0.5 * (self.criterion(p_a, t_b) + self.criterion(p_b, t_a))
 
     def update(self, step: int, total_steps: int) -> None:

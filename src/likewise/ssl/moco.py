@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from likewise.distributed import gather_labels, gather_with_grad
 from likewise.losses import InfoNCELoss
 from likewise.memory import MemoryQueue
-from likewise.ssl.base import SSLMethod, check_two_views
+from likewise.ssl.base import SSLMethod, check_two_views, encode_views
 from likewise.ssl.heads import mlp
 from likewise.ssl.momentum import MomentumUpdater, momentum_copy
 
@@ -59,12 +59,13 @@ class MoCo(SSLMethod):
         self.momentum = MomentumUpdater(momentum, final_momentum)
 
     @torch.no_grad()
-    def _keys(self, x: Tensor) -> Tensor:
-        return gather_labels(self.teacher_projector(self.teacher_encoder(x)))  # gathered, no gradient
+    def _keys(self, *views: Tensor) -> list[Tensor]:
+        """The teacher's projections of the views, gathered across processes (no gradient)."""
+        return [gather_labels(self.teacher_projector(f)) for f in encode_views(self.teacher_encoder, views)]
 
-    def _queries(self, x: Tensor) -> Tensor:
-        z = self.project(x)
-        return gather_with_grad(self.predictor(z) if self.predictor is not None else z)
+    def _queries(self, *views: Tensor) -> list[Tensor]:
+        zs = self.project_views(*views)
+        return [gather_with_grad(self.predictor(z) if self.predictor is not None else z) for z in zs]
 
     def _contrast(self, q: Tensor, k: Tensor) -> Tensor:
         past = self.queue.embeddings if self.queue is not None and len(self.queue) else None
@@ -72,8 +73,8 @@ class MoCo(SSLMethod):
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)
-        q_a, q_b = self._queries(x_a), self._queries(x_b)
-        k_a, k_b = self._keys(x_a), self._keys(x_b)
+        q_a, q_b = self._queries(x_a, x_b)
+        k_a, k_b = self._keys(x_a, x_b)
         loss = 0.5 * (self._contrast(q_a, k_b) + self._contrast(q_b, k_a))
         if self.queue is not None and self.training:
             keys = torch.cat([k_a, k_b])

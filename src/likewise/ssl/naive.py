@@ -33,7 +33,7 @@ class Naive(SSLMethod):
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)
-        return self.criterion(self.project(x_a), self.project(x_b))
+        return self.criterion(*self.project_views(x_a, x_b))
 
 
 __all__ = ["Naive"]

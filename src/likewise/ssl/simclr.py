@@ -41,8 +41,7 @@ class SimCLR(SSLMethod):
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)
-        z_a = gather_with_grad(self.project(x_a))
-        z_b = gather_with_grad(self.project(x_b))
+        z_a, z_b = (gather_with_grad(z) for z in self.project_views(x_a, x_b))
         n = z_a.shape[0]
         labels = torch.arange(n, device=z_a.device).repeat(2)
         return self.criterion(torch.cat([z_a, z_b]), labels)

@@ -40,7 +40,7 @@ class SimSiam(SSLMethod):
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)
-        z_a, z_b = self.project(x_a), self.project(x_b)
+        z_a, z_b = self.project_views(x_a, x_b)
         p_a, p_b = self.predictor(z_a), self.predictor(z_b)
         return 0.5 * (self.criterion(p_a, z_b.detach()) + self.criterion(p_b, z_a.detach()))
 

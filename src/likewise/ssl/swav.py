@@ -69,7 +69,7 @@ class SwAV(SSLMethod):
 
     def forward(self, *views: Tensor) -> Tensor:
         x_a, x_b = check_two_views(views)
-        z_a, z_b = F.normalize(self.project(x_a), dim=1), F.normalize(self.project(x_b), dim=1)
+        z_a, z_b = (F.normalize(z, dim=1) for z in self.project_views(x_a, x_b))
         w = self._unit_prototypes()
         s_a, s_b = z_a @ w.T, z_b @ w.T
         past: list[Tensor | None] = [None, None]

@@ -116,6 +116,7 @@ SMALL_HEADS: dict[str, dict[str, Any]] = {
         "out_dim": 1024,
         "momentum": 0.99,
         "teacher_temp": 0.04,
+        "batch_norm": True,
     },
     "barlow_twins": {"hidden_dim": 125, "out_dim": 16, "lambda_": 0.05},
     "vicreg": {"hidden_dim": 125, "out_dim": 16},
