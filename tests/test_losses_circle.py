@@ -4,7 +4,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
-from likewise.losses.circle import CircleLoss, circle_loss
+from likewise.losses import CircleLoss, circle_loss
 from likewise.mined import PairMask, Triplets
 from likewise.similarity import pairwise_similarity
 

@@ -17,8 +17,9 @@ from likewise.losses import (
     SupConLoss,
     TripletMarginLoss,
 )
+from likewise.losses._kernels.npairs import npairs_select_classes
 from likewise.losses._kernels.positives import positive_pairs
-from likewise.losses.softmax import npairs_select, npairs_select_classes
+from likewise.losses.npairs import npairs_select
 from likewise.similarity import relation_masks
 from test_losses_pair import assert_same, data, value_and_grad
 from test_losses_triplet import naive_triplet

@@ -1,22 +1,28 @@
 """NT-Xent, SupCon, soft nearest neighbour and N-pairs: loop references, gradcheck, PML agreement."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
 from _memory import LargestTensors
-from likewise.losses.softmax import (
+from likewise.losses import (
     NPairsLoss,
     NTXentLoss,
     SoftNearestNeighborLoss,
     SupConLoss,
-    masked_lse,
     ntxent_loss,
     soft_nearest_neighbor_loss,
     supcon_loss,
 )
+from likewise.losses._kernels import circle as circle_kernel
+from likewise.losses._kernels import ntxent as ntxent_kernel
+from likewise.losses._kernels import soft_nearest_neighbor as snn_kernel
+from likewise.losses._kernels import supcon as supcon_kernel
+from likewise.losses.base import check_batch
+from likewise.losses.ntxent import ntxent_rows
 from likewise.mined import PairMask
 
 # ---------------------------------------------------------------- naive references (plain loops over pairs)
@@ -668,15 +674,67 @@ def test_bad_variant_distance_and_l2_reg():
         NPairsLoss(l2_reg=-1)
 
 
-def test_masked_lse_empty_rows_and_gradient():
-    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=torch.float64, requires_grad=True)
-    mask = torch.tensor([[True, False, True], [False, False, False]])
-    out = masked_lse(x, mask)
-    assert out[0].item() == pytest.approx(math.log(math.exp(1) + math.exp(3)))
-    assert out[1].item() == float("-inf")
-    out[0].backward()
+def test_ntxent_kernel_runs_only_where_exps_clamp_cannot_act():
+    # anchor 0: positives 1 (cosine 1) and 2 (cosine -1), negative 3 (cosine -1). At t = 0.01 the
+    # negative lies 200 below the row maximum, past the clamp of exp_ at -80: the kernel would
+    # give l(0, 2) ~ 120 instead of log 2, so it must not be eligible there
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
+    y = torch.tensor([0, 0, 0, 1])
+    batch = check_batch(x, y)
+    assert ntxent_kernel.eligible(batch, None, None, 0.07)
+    assert not ntxent_kernel.eligible(batch, None, None, 0.01)
+    assert not ntxent_kernel.eligible(batch, None, 2, 0.07)  # chunked: the plain path
+    assert not ntxent_kernel.eligible(batch, object(), None, 0.07)  # a miner: the plain path
+    # off the CPU the positives' index list would make the host wait: the plain path
+    assert not ntxent_kernel.eligible(replace(batch, embeddings=x.to("meta")), None, None, 0.07)
+    unguarded, _ = ntxent_kernel.ntxent_fast(batch, 0.01)
+    plain = NTXentLoss(temperature=0.01, fast=False)(x, y)
+    assert plain.item() == pytest.approx(NTXentLoss(temperature=0.01)(x, y).item())
+    assert unguarded.item() > plain.item() + 10
+    # by hand over the 6 positive pairs (logits +-100): (0, 1), (1, 0) give ~0; (0, 2), (1, 2)
+    # log 2; (2, 0), (2, 1) log(e^-100 + e^100) + 100 = 200 (their negative 3 is sample 2's twin)
+    assert plain.item() == pytest.approx((400 + 2 * math.log(2)) / 6, rel=1e-5)
+
+
+ELIGIBLE = {  # each kernel's eligibility with the loss's other settings at their defaults
+    "supcon": lambda batch, miner, chunk: supcon_kernel.eligible(batch, miner, chunk),
+    "snn": lambda batch, miner, chunk: snn_kernel.eligible(batch, miner, chunk, "squared_euclidean"),
+    "circle": lambda batch, miner, chunk: circle_kernel.eligible(batch, miner),
+}
+
+
+@pytest.mark.parametrize("name", list(ELIGIBLE))
+def test_kernel_eligibility_on_both_sides_of_each_condition(name):
+    eligible = ELIGIBLE[name]
+    x, y = torch.randn(8, 3), torch.arange(8) % 3
+    batch = check_batch(x, y)
+    assert eligible(batch, None, None) and eligible(batch, None, 8)  # a chunk covering the batch
+    assert not eligible(batch, object(), None)  # a miner
+    assert not eligible(replace(batch, embeddings=x.to("meta")), None, None)  # off the CPU
+    assert not eligible(check_batch(x, torch.nn.functional.one_hot(y)), None, None)  # multi-label
+    assert not eligible(check_batch(x, None, relevance=y[:, None] == y), None, None)
+    given = replace(batch, given=object())  # indices_tuple
+    assert not eligible(given, None, None)
+    if name != "circle":  # Circle is never chunked
+        assert not eligible(batch, None, 4)
+    if name == "snn":
+        assert snn_kernel.eligible(batch, None, None, "dot")
+        assert not snn_kernel.eligible(batch, None, None, "euclidean")  # no GEMM factors
+
+
+def test_ntxent_rows_on_rows_without_negatives_or_positives_and_gradient():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], dtype=torch.float64)
+    logits.requires_grad_(True)
+    pos = torch.tensor([[True, False, False], [True, True, False], [False, False, False]])
+    neg = torch.tensor([[False, False, True], [False, False, False], [True, True, True]])
+    loss_sum, weight = ntxent_rows(logits, pos, neg)
+    # row 0: one pair over one negative; row 1: no negative, l = 0; row 2: no positive
+    assert loss_sum[0].item() == pytest.approx(math.log(math.exp(1) + math.exp(3)) - 1)
+    assert loss_sum[1:].tolist() == [0.0, 0.0] and weight.tolist() == [1, 2, 0]
+    loss_sum.sum().backward()
     p = math.exp(1) / (math.exp(1) + math.exp(3))
-    torch.testing.assert_close(x.grad, torch.tensor([[p, 0, 1 - p], [0, 0, 0]], dtype=torch.float64))
+    expected = torch.tensor([[p - 1, 0, 1 - p], [0, 0, 0], [0, 0, 0]], dtype=torch.float64)
+    torch.testing.assert_close(logits.grad, expected)
 
 
 # ---------------------------------------------------------------- multi-label and relevance

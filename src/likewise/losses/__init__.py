@@ -18,17 +18,11 @@ from likewise.losses.lifted_structure import LiftedStructureLoss, lifted_structu
 from likewise.losses.log_ratio import LogRatioLoss, log_ratio_loss
 from likewise.losses.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
 from likewise.losses.negative_cosine import NegativeCosineLoss, negative_cosine_loss
+from likewise.losses.npairs import NPairsLoss, npairs_loss
+from likewise.losses.ntxent import NTXentLoss, ntxent_loss
 from likewise.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor_loss
-from likewise.losses.softmax import (
-    NPairsLoss,
-    NTXentLoss,
-    SoftNearestNeighborLoss,
-    SupConLoss,
-    npairs_loss,
-    ntxent_loss,
-    soft_nearest_neighbor_loss,
-    supcon_loss,
-)
+from likewise.losses.soft_nearest_neighbor import SoftNearestNeighborLoss, soft_nearest_neighbor_loss
+from likewise.losses.supcon import SupConLoss, supcon_loss
 from likewise.losses.swav import SwAVLoss, sinkhorn, swav_loss
 from likewise.losses.triplet_margin import TripletMarginLoss, triplet_margin_loss
 from likewise.losses.two_view import TwoViewLoss

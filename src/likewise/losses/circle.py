@@ -12,6 +12,18 @@ relaxation ``m`` and scale ``gamma``::
 averaged over the queries that have both a positive and a negative (and a
 non-zero loss, like pytorch-metric-learning's ``AvgNonZeroReducer``). Dense on
 the ``[B, N]`` similarity matrix: memory ``O(B N)``.
+
+Shapes: ``embeddings [B, D]``, ``labels [B]`` (or ``[B, C]`` multi-label, or ``relevance
+[B, N]``); the loss is a scalar.
+
+Example::
+
+    loss_fn = CircleLoss(m=0.25, gamma=256)
+    loss = loss_fn(model(images), labels)
+    loss.backward()
+
+The fast kernel (class ids, no miner) is :mod:`likewise.losses._kernels.circle`;
+``fast=False`` always runs :func:`circle_loss` (the specification).
 """
 
 from __future__ import annotations
@@ -22,10 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from likewise.losses._kernels.positives import fast_pairs
-from likewise.losses._kernels.row_softmax import circle_kernel, gemm_loss
-from likewise.losses.base import Batch, MetricLoss, check_number, masked_logsumexp, zero_loss
-from likewise.normalize import l2_normalize
+from likewise.losses._kernels import circle as kernel
+from likewise.losses.base import Batch, MetricLoss, check_number, masked_logsumexp, masked_mean
 from likewise.similarity import pairwise_similarity
 
 
@@ -61,10 +71,7 @@ def circle_loss(
 ) -> Tensor:
     """Circle loss: mean of the non-zero :func:`circle_row_losses`; 0 (in the graph) when none."""
     rows = circle_row_losses(sim, pos, neg, m, gamma, weight_sim)
-    active = rows > 0
-    if not bool(active.any()):
-        return zero_loss(sim)
-    return rows[active].mean()
+    return masked_mean(rows, rows > 0)
 
 
 class CircleLoss(MetricLoss):
@@ -103,31 +110,20 @@ class CircleLoss(MetricLoss):
         self.gamma = check_number(gamma, "gamma", positive=True)
 
     def compute(self, batch: Batch) -> Tensor:
-        fast = fast_pairs(batch, self.miner)
-        if fast is not None:
-            # class ids: one similarity buffer, no masks (likewise.losses._kernels.row_softmax)
-            pairs, selves = fast
-            x = l2_normalize(batch.embeddings, dim=1)
-            y = x if batch.same_set else l2_normalize(batch.ref_emb, dim=1)
-            loss, stats = gemm_loss(x, y, circle_kernel(self.m, self.gamma), pairs, selves)
+        if self.fast and kernel.eligible(batch, self.miner):
+            loss, stats = kernel.circle_fast(batch, self.m, self.gamma)
             self._record(**stats)
-            if not loss.requires_grad and not bool(loss):  # nothing active: keep the graph
-                return zero_loss(batch.embeddings, batch.ref_emb)
             return loss
         pos, neg = self.pair_masks(batch)
         sim = pairwise_similarity(batch.embeddings, batch.ref_emb, "cosine")
-        rows = circle_row_losses(sim, pos, neg, self.m, self.gamma)
-        active = rows > 0
         with torch.no_grad():
             s = sim.detach()
             self._record(
-                active_rows=(pos.any(1) & neg.any(1)).float().mean(),
-                pos_sim=s[pos].mean() if pos.any() else 0.0,
-                neg_sim=s[neg].mean() if neg.any() else 0.0,
+                active_rows=(pos.any(1) & neg.any(1)).to(s.dtype).mean(),
+                pos_sim=masked_mean(s, pos),
+                neg_sim=masked_mean(s, neg),
             )
-        if not bool(active.any()):
-            return zero_loss(batch.embeddings, batch.ref_emb)
-        return rows[active].mean()
+        return circle_loss(sim, pos, neg, self.m, self.gamma)
 
 
 __all__ = ["CircleLoss", "circle_loss", "circle_row_losses"]

@@ -1,21 +1,24 @@
-"""Softmax-family losses of class-id labels in one ``[B, N]`` buffer, no masks.
+"""Row-softmax losses of class-id labels in one ``[B, N]`` buffer, no masks (the shared machinery).
 
-The general path of :mod:`likewise.losses.softmax` builds boolean masks, masked
-``logsumexp`` and lets autograd record each step: a dozen ``[B, N]`` passes. For the
-common case (class ids, no miner, no chunking) the positives are a short index list
+The plain path of a row-softmax loss (NT-Xent, SupCon, soft nearest neighbour, Circle,
+multi-similarity) builds boolean masks, masked ``logsumexp`` and lets autograd record each
+step: a dozen ``[B, N]`` passes. For the common case (class ids, no miner, no chunking:
+:func:`gemm_eligible`) the positives are a short index list
 (:func:`likewise.losses._kernels.positives.positive_pairs`) and every other non-self pair is a
-negative, so each loss here is:
+negative, so each loss's kernel (``_kernels/ntxent.py``, ``supcon.py``,
+``soft_nearest_neighbor.py``, ``circle.py``, and :func:`multi_similarity_kernel` here) is:
 
 1. ``L = Xa Ya^T`` (one GEMM; the temperature and, for squared Euclidean, the norms
-   are folded into the factors ``Xa, Ya``),
-2. the self pairs set to ``-inf``, the row maximum ``m``, ``E = exp(L - m)`` in place,
+   are folded into the factors ``Xa, Ya``: :func:`scaled_factors`),
+2. the self pairs set to ``-inf``, the row maximum ``m``, ``E = exp(L - m)`` in place
+   (:func:`exp_rows`),
 3. row sums of ``E`` and sums over the positive list, the loss, and the gradient
    ``G = dLoss/dL`` written into the same buffer (the softmax weights, scaled per row,
    corrected at the positive pairs),
 
-and backward is the two GEMMs ``G Ya`` and ``G^T Xa``. The values equal those of the
-general path (tests compare them); the formulas are in the docstrings of
-:mod:`likewise.losses.softmax` and :mod:`likewise.losses.pair` (multi-similarity).
+and backward is the two GEMMs ``G Ya`` and ``G^T Xa`` (:func:`gemm_loss`). The values equal
+those of the plain path (``tests/test_losses_contract.py`` compares them); the formulas are
+in the docstrings of the loss modules.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from torch import Tensor
 
 from likewise import entries
 from likewise.losses._kernels.fused import exp_
-from likewise.losses._kernels.positives import pair_means
+from likewise.losses._kernels.positives import batch_pairs, pair_means
+from likewise.losses.base import Batch, zero_loss
+from likewise.normalize import l2_normalize
 
 # kernel(logits [B, N] (owned, may be overwritten), pairs, selves) -> (loss, grad [B, N] | None, stats)
 Kernel = Callable[[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], bool], tuple[Tensor, Any, dict]]
@@ -71,12 +76,75 @@ def gemm_loss(
     return loss, stats
 
 
+def gemm_eligible(batch: Batch, miner: Any, chunk_size: int | None) -> bool:
+    """Whether the mask-free kernels apply: class ids ``[B]``, no miner, no relevance matrix,
+    no given pairs (``indices_tuple``), no chunking (``chunk_size`` below ``B``), on the CPU.
+    Looks at settings, shapes and devices only.
+
+    CPU only: the index list of the positives has a data-dependent length
+    (:func:`~likewise.losses._kernels.positives.positive_pairs`), which a GPU would have to
+    report to the host; there the dense plain path runs without waiting."""
+    labels = batch.labels
+    chunked = chunk_size is not None and chunk_size < batch.embeddings.shape[0]
+    return (
+        batch.embeddings.device.type == "cpu"
+        and miner is None
+        and batch.given is None
+        and batch.relevance is None
+        and labels is not None
+        and labels.dim() == 1
+        and not chunked
+    )
+
+
+def scaled_factors(x: Tensor, y: Tensor | None, distance: str, temperature: float) -> tuple[Tensor, Tensor]:
+    """``(Xa, Ya)`` with ``Xa Ya^T = sim(x, y) / temperature`` for cosine, dot, squared Euclidean
+    (``y=None``: ``y = x``).
+
+    For cosine and dot the temperature is folded into the query rows before the GEMM; for
+    squared Euclidean ``-(|x|^2 + |y|^2 - 2 x.y) / t`` is one GEMM on rows augmented with two
+    columns, so forward and backward are pure GEMMs (no clamp at distance 0: a coincident
+    pair may get a rounding-size positive value, harmless in a softmax).
+    """
+    if distance == "cosine":
+        xn = l2_normalize(x, dim=1)
+        yn = xn if y is None else l2_normalize(y, dim=1)
+        return (xn if temperature == 1.0 else xn / temperature), yn
+    y = x if y is None else y
+    if distance == "dot":
+        return (x if temperature == 1.0 else x / temperature), y
+    if distance != "squared_euclidean":
+        raise ValueError(f"no GEMM factors for distance {distance!r}")
+    # [2x/t, -1/t, -|x|^2/t] . [y, |y|^2, 1] = -|x - y|^2 / t
+    ones_x, ones_y = x.new_ones(x.shape[0], 1), y.new_ones(y.shape[0], 1)
+    xa = torch.cat([x * 2.0, -ones_x, -x.pow(2).sum(1, keepdim=True)], dim=1) / temperature
+    ya = torch.cat([y, y.pow(2).sum(1, keepdim=True), ones_y], dim=1)
+    return xa, ya
+
+
+def gemm_row_loss(batch: Batch, kernel: Kernel, distance: str, temperature: float) -> tuple[Tensor, dict]:
+    """``kernel`` on ``sim(queries, refs) / temperature`` of an eligible batch
+    (:func:`gemm_eligible`), with the index lists of its positive and self pairs; a batch
+    without a positive pair gives a zero loss that back-propagates."""
+    pairs, selves = batch_pairs(batch)
+    refs = None if batch.same_set else batch.ref_emb
+    xa, ya = scaled_factors(batch.embeddings, refs, distance, temperature)
+    loss, stats = gemm_loss(xa, ya, kernel, pairs, selves)
+    if pairs[0].numel() == 0:
+        return zero_loss(batch.embeddings, batch.ref_emb), stats
+    return loss, stats
+
+
 # --------------------------------------------------------------------------- shared steps
 
 
-def _exp_rows(logits: Tensor, excluded: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def exp_rows(logits: Tensor, excluded: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Row max ``m [B]`` over all but the ``excluded`` pairs (0 for an empty row) and
-    ``E = exp(L - m)`` in place, 0 at the excluded pairs."""
+    ``E = exp(L - m)`` in place, 0 at the excluded pairs.
+
+    ``exp_`` clamps ``L - m`` at -80 (float32): exact for a sum that holds the row maximum's own
+    term 1; a kernel that sums part of a row without its maximum (NT-Xent's negatives) bounds
+    the logits' span in its ``eligible``."""
     entries.fill_(logits, *excluded, float("-inf"))
     m = logits.amax(1)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
@@ -85,7 +153,7 @@ def _exp_rows(logits: Tensor, excluded: tuple[Tensor, Tensor]) -> tuple[Tensor, 
     return e, m
 
 
-def _positives_and_stats(
+def positives_and_stats(
     matrix: Tensor, pairs: tuple[Tensor, Tensor], selves: tuple[Tensor, Tensor], scale: float
 ) -> tuple[Tensor, dict[str, Any]]:
     """The positive entries of ``matrix`` and the pair statistics (before it is overwritten;
@@ -99,7 +167,8 @@ def _positives_and_stats(
     }
 
 
-def _row_sum(values: Tensor, rows: Tensor, b: int) -> Tensor:
+def row_sum(values: Tensor, rows: Tensor, b: int) -> Tensor:
+    """Per-pair ``values [P]`` summed into their ``rows`` ``[b]``."""
     return values.new_zeros(b).index_add_(0, rows, values)
 
 
@@ -111,38 +180,10 @@ def group_logsumexp(values: Tensor, groups: Tensor, num_groups: int) -> Tensor:
     """
     top = values.new_full((num_groups,), float("-inf")).scatter_reduce_(0, groups, values, "amax")
     safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    return _row_sum(torch.exp(values - safe.index_select(0, groups)), groups, num_groups).log() + safe
+    return row_sum(torch.exp(values - safe.index_select(0, groups)), groups, num_groups).log() + safe
 
 
-# --------------------------------------------------------------------------- kernels
-
-
-def ntxent_kernel(temperature: float) -> Kernel:
-    """NT-Xent: per positive pair ``log(e^{l_p} + sum_N e^{l_n}) - l_p``, mean over pairs."""
-
-    def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
-        b, n = logits.shape
-        pr, pc = pairs
-        l_pos, stats = _positives_and_stats(logits, pairs, selves, temperature)
-        e, m = _exp_rows(logits, selves)
-        entries.fill_(e, pr, pc, 0.0)  # what is left in a row is its negatives
-        log_neg = e.sum(1).log()  # -inf without negatives
-        shifted = l_pos - m.index_select(0, pr)
-        log_den = torch.logaddexp(shifted, log_neg.index_select(0, pr))
-        n_pairs = max(pr.numel(), 1)
-        loss = (log_den - shifted).sum() / n_pairs
-        grad = None
-        if want:
-            # d/dl_in = sum_p E_in / den_ip; d/dl_ip = E_ip / den_ip - 1 (all / n_pairs)
-            row_scale = _row_sum(torch.exp(-log_den), pr, b) / n_pairs
-            grad = e.mul_(row_scale.unsqueeze(1))
-            entries.put_(grad, pr, pc, (torch.exp(shifted - log_den) - 1) / n_pairs)
-        return loss, grad, stats
-
-    return kernel
-
-
-def _all_over_positives(
+def all_over_positives(
     e: Tensor, z: Tensor, shifted: Tensor, pairs: Any, counted: Tensor, offset: Tensor | float, want: bool
 ) -> tuple[Tensor, Tensor | None]:
     """``mean over counted rows of log Z_i - log sum_{P(i)} e^l + offset_i`` and its gradient.
@@ -165,49 +206,7 @@ def _all_over_positives(
     return loss, grad
 
 
-def supcon_kernel(temperature: float, variant: str) -> Kernel:
-    """SupCon ``L_out`` / ``L_in`` (denominator over all but self), mean over counted anchors."""
-
-    def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
-        b, n = logits.shape
-        pr, pc = pairs
-        l_pos, stats = _positives_and_stats(logits, pairs, selves, temperature)
-        e, m = _exp_rows(logits, selves)
-        z = e.sum(1)  # [B] sum over all candidates (shifted)
-        n_pos = torch.bincount(pr, minlength=b)
-        n_self = torch.bincount(selves[0], minlength=b)
-        counted = (n_pos > 0) & (n - n_self > 1)  # a positive and another candidate
-        shifted = l_pos - m.index_select(0, pr)
-        npos = n_pos.clamp_min(1).to(logits.dtype)
-        if variant == "in":  # log Z - log(1/|P| sum_P e^l)
-            loss, grad = _all_over_positives(e, z, shifted, pairs, counted, npos.log(), want)
-            return loss, grad, stats
-        # L_out: log Z - 1/|P| sum_P l; d/dl_ia = w_i E_ia / Z_i, minus w_i / |P(i)| at positives
-        weight = counted.to(logits.dtype) / counted.sum().clamp_min(1)
-        per_row = z.log() - _row_sum(shifted, pr, b) / npos
-        loss = torch.where(counted, per_row, torch.zeros_like(per_row)).mul(weight).sum()
-        grad = None
-        if want:
-            grad = e.mul_((weight / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
-            entries.add_(grad, pr, pc, -(weight / npos).index_select(0, pr))
-        return loss, grad, stats
-
-    return kernel
-
-
-def snn_kernel(temperature: float, sim_scale: float) -> Kernel:
-    """Soft nearest neighbour: ``log sum_A e^l - log sum_P e^l`` for anchors with a positive."""
-
-    def kernel(logits: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
-        pr = pairs[0]
-        l_pos, stats = _positives_and_stats(logits, pairs, selves, sim_scale)
-        e, m = _exp_rows(logits, selves)
-        counted = torch.bincount(pr, minlength=logits.shape[0]) > 0
-        shifted = l_pos - m.index_select(0, pr)
-        loss, grad = _all_over_positives(e, e.sum(1), shifted, pairs, counted, 0.0, want)
-        return loss, grad, stats
-
-    return kernel
+# --------------------------------------------------------------------------- multi-similarity
 
 
 def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
@@ -219,7 +218,7 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
     def kernel(sim: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
         b, n = sim.shape
         pr, pc = pairs
-        s_pos, stats = _positives_and_stats(sim, pairs, selves, 1.0)
+        s_pos, stats = positives_and_stats(sim, pairs, selves, 1.0)
         # negatives: beta (S - base), positives and self pairs removed, shifted by max(0, row max)
         x = sim.sub_(base).mul_(beta)
         entries.fill_(x, pr, pc, float("-inf"))
@@ -234,7 +233,7 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
         xp = -alpha * (s_pos - base)
         mp = torch.zeros(b, dtype=sim.dtype, device=sim.device).scatter_reduce_(0, pr, xp, "amax")
         ep = torch.exp(xp - mp.index_select(0, pr))
-        pos_den = torch.exp(-mp) + _row_sum(ep, pr, b)
+        pos_den = torch.exp(-mp) + row_sum(ep, pr, b)
         pos_part = (mp + pos_den.log()) / alpha
         n_neg = n - torch.bincount(pr, minlength=b) - torch.bincount(selves[0], minlength=b)
         rows = pos_part + neg_part
@@ -252,59 +251,16 @@ def multi_similarity_kernel(alpha: float, beta: float, base: float) -> Kernel:
     return kernel
 
 
-def circle_kernel(m: float, gamma: float) -> Kernel:
-    """Circle loss on cosine ``S`` (weights ``alpha`` without gradient), mean over non-zero rows.
-
-    ``L_i = softplus(lse_P(-g a_p (s_p - 1 + m)) + lse_N(g a_n (s_n - m)))`` with
-    ``a_p = [1 + m - s_p]_+``, ``a_n = [s_n + m]_+``; rows need a positive and a negative.
-    """
-
-    def kernel(sim: Tensor, pairs: Any, selves: Any, want: bool) -> tuple[Tensor, Any, dict]:
-        b, n = sim.shape
-        pr, pc = pairs
-        s_pos, st = _positives_and_stats(sim, pairs, selves, 1.0)
-        n_pos = torch.bincount(pr, minlength=b)
-        n_neg = n - n_pos - torch.bincount(selves[0], minlength=b)
-        valid = (n_pos > 0) & (n_neg > 0)
-        # negatives: logit g a_n (s - m), positives and self pairs removed
-        a_n = (sim + m).clamp_min_(0)
-        x = sim.sub_(m).mul_(a_n).mul_(gamma)
-        e, mx = _exp_rows(x, (torch.cat([pr, selves[0]]), torch.cat([pc, selves[1]])))
-        z = e.sum(1)
-        lse_n = z.log() + mx
-        # positives on the index list
-        a_p = (1 + m - s_pos).clamp_min(0)
-        lp = -gamma * a_p * (s_pos - (1 - m))
-        lse_p = group_logsumexp(lp, pr, b)
-        total = torch.where(valid, lse_p + lse_n, torch.zeros_like(z))
-        rows = torch.nn.functional.softplus(total)
-        active = valid & (rows > 0)
-        weight = active.to(sim.dtype) / active.sum().clamp_min(1)
-        loss = (rows * weight).sum()
-        stats = {
-            "active_rows": valid.sum() / b,
-            "pos_sim": st["mean_pos_similarity"],
-            "neg_sim": st["mean_neg_similarity"],
-        }
-        grad = None
-        if want:
-            # d softplus, as F.softplus (linear above its threshold 20, as PML's)
-            outer = weight * torch.where(total > 20, torch.ones_like(total), torch.sigmoid(total))
-            grad = e.mul_(a_n).mul_((outer * gamma / z.clamp_min(torch.finfo(z.dtype).tiny)).unsqueeze(1))
-            soft_p = torch.exp(lp - lse_p.index_select(0, pr))  # finite on every row with a positive
-            g_pos = -(outer.index_select(0, pr) * soft_p * gamma * a_p)
-            entries.put_(grad, pr, pc, torch.where(valid.index_select(0, pr), g_pos, 0.0))
-        return loss, grad, stats
-
-    return kernel
-
-
 __all__ = [
-    "circle_kernel",
-    "group_logsumexp",
+    "Kernel",
+    "all_over_positives",
+    "exp_rows",
+    "gemm_eligible",
     "gemm_loss",
+    "gemm_row_loss",
+    "group_logsumexp",
     "multi_similarity_kernel",
-    "ntxent_kernel",
-    "snn_kernel",
-    "supcon_kernel",
+    "positives_and_stats",
+    "row_sum",
+    "scaled_factors",
 ]
