@@ -41,43 +41,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from likewise import ssl  # noqa: E402
+from likewise.train.pretrain_config import SMALL_HEADS  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("_ssl_common", Path(_HERE) / "_ssl_common.py")
 _common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_common)
 Encoder, embed, train = _common.Encoder, _common.embed, _common.train
 
-#: likewise methods with the heads of the lightly side (projectors 125 -> 125 -> 16)
+#: likewise methods with the heads of the lightly side (projectors 125 -> 125 -> 16): the small-data
+#: heads of ``likewise pretrain --data mnist1d``, with lightly's MoCo momentum and SwAV's batch norm
+_LIGHTLY_SIDE = {"moco": {"momentum": 0.99}, "swav": {"batch_norm": True}}
 LIKEWISE = {
-    "simclr": (ssl.SimCLR, {"hidden_dim": 125, "out_dim": 16, "temperature": 0.5, "batch_norm": False}),
-    "moco": (
-        ssl.MoCo,
-        {
-            "hidden_dim": 125,
-            "out_dim": 16,
-            "temperature": 0.5,
-            "queue_size": 1024,
-            "momentum": 0.99,
-            "batch_norm": False,
-        },
-    ),
-    "byol": (ssl.BYOL, {"hidden_dim": 125, "out_dim": 16, "momentum": 0.99}),
-    "simsiam": (ssl.SimSiam, {"hidden_dim": 125, "out_dim": 16, "predictor_dim": 64}),
-    "swav": (ssl.SwAV, {"hidden_dim": 125, "out_dim": 16, "n_prototypes": 30}),
-    "dino": (
-        ssl.DINO,
-        {
-            "hidden_dim": 125,
-            "bottleneck_dim": 16,
-            "out_dim": 1024,
-            "momentum": 0.99,
-            "teacher_temp": 0.04,
-            "batch_norm": True,
-        },
-    ),
-    "barlow_twins": (ssl.BarlowTwins, {"hidden_dim": 125, "out_dim": 16, "lambda_": 0.05}),
-    "vicreg": (ssl.VICReg, {"hidden_dim": 125, "out_dim": 16}),
-    "naive": (ssl.Naive, {"hidden_dim": 125, "out_dim": 16}),
+    name: (ssl.METHODS[name], {**SMALL_HEADS[name], **_LIGHTLY_SIDE.get(name, {})}) for name in SMALL_HEADS
 }
 
 

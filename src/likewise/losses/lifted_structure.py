@@ -195,14 +195,14 @@ class LiftedStructureLoss(MetricLoss):
             counted = pos
         else:
             loss, j, counted = _song(dist, pos, neg, *margins)
-        m, jd = dist.detach(), j.detach()
-        self._record(
-            active_fraction=lambda: (
-                (counted * (jd > 0)).sum(dtype=torch.float64) / counted.sum(dtype=torch.float64).clamp_min(1)
-            ),
-            mean_pos_distance=lambda: (pos * m).sum() / pos.sum().clamp_min(1),
-            mean_neg_distance=lambda: (neg * m).sum() / neg.sum().clamp_min(1),
-        )
+        with torch.no_grad():  # tensors now: a lazy statistic would keep [B, N] tensors alive
+            m, jd = dist.detach(), j.detach()
+            active = (counted * (jd > 0)).sum(dtype=torch.float64) / counted.sum(
+                dtype=torch.float64
+            ).clamp_min(1)
+            mean_pos = (pos * m).sum() / pos.sum().clamp_min(1)
+            mean_neg = (neg * m).sum() / neg.sum().clamp_min(1)
+        self._record(active_fraction=active, mean_pos_distance=mean_pos, mean_neg_distance=mean_neg)
         return loss
 
     def _distances(self, batch: Batch) -> Tensor:

@@ -123,9 +123,9 @@ class MultiSimilarityLoss(MetricLoss):
             sim = self._similarity(batch)
             rows = multi_similarity_rows(sim, pos, neg, *params)
             if not listed:
-                s = sim.detach()
-                stats["mean_pos_similarity"] = lambda: masked_mean(s, pos)
-                stats["mean_neg_similarity"] = lambda: masked_mean(s, neg)
+                with torch.no_grad():  # tensors now: a lazy statistic would keep [B, N] tensors alive
+                    stats["mean_pos_similarity"] = masked_mean(sim.detach(), pos)
+                    stats["mean_neg_similarity"] = masked_mean(sim.detach(), neg)
         active, b = rows.detach() > 0, rows.shape[0]
         self._record(active_fraction=lambda: active.sum(dtype=torch.float64) / b, **stats)
         return rows.mean() if listed else masked_mean(rows, active)

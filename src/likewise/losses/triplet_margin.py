@@ -201,12 +201,14 @@ class TripletMarginLoss(MetricLoss):
             total, count = _triplet_terms(
                 dist, pos, neg, self.margin, self.smooth_loss, swap, self.block_elements
             )
-        n_triplets, d, (sign, unit) = (pos.sum(1) * neg.sum(1)).sum(), dist.detach(), self._sign_unit()
+        n_triplets, (sign, unit) = (pos.sum(1) * neg.sum(1)).sum(), self._sign_unit()
+        with torch.no_grad():  # tensors now: a lazy statistic would keep [B, N] tensors alive
+            d = dist.detach()
+            mean_pos, mean_neg = sign * masked_mean(d, pos > 0), sign * masked_mean(d, neg > 0)
         self._record(
             num_triplets=n_triplets,
             active_fraction=lambda: count.double() / n_triplets.clamp_min(1),
-            **{f"mean_pos_{unit}": lambda: sign * masked_mean(d, pos > 0)},
-            **{f"mean_neg_{unit}": lambda: sign * masked_mean(d, neg > 0)},
+            **{f"mean_pos_{unit}": mean_pos, f"mean_neg_{unit}": mean_neg},
         )
         return total / count.clamp_min(1).to(total.dtype)
 

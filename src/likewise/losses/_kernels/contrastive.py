@@ -107,14 +107,15 @@ def contrastive_dense(
     pos_loss, n_pos_active, g_pos = _part(mat, pos, pos_margin, pos_sign, neg_form, want_grad)
     neg_loss, n_neg_active, g_neg = _part(mat, neg, neg_margin, -pos_sign, neg_form, want_grad)
     grad = g_pos.add_(g_neg) if g_pos is not None and g_neg is not None else None
-    m = mat.detach()
     unit = "similarity" if similarity else "distance"
-    stats = {
-        "pos_active_fraction": lambda: n_pos_active / pos.sum().clamp_min(1),
-        "neg_active_fraction": lambda: n_neg_active / neg.sum().clamp_min(1),
-        f"mean_pos_{unit}": lambda: torch.where(pos, m, 0.0).sum() / pos.sum().clamp_min(1),
-        f"mean_neg_{unit}": lambda: torch.where(neg, m, 0.0).sum() / neg.sum().clamp_min(1),
-    }
+    with torch.no_grad():  # tensors now (no host wait): lazy ones would keep the [B, N] masks alive
+        m, n_pos, n_neg = mat.detach(), pos.sum().clamp_min(1), neg.sum().clamp_min(1)
+        stats = {
+            "pos_active_fraction": n_pos_active / n_pos,
+            "neg_active_fraction": n_neg_active / n_neg,
+            f"mean_pos_{unit}": torch.where(pos, m, 0.0).sum() / n_pos,
+            f"mean_neg_{unit}": torch.where(neg, m, 0.0).sum() / n_neg,
+        }
     return with_gradient(mat, pos_loss + neg_loss, grad), stats
 
 

@@ -108,12 +108,15 @@ def all_triplets_of_class_ids(
         n_self = torch.bincount(selves[0], minlength=b)
         n_triplets = (counts * (n - counts - n_self)).sum()
     loss = with_gradient(dist, (total * scale).to(dist.dtype), grad)
-    d = dist.detach()
+    # the pair means now, as tensors (no host wait): a lazy statistic would keep the [B, N]
+    # distances alive until the next call, and the allocator could not reuse their memory
+    with torch.no_grad():
+        mean_pos, mean_neg = pair_means(dist.detach(), (pr, pc), selves)
     stats = {
         "num_triplets": n_triplets,
         "active_fraction": lambda: count.double() / n_triplets.clamp_min(1),
-        f"mean_pos_{unit}": lambda: sign * pair_means(d, (pr, pc), selves)[0],
-        f"mean_neg_{unit}": lambda: sign * pair_means(d, (pr, pc), selves)[1],
+        f"mean_pos_{unit}": sign * mean_pos,
+        f"mean_neg_{unit}": sign * mean_neg,
     }
     return loss, stats
 
