@@ -34,8 +34,9 @@ report=${OUT:-/tmp}/gpu.md
   echo "Loss tests (CPU) on that image:"
   echo
   echo '```'
-  "$PY" -m pytest -q -p no:cacheprovider tests/test_losses_pair.py tests/test_losses_softmax.py \
-    tests/test_losses_triplet.py tests/test_losses_proxy.py tests/test_losses_fast_paths.py 2>&1 | tail -3
+  "$PY" -m pytest -q -p no:cacheprovider tests/test_losses_contract.py tests/test_no_host_sync.py \
+    tests/test_losses_pair.py tests/test_losses_softmax.py tests/test_losses_triplet.py tests/test_losses_proxy.py \
+    tests/test_losses_fast_paths.py 2>&1 | tail -3
   echo '```'
   echo
   "$PY" benchmarks/losses.py --device cuda --sizes 1024,4096,16384 --budget-s 0.5 2>&1

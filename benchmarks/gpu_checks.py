@@ -51,15 +51,12 @@ def _cases() -> list[tuple[str, Callable[[], torch.nn.Module], str]]:
             kwargs["num_classes"] = CLASSES
         if "embedding_size" in params:
             kwargs["embedding_size"] = D
-        kind = "continuous" if name == "LogRatioLoss" else "labels"
+        kind = "continuous" if cls.label_kind == "continuous" else "labels"
         cases.append((name, lambda cls=cls, kwargs=kwargs: cls(**kwargs), kind))
     for name, cls in sorted(TWO_VIEW_LOSSES.items()):
         args = (D,) if name == "DINOLoss" else ()
         cases.append((name, lambda cls=cls, args=args: cls(*args), "two_view"))
-    for name in sorted(n for n, v in vars(mining).items() if isinstance(v, type) and n.endswith("Miner")):
-        cls = getattr(mining, name)
-        if name == "Miner" or name.startswith("_") or inspect.isabstract(cls):
-            continue
+    for name, cls in sorted(mining.MINERS.items()):
         cases.append((name, cls, "miner"))
     return cases
 
