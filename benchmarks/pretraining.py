@@ -3,10 +3,11 @@
 Both sides train the notebook's encoder (``_ssl_common.Encoder``: three Conv1d of 25
 channels, 125-d output) with the same views (the notebook's recipe), the same heads
 (125 -> 125 -> 16 projectors), optimiser (Adam, lr 0.01, cosine), batch (100) and epochs,
-in one run, method after method. likewise runs in this process; lightly runs
+in one run, method after method. Each side trains in a fresh process with one thread
+(``OMP_NUM_THREADS=1``): likewise runs this script with ``--child``, lightly runs
 ``_ssl_lightly.py`` in its own virtual environment (it needs torchvision and torch 2.14; it
-is never imported by likewise). The two sides of a method train at the same time, one
-thread each (this machine has two cores), so load from elsewhere hits both alike. The
+is never imported by likewise). The two sides of a method train at the same time (this
+machine has two cores), so load from elsewhere hits both alike. The
 same code then evaluates both encoders: cosine kNN (k = 10, training split as gallery) and a
 logistic-regression linear probe on the encoder's output, its effective rank, kNN on the
 projection, and training seconds per epoch (median over epochs).
@@ -72,8 +73,13 @@ def evaluate(f_tr, f_te, p_tr, p_te, y_tr, y_te) -> dict[str, float]:
     }
 
 
-def run_likewise(name: str, data: dict, args: argparse.Namespace, seed: int) -> dict[str, float]:
-    torch.manual_seed(seed)
+def train_likewise_child(args: argparse.Namespace) -> None:
+    """The likewise side of one run, in its own process (as lightly's is): train, then save the
+    features and the epoch times where the parent evaluates both sides alike."""
+    torch.set_num_threads(1)
+    name, npz, out = args.child
+    data = np.load(npz)
+    torch.manual_seed(args.seed)
     cls, kwargs = LIKEWISE[name]
     method = cls(Encoder(), 125, **kwargs)
     params = [p for p in method.parameters() if p.requires_grad]
@@ -84,39 +90,46 @@ def run_likewise(name: str, data: dict, args: argparse.Namespace, seed: int) -> 
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        seed=seed,
+        seed=args.seed,
         after_step=method.update,
     )
     method.eval()
-    result = evaluate(
-        embed(method.encoder, data["x"]),
-        embed(method.encoder, data["x_test"]),
-        embed(method.project, data["x"]),
-        embed(method.project, data["x_test"]),
-        data["y"],
-        data["y_test"],
+    np.savez(
+        out,
+        f_train=embed(method.encoder, data["x"]),
+        f_test=embed(method.encoder, data["x_test"]),
+        p_train=embed(method.project, data["x"]),
+        p_test=embed(method.project, data["x_test"]),
+        seconds=np.asarray(seconds),
     )
-    return {**result, "s_per_epoch": float(np.median(seconds))}
 
 
-def start_lightly(name: str, npz: Path, out: Path, args: argparse.Namespace, seed: int):
-    """Start lightly's run of ``name`` (its own venv, one thread); None for Naive or without lightly."""
-    if name == "naive" or not args.lightly_python:
-        return None
-    script = Path(__file__).parent / "_ssl_lightly.py"
-    cmd = [args.lightly_python, str(script), name, str(npz), str(out), "--epochs", str(args.epochs)]
-    cmd += ["--seed", str(seed), "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+def start_side(side: str, name: str, npz: Path, out: Path, args: argparse.Namespace, seed: int):
+    """Start one side's training of ``name`` in a fresh process with one thread (``OMP_NUM_THREADS=1``):
+    likewise here, lightly in its own venv (``_ssl_lightly.py``). None for lightly's Naive or without
+    lightly. Both sides thus start alike: a new interpreter, no thread pools left by earlier work."""
+    import os
+
+    common = ["--epochs", str(args.epochs), "--seed", str(seed), "--batch-size", str(args.batch_size)]
+    common += ["--lr", str(args.lr)]
+    if side == "lightly":
+        if name == "naive" or not args.lightly_python:
+            return None
+        cmd = [args.lightly_python, str(Path(__file__).parent / "_ssl_lightly.py"), name, str(npz), str(out)]
+        env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    else:
+        cmd = [sys.executable, str(Path(__file__)), "--child", name, str(npz), str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd + common, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def finish_lightly(name: str, proc, out: Path, data: dict) -> dict[str, float] | None:
-    """Wait for :func:`start_lightly`'s run and evaluate its encoder as likewise's is."""
+def finish_side(side: str, name: str, proc, out: Path, data: dict) -> dict[str, float] | None:
+    """Wait for :func:`start_side`'s run and evaluate its encoder (the same code for both sides)."""
     if proc is None:
         return None
     _, stderr = proc.communicate()
     if proc.returncode != 0:
-        print(f"lightly {name} failed: {stderr[-800:]}", file=sys.stderr)
+        print(f"{side} {name} failed: {stderr[-800:]}", file=sys.stderr)
         return None
     r = np.load(out)
     result = evaluate(r["f_train"], r["f_test"], r["p_train"], r["p_test"], data["y"], data["y_test"])
@@ -147,10 +160,10 @@ def mnist1d_side_by_side(args: argparse.Namespace) -> dict:
             for seed in args.seeds:
                 # both sides train at the same time, one thread each (two cores): whatever else
                 # loads the machine slows both alike
-                out = Path(tmp) / f"lightly_{name}_{seed}.npz"
-                proc = start_lightly(name, npz, out, args, seed)
-                lw = run_likewise(name, data, args, seed)
-                li = finish_lightly(name, proc, out, data)
+                outs = {side: Path(tmp) / f"{side}_{name}_{seed}.npz" for side in ("likewise", "lightly")}
+                procs = {side: start_side(side, name, npz, outs[side], args, seed) for side in outs}
+                lw = finish_side("likewise", name, procs["likewise"], outs["likewise"], data)
+                li = finish_side("lightly", name, procs["lightly"], outs["lightly"], data)
                 per_seed.append({"likewise": lw, "lightly": li})
                 print(f"{name} seed {seed}: likewise {lw}  lightly {li}", file=sys.stderr, flush=True)
             rows[name] = per_seed
@@ -274,7 +287,13 @@ def main() -> None:
     ap.add_argument("--mnist5k", action="store_true")
     ap.add_argument("--threads", type=int, help="mnist5k: torch threads per run (default: all cores)")
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--child", nargs=3, metavar=("NAME", "NPZ", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # the child's seed
     args = ap.parse_args()
+    if args.child:
+        args.epochs = 200 if args.epochs is None else args.epochs
+        train_likewise_child(args)
+        return
     args.methods = [m for m in args.methods.split(",") if m]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     if args.lightly_python and not Path(args.lightly_python).exists():
