@@ -1,4 +1,5 @@
-"""Which torch device a call runs on, with a clear error where it cannot be used."""
+"""Which torch device a call runs on, with a clear error where it cannot be used; input checks
+that do not make the host wait for the device."""
 
 from __future__ import annotations
 
@@ -30,3 +31,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 __all__ = ["resolve_device"]
+
+
+def check_on_device(condition: torch.Tensor, message: str) -> None:
+    """``ValueError(message)`` unless the 0-d bool tensor ``condition`` holds.
+
+    A device-side assertion (``torch._assert_async``): on a GPU the host does not wait for the
+    value (a violation stops the stream later, with ``message``); on the CPU it is checked here.
+    """
+    try:
+        torch._assert_async(condition, message)
+    except RuntimeError:
+        raise ValueError(message) from None

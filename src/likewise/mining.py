@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from likewise import entries
+from likewise.devices import check_on_device
 from likewise.lazy_stats import LazyStats
 from likewise.mined import Mined, PairMask, Triplets
 from likewise.normalize import l2_normalize
@@ -590,11 +591,9 @@ def check_triplets(t: Triplets, b: int, n: int) -> Triplets:
     ):
         if idx.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"mined {name} indices must be integer tensors, got {idx.dtype}")
-        message = f"mined {name} indices must lie in [0, {bound - 1}]"
-        try:
-            torch._assert_async(((idx >= 0) & (idx < bound)).all(), message)
-        except RuntimeError:
-            raise ValueError(message) from None
+        check_on_device(
+            ((idx >= 0) & (idx < bound)).all(), f"mined {name} indices must lie in [0, {bound - 1}]"
+        )
     return t
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from likewise.devices import check_on_device
 from likewise.lazy_stats import LazyStats
 from likewise.losses.given import Given, parse_indices_tuple
 from likewise.mined import Mined, PairMask, to_pair_mask
@@ -103,11 +104,7 @@ def _check_float_matrix(x: Any, name: str) -> Tensor:
         raise ValueError(f"{name} have dimension 0")
     low, high = x.detach().aminmax()  # NaN propagates; one pass (isfinite().all() costs ten)
     finite = torch.isfinite(low) & torch.isfinite(high)
-    message = f"{name} contain NaN or inf"
-    try:  # a device-side assertion: the host never waits for the GPU (on the CPU it raises here)
-        torch._assert_async(finite, message)
-    except RuntimeError:
-        raise ValueError(message) from None
+    check_on_device(finite, f"{name} contain NaN or inf")
     return x
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from likewise.devices import check_on_device
 from likewise.losses._kernels import log_ratio as kernel
 from likewise.losses._kernels.euclidean import distance_matrix
 from likewise.losses._kernels.positives import self_pairs
@@ -83,14 +84,6 @@ def log_ratio_loss(
     return log_ratio_of_logs(emb_dist, label_log, valid, eps)[0]
 
 
-def _check_on_device(condition: Tensor, message: str) -> None:
-    """``ValueError(message)`` unless ``condition`` (on a GPU checked on the device: no wait)."""
-    try:
-        torch._assert_async(condition, message)
-    except RuntimeError:
-        raise ValueError(message) from None
-
-
 #: label vectors up to this width get their distances from per-column differences
 #: (exact to rounding); wider ones from the GEMM expansion in float64
 DIRECT_LABEL_COLUMNS = 8
@@ -127,7 +120,7 @@ def _check_continuous_labels(labels: Any, n: int, name: str, rows_name: str) -> 
         raise ValueError(f"{name} has {labels.shape[0]} entries but {rows_name} has {n} rows")
     if labels.dtype not in (torch.float32, torch.float64):
         labels = labels.to(torch.float64)
-    _check_on_device(torch.isfinite(labels).all(), f"{name} contain NaN or inf")
+    check_on_device(torch.isfinite(labels).all(), f"{name} contain NaN or inf")
     return labels if labels.dim() == 2 else labels[:, None]
 
 
@@ -208,7 +201,7 @@ class LogRatioLoss(MetricLoss):
             if tuple(label_dist.shape) != (b, n):
                 raise ValueError(f"label_dist must have shape {(b, n)}, got {tuple(label_dist.shape)}")
             low, high = label_dist.detach().aminmax()  # (NaN propagates)
-            _check_on_device((low >= 0) & torch.isfinite(high), "label_dist must be finite and non-negative")
+            check_on_device((low >= 0) & torch.isfinite(high), "label_dist must be finite and non-negative")
             if ref_labels is not None:
                 raise ValueError("pass either label_dist or labels/ref_labels, not both")
             work = work_dtype(embeddings.dtype)
@@ -234,7 +227,7 @@ class LogRatioLoss(MetricLoss):
             message = f"ref_self_index must have shape {(b,)} with entries in [-1, {n - 1}]"
             if tuple(ref_self_index.shape) != (b,):
                 raise ValueError(message)
-            _check_on_device(((ref_self_index >= -1) & (ref_self_index < n)).all(), message)
+            check_on_device(((ref_self_index >= -1) & (ref_self_index < n)).all(), message)
             ref_self_index = ref_self_index.to(embeddings.device).long()
         if self.fast and kernel.eligible(embeddings, ref_self_index):
             excluded = self_pairs(ref_self_index, b, same_set, embeddings.device)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from likewise.devices import check_on_device
 from likewise.losses._kernels import proxy_anchor as kernel
 from likewise.losses.base import Batch, MetricLoss, check_number, masked_logsumexp, masked_mean
 from likewise.normalize import l2_normalize, promote
@@ -48,8 +49,8 @@ def check_class_ids(labels: Tensor, num_classes: int, name: str) -> Tensor:
         low, high = torch.aminmax(labels)
         message = f"{name} labels must lie in [0, {num_classes}) (num_classes={num_classes})"
         try:
-            torch._assert_async((low >= 0) & (high < num_classes), message)
-        except RuntimeError:  # the input is bad: reading the values costs nothing that matters
+            check_on_device((low >= 0) & (high < num_classes), message)
+        except ValueError:  # the input is bad: reading the values costs nothing that matters
             raise ValueError(f"{message}; got values in [{int(low)}, {int(high)}]") from None
     return labels.long()
 
