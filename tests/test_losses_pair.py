@@ -27,8 +27,8 @@ from likewise.losses import (
 from likewise.losses import contrastive as contrastive_module
 from likewise.losses import lifted_structure as lifted_module
 from likewise.losses import multi_similarity as ms_module
-from likewise.losses._kernels.contrastive import index_lists_eligible
 from likewise.losses._kernels.euclidean import distance_matrix
+from likewise.losses._kernels.positives import index_lists_eligible
 from likewise.losses.base import Batch
 from likewise.mined import PairMask, Triplets
 from likewise.similarity import pairwise_distance

@@ -45,10 +45,9 @@ from likewise.losses._kernels.contrastive import (
     contrastive_dense,
     contrastive_sparse,
     dense_eligible,
-    index_lists_eligible,
 )
 from likewise.losses._kernels.euclidean import distance_matrix
-from likewise.losses._kernels.positives import batch_pairs
+from likewise.losses._kernels.positives import batch_pairs, index_lists_eligible
 from likewise.losses.base import Batch, MetricLoss, check_number, prepare
 from likewise.similarity import check_metric, is_similarity, pairwise_distance, pairwise_similarity
 

@@ -30,19 +30,6 @@ from likewise.losses._kernels.positives import pair_means
 from likewise.losses.base import Batch
 
 
-def index_lists_eligible(batch: Batch, miner: Any) -> bool:
-    """The positives of ``batch`` may be index lists (:func:`~.positives.batch_pairs`): class-id
-    labels ``[B]``, no miner, no relevance matrix, no ``indices_tuple``, on the CPU."""
-    return (
-        batch.embeddings.device.type == "cpu"
-        and miner is None
-        and batch.given is None
-        and batch.relevance is None
-        and batch.labels is not None
-        and batch.labels.dim() == 1
-    )
-
-
 def dense_eligible(batch: Batch) -> bool:
     """:func:`contrastive_dense` applies: boolean pairs (an ``indices_tuple`` counts them)."""
     return batch.given is None
@@ -172,5 +159,4 @@ __all__ = [
     "contrastive_sparse",
     "count_positive",
     "dense_eligible",
-    "index_lists_eligible",
 ]

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from likewise import entries
-from likewise.losses._kernels.contrastive import count_positive, index_lists_eligible
+from likewise.losses._kernels.contrastive import count_positive
 from likewise.losses._kernels.fused import needs_grad, with_gradient
-from likewise.losses._kernels.positives import pair_means
+from likewise.losses._kernels.positives import index_lists_eligible, pair_means
 from likewise.losses.base import Batch
 
 

@@ -13,8 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from likewise.losses._kernels.contrastive import index_lists_eligible
-from likewise.losses._kernels.positives import batch_pairs
+from likewise.losses._kernels.positives import batch_pairs, index_lists_eligible
 from likewise.losses._kernels.row_softmax import gemm_loss, multi_similarity_kernel
 from likewise.losses.base import Batch, prepare
 from likewise.normalize import l2_normalize

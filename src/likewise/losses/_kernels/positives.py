@@ -80,17 +80,17 @@ def batch_pairs(batch: Batch) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tens
     return pairs, selves
 
 
-def fast_pairs(batch: Batch, miner: Any) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None:
-    """The index lists of the mask-free loss paths, or ``None`` where they do not apply.
-
-    They apply to class-id labels without a miner, a relevance matrix or given pairs; everything
-    else (multi-label, relevance, mined or given pairs) takes the general path on boolean masks.
-    """
-    if batch.given is not None:  # indices_tuple: the given relation, not the labels
-        return None
-    if miner is not None or batch.relevance is not None or batch.labels is None or batch.labels.dim() != 1:
-        return None
-    return batch_pairs(batch)
+def index_lists_eligible(batch: Batch, miner: Any) -> bool:
+    """The positives of ``batch`` may be index lists (:func:`~.positives.batch_pairs`): class-id
+    labels ``[B]``, no miner, no relevance matrix, no ``indices_tuple``, on the CPU."""
+    return (
+        batch.embeddings.device.type == "cpu"
+        and miner is None
+        and batch.given is None
+        and batch.relevance is None
+        and batch.labels is not None
+        and batch.labels.dim() == 1
+    )
 
 
 def pair_means(
@@ -108,4 +108,4 @@ def pair_means(
     return pos_sum / max(1, n_pos), (matrix.sum(1).sum(dtype=torch.float64) - out_sum) / max(1, n_neg)
 
 
-__all__ = ["batch_pairs", "fast_pairs", "pair_means", "positive_pairs", "self_pairs"]
+__all__ = ["batch_pairs", "index_lists_eligible", "pair_means", "positive_pairs", "self_pairs"]

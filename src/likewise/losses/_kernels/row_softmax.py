@@ -31,7 +31,7 @@ from torch import Tensor
 
 from likewise import entries
 from likewise.losses._kernels.fused import exp_
-from likewise.losses._kernels.positives import batch_pairs, pair_means
+from likewise.losses._kernels.positives import batch_pairs, index_lists_eligible, pair_means
 from likewise.losses.base import Batch, zero_loss
 from likewise.normalize import l2_normalize
 
@@ -84,17 +84,8 @@ def gemm_eligible(batch: Batch, miner: Any, chunk_size: int | None) -> bool:
     CPU only: the index list of the positives has a data-dependent length
     (:func:`~likewise.losses._kernels.positives.positive_pairs`), which a GPU would have to
     report to the host; there the dense plain path runs without waiting."""
-    labels = batch.labels
     chunked = chunk_size is not None and chunk_size < batch.embeddings.shape[0]
-    return (
-        batch.embeddings.device.type == "cpu"
-        and miner is None
-        and batch.given is None
-        and batch.relevance is None
-        and labels is not None
-        and labels.dim() == 1
-        and not chunked
-    )
+    return not chunked and index_lists_eligible(batch, miner)
 
 
 def scaled_factors(x: Tensor, y: Tensor | None, distance: str, temperature: float) -> tuple[Tensor, Tensor]:

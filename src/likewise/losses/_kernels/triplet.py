@@ -32,7 +32,7 @@ from torch import Tensor
 
 from likewise import entries
 from likewise.losses._kernels.fused import needs_grad, with_gradient
-from likewise.losses._kernels.positives import batch_pairs, pair_means
+from likewise.losses._kernels.positives import batch_pairs, index_lists_eligible, pair_means
 from likewise.losses.base import Batch
 from likewise.mined import Mined
 from likewise.mining import largest_count
@@ -45,21 +45,10 @@ if TYPE_CHECKING:
 SLOTS_MAX = 16
 
 
-def _class_id_batch(batch: Batch) -> bool:
-    labels = batch.labels
-    return (
-        batch.given is None
-        and batch.relevance is None
-        and labels is not None
-        and labels.dim() == 1
-        and batch.embeddings.device.type == "cpu"
-    )
-
-
 def class_ids_eligible(batch: Batch, loss: TripletMarginLoss) -> bool:
     """All triplets, hinge, no swap, no miner, class ids, on the CPU."""
     hinge_all = loss.triplets_per_anchor == "all" and not (loss.swap or loss.smooth_loss)
-    return hinge_all and loss.miner is None and _class_id_batch(batch)
+    return hinge_all and index_lists_eligible(batch, loss.miner)
 
 
 def all_triplets_of_class_ids(
@@ -208,7 +197,7 @@ def mine_on_loss_matrix_eligible(batch: Batch, loss: TripletMarginLoss) -> bool:
         and getattr(miner, "distance", None) == loss.distance
         and getattr(miner, "normalize_embeddings", None) == loss.normalize_embeddings
         and not is_similarity(loss.distance)
-        and _class_id_batch(batch)
+        and index_lists_eligible(batch, None)  # the miner searches the class-id lists itself
     )
 
 
