@@ -50,8 +50,8 @@ _spec.loader.exec_module(_common)
 Encoder, embed, train = _common.Encoder, _common.embed, _common.train
 
 #: likewise methods with the heads of the lightly side (projectors 125 -> 125 -> 16): the small-data
-#: heads of ``likewise pretrain --data mnist1d``, with lightly's MoCo momentum and SwAV's batch norm
-_LIGHTLY_SIDE = {"moco": {"momentum": 0.99}, "swav": {"batch_norm": True}}
+#: heads of ``likewise pretrain --data mnist1d``, with SwAV's batch norm (lightly's head has it)
+_LIGHTLY_SIDE = {"swav": {"batch_norm": True}}
 LIKEWISE = {
     name: (ssl.METHODS[name], {**SMALL_HEADS[name], **_LIGHTLY_SIDE.get(name, {})}) for name in SMALL_HEADS
 }
